@@ -1,0 +1,36 @@
+# `make run` and `make test` need only Python 3.11+ and make: they create .venv and install
+# the locked dependencies (hash-checked) on first use, and again when a lock file changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
+PYTEST_ARGS ?=
+
+.PHONY: run test bench install clean-data
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME): requirements.lock | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	touch $@
+
+$(DEV): requirements-dev.lock | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	touch $@ $(RUNTIME)
+
+install: $(RUNTIME)
+
+# exec: the launcher replaces the shell, so it is make's own child and dies with make.
+run: $(RUNTIME)
+	exec $(PY) -m local_stack
+
+test: $(DEV)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(DEV)
+	$(PY) -m benchmarks
+
+clean-data:
+	rm -rf data

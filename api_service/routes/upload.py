@@ -1,0 +1,134 @@
+"""POST /api/v1/upload: validate a CSV, store the request, enqueue its work."""
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pymongo.errors import DuplicateKeyError
+
+from api_service import repository
+from api_service.csv_reader import CsvLimits, CsvValidationError, UploadTooLarge, read_products
+from api_service.errors import ApiError
+from api_service.schemas import UploadAccepted, error_responses
+from api_service.state import AppState, services
+from api_service.upload_stream import BodyTooLarge, MalformedUpload, Upload, read_upload
+from api_service.validation import idempotency_key_problem, webhook_url_problem
+from shared.documents import new_request, new_request_id
+from shared.queue import enqueue_request
+
+log = logging.getLogger("api.upload")
+router = APIRouter()
+
+MULTIPART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {
+                "file": {"type": "string", "format": "binary",
+                         "description": "the product CSV: S. No., Product Name, Input Image Urls"},
+                "webhook_url": {"type": "string", "format": "uri",
+                                "description": "optional: notified with a signed POST when the request is finished",
+                                "example": "https://shop.example.com/hooks/images"},
+            },
+        }}},
+    }
+}
+
+
+def accepted(state: AppState, document: dict[str, Any]) -> JSONResponse:
+    request_id = document["_id"]
+    body = UploadAccepted(
+        request_id=request_id,
+        status=document["status"],
+        status_url=state.status_url(request_id),
+        download_url=state.download_url(request_id),
+        products=document["products_total"],
+        images=document["images_total"],
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+async def receive(request: Request, state: AppState) -> Upload:
+    try:
+        return await read_upload(request, state.settings.max_upload_bytes)
+    except BodyTooLarge as error:
+        raise ApiError(413, str(error)) from error
+    except MalformedUpload as error:
+        raise ApiError(400, str(error)) from error
+
+
+async def validate(upload: Upload, state: AppState) -> list:
+    if upload.webhook_url and (problem := webhook_url_problem(upload.webhook_url, state.settings)):
+        raise ApiError(400, f"invalid webhook_url: {problem}",
+                       errors=[{"line": 0, "column": "webhook_url", "message": problem}])
+    try:
+        return await run_in_threadpool(read_products, upload.file, CsvLimits.from_settings(state.settings))
+    except UploadTooLarge as error:
+        raise ApiError(413, error.detail) from error
+    except CsvValidationError as error:
+        errors = [{"line": e.line, "column": e.column, "message": e.message} for e in error.errors]
+        raise ApiError(400, error.detail, errors=errors) from error
+
+
+async def replay(state: AppState, key: str, sha256: str) -> JSONResponse | None:
+    """The answer already given for this Idempotency-Key, if any."""
+    existing = await repository.find_by_idempotency_key(state.requests, key)
+    if existing is None:
+        return None
+    if existing["file_sha256"] != sha256:
+        raise ApiError(422, "this Idempotency-Key was already used with a different file")
+    return accepted(state, existing)
+
+
+async def enqueue(state: AppState, request_id: str) -> None:
+    try:
+        await run_in_threadpool(enqueue_request, state.celery, request_id)
+    except Exception:  # noqa: BLE001 - the request is stored; the sweeper enqueues it once Redis answers
+        log.exception("could not enqueue request %s now; the sweeper will", request_id)
+
+
+@router.post(
+    "/api/v1/upload",
+    status_code=202,
+    response_model=UploadAccepted,
+    responses=error_responses(400, 413, 422),
+    summary="Upload a product CSV",
+    openapi_extra=MULTIPART_BODY,
+    tags=["requests"],
+)
+async def upload_csv(
+    request: Request,
+    state: Annotated[AppState, Depends(services)],
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key",
+                                                  description="makes a retried upload safe")] = None,
+) -> JSONResponse:
+    """Accepts the CSV at once with a request id; images are processed in the background."""
+    if idempotency_key is not None and (problem := idempotency_key_problem(idempotency_key)):
+        raise ApiError(400, problem)
+    upload = await receive(request, state)
+    try:
+        if idempotency_key and (previous := await replay(state, idempotency_key, upload.sha256)):
+            return previous
+        rows = await validate(upload, state)
+    finally:
+        upload.file.close()
+
+    document = new_request(new_request_id(), rows, webhook_url=upload.webhook_url,
+                           idempotency_key=idempotency_key, file_sha256=upload.sha256)
+    try:
+        await repository.insert_request(state.requests, document)
+    except DuplicateKeyError:
+        # Another upload with the same key won the race; answer as it was answered.
+        if idempotency_key and (previous := await replay(state, idempotency_key, upload.sha256)):
+            return previous
+        raise
+    await enqueue(state, document["_id"])
+    return accepted(state, document)
+
+
+for alias in ("/api/upload", "/upload", "/upload/"):
+    router.add_api_route(alias, upload_csv, methods=["POST"], status_code=202, include_in_schema=False)

@@ -1,0 +1,45 @@
+"""POST /api/v1/webhook: set or replace a request's webhook."""
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+
+from api_service import repository
+from api_service.errors import ApiError
+from api_service.schemas import WebhookRegistration, error_responses
+from api_service.state import AppState, services
+from api_service.validation import webhook_url_problem
+from shared.documents import new_webhook
+from shared.models import RequestStatus
+from shared.queue import enqueue_webhook
+
+log = logging.getLogger("api.webhook")
+router = APIRouter()
+
+
+async def register_webhook(
+    registration: WebhookRegistration, state: Annotated[AppState, Depends(services)]
+) -> WebhookRegistration:
+    """Replaces any earlier webhook; if the request is already finished, delivery starts now."""
+    url = registration.webhook_url.strip()
+    if problem := webhook_url_problem(url, state.settings):
+        raise ApiError(400, f"invalid webhook_url: {problem}")
+    document = await repository.replace_webhook(state.requests, registration.request_id, new_webhook(url))
+    if document is None:
+        raise ApiError(404, "request not found")
+    if RequestStatus(document["status"]).is_final:
+        try:
+            await run_in_threadpool(enqueue_webhook, state.celery, registration.request_id)
+        except Exception:  # noqa: BLE001 - recorded as pending; the sweeper delivers it once Redis answers
+            log.exception("could not enqueue webhook of %s now; the sweeper will", registration.request_id)
+    return WebhookRegistration(request_id=registration.request_id, webhook_url=url)
+
+
+router.add_api_route(
+    "/api/v1/webhook", register_webhook, methods=["POST"], response_model=WebhookRegistration,
+    responses=error_responses(400, 404, 422), summary="Set or replace a request's webhook", tags=["requests"],
+)
+router.add_api_route("/api/webhook", register_webhook, methods=["POST"], response_model=WebhookRegistration,
+                     include_in_schema=False)

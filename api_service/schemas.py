@@ -1,0 +1,71 @@
+"""Request and response bodies of the HTTP API, with the examples shown in /docs."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.models import RequestStatus
+
+EXAMPLE_ID = "3f2c8a9e-5b1d-4c7e-9a2f-6d8e0b1c2a3f"
+EXAMPLE_BASE = "http://127.0.0.1:8000/api/v1"
+
+
+class UploadAccepted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "request_id": EXAMPLE_ID, "status": "pending",
+        "status_url": f"{EXAMPLE_BASE}/status/{EXAMPLE_ID}",
+        "download_url": f"{EXAMPLE_BASE}/download/{EXAMPLE_ID}",
+        "products": 2, "images": 3,
+    }]})
+
+    request_id: str
+    status: RequestStatus
+    status_url: str
+    download_url: str
+    products: int = Field(description="products in the file")
+    images: int = Field(description="image URLs in the file")
+
+
+class CsvErrorItem(BaseModel):
+    line: int = Field(description="line in the file; the header is line 1")
+    column: str | None
+    message: str
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "request not found"}]})
+
+    detail: str
+
+
+class CsvErrorBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "detail": "the CSV has 2 errors",
+        "errors": [
+            {"line": 3, "column": "S. No.", "message": "serial number must be a positive integer, got 'x'"},
+            {"line": 4, "column": "Input Image Urls", "message": "'ftp://a/b.jpg' is not an absolute http or https URL"},
+        ],
+    }]})
+
+    detail: str
+    errors: list[CsvErrorItem] = []
+
+
+class WebhookRegistration(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "request_id": EXAMPLE_ID, "webhook_url": "https://shop.example.com/hooks/images",
+    }]})
+
+    request_id: str
+    webhook_url: str
+
+
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI entries for the error codes a route can answer."""
+    described = {
+        400: ("The input is not valid", CsvErrorBody),
+        404: ("No request with this id", ErrorBody),
+        409: ("The request is not finished yet", ErrorBody),
+        413: ("The upload is over a size limit", ErrorBody),
+        422: ("A parameter is out of range, or the Idempotency-Key was used for another file", ErrorBody),
+        503: ("MongoDB or Redis does not answer", ErrorBody),
+    }
+    return {code: {"description": described[code][0], "model": described[code][1]} for code in codes}

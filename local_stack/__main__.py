@@ -1,0 +1,53 @@
+"""Start the whole service in the foreground under supervisord (what `make run` runs).
+
+Ctrl-C or SIGTERM stops every process it started. The launcher asks the kernel to send
+it SIGTERM if its parent (make) dies, and then becomes supervisord itself, which keeps
+that request: so even `kill <make>` takes the whole stack down.
+"""
+
+import argparse
+import ctypes
+import os
+import signal
+import sys
+from pathlib import Path
+
+from local_stack.processes import stack_programs
+from local_stack.supervisor_config import render
+from shared.settings import Settings
+
+PR_SET_PDEATHSIG = 1
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--log-dir", type=Path, help="write each program's log here instead of the terminal")
+    arguments = parser.parse_args()
+
+    settings = Settings()
+    settings.data_dir = settings.data_dir.resolve()
+    run_dir = settings.data_dir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = arguments.log_dir.resolve() if arguments.log_dir else None
+    if log_dir:
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    programs, environment = stack_programs(settings)
+    config = run_dir / "supervisord.conf"
+    config.write_text(render(programs, environment, directory=PROJECT_ROOT, run_dir=run_dir, log_dir=log_dir))
+
+    print(f"Starting {', '.join(p.name for p in programs)}; data in {settings.data_dir}", flush=True)
+    print(f"API: {settings.base_url}  (Swagger UI at {settings.base_url}/docs); Ctrl-C stops everything", flush=True)
+    die_with_parent()
+    supervisord = Path(sys.executable).with_name("supervisord")
+    os.execv(supervisord, [str(supervisord), "--configuration", str(config)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Database access shared by both services: clients, the collection and its indexes.
+
+The API uses PyMongo's async client and the worker the sync one; both run the same
+queries, so the index definitions live here once.
+"""
+
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel, MongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.collection import Collection
+
+from shared.settings import Settings
+
+REQUESTS = "requests"
+
+# `_id` is the request id, unique by construction.
+INDEXES = [
+    IndexModel(
+        [("idempotency_key", ASCENDING)],
+        name="unique_idempotency_key",
+        unique=True,
+        partialFilterExpression={"idempotency_key": {"$type": "string"}},
+    ),
+    # Lets the sweeper find unfinished requests by age.
+    IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)], name="status_by_age"),
+]
+
+CLIENT_OPTIONS = {"tz_aware": True, "serverSelectionTimeoutMS": 5_000, "connectTimeoutMS": 5_000}
+
+
+def mongodb_url(settings: Settings) -> str:
+    if not settings.mongodb_url:
+        raise RuntimeError("MONGODB_URL is not set: start the service with `make run`, which sets it")
+    return settings.mongodb_url
+
+
+def sync_client(settings: Settings) -> MongoClient:
+    return MongoClient(mongodb_url(settings), appname="image-worker", **CLIENT_OPTIONS)
+
+
+def async_client(settings: Settings) -> AsyncMongoClient:
+    return AsyncMongoClient(mongodb_url(settings), appname="image-api", **CLIENT_OPTIONS)
+
+
+def requests_collection(client: MongoClient, settings: Settings) -> Collection:
+    return client[settings.mongodb_database][REQUESTS]
+
+
+def async_requests_collection(client: AsyncMongoClient, settings: Settings) -> AsyncCollection:
+    return client[settings.mongodb_database][REQUESTS]

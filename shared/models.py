@@ -1,0 +1,93 @@
+"""The states a request, a product and a webhook go through, and the views clients see of them."""
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {RequestStatus.COMPLETED, RequestStatus.COMPLETED_WITH_ERRORS, RequestStatus.FAILED}
+)
+
+
+class ProductStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class WebhookState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Progress(BaseModel):
+    percentage: float = Field(description="100 × images done (failed included) / images total, one decimal")
+    products_total: int
+    products_done: int
+    images_total: int
+    images_done: int = Field(description="images finished, failed ones included")
+    images_failed: int
+
+
+class ImageError(BaseModel):
+    url: str
+    message: str
+
+
+class ProductView(BaseModel):
+    serial_number: int
+    product_name: str
+    status: ProductStatus
+    input_image_urls: list[str]
+    output_image_urls: list[str | None] = Field(
+        description="lines up with input_image_urls; null where that image failed or is not done yet"
+    )
+    errors: list[ImageError]
+
+
+class WebhookView(BaseModel):
+    url: str
+    state: WebhookState
+    attempts: int
+    last_status_code: int | None
+
+
+class StatusView(BaseModel):
+    request_id: str
+    status: RequestStatus
+    progress: Progress
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    download_url: str
+    webhook: WebhookView | None
+    products: list[ProductView]
+
+
+def final_status(images_total: int, images_failed: int) -> RequestStatus:
+    """The final state a request reaches once every image is done."""
+    if images_failed == 0:
+        return RequestStatus.COMPLETED
+    if images_failed >= images_total:
+        return RequestStatus.FAILED
+    return RequestStatus.COMPLETED_WITH_ERRORS
+
+
+def percentage(images_done: int, images_total: int) -> float:
+    return round(100.0 * images_done / images_total, 1) if images_total else 100.0

@@ -1,0 +1,74 @@
+"""The task queue both services share: the Celery configuration and the task names.
+
+The API only sends tasks by name, so it never imports the worker's code (Pillow,
+httpx downloads); the worker registers the tasks under these same names.
+"""
+
+from celery import Celery
+
+from shared.settings import Settings
+
+# Image work is CPU-bound and runs in processes; the short bookkeeping tasks (starting
+# and finishing a request, the sweeper) and webhook deliveries, which mostly wait on the
+# network, run in a separate worker, so they never queue behind thousands of images.
+IMAGES_QUEUE = "images"
+CONTROL_QUEUE = "control"
+WEBHOOKS_QUEUE = "webhooks"
+
+PROCESS_REQUEST = "control.process_request"
+FINALIZE_REQUEST = "control.finalize_request"
+SWEEP = "control.sweep"
+PROCESS_PRODUCT = "images.process_product"
+DELIVER_WEBHOOK = "webhooks.deliver"
+
+TASK_ROUTES = {
+    "images.*": {"queue": IMAGES_QUEUE},
+    "control.*": {"queue": CONTROL_QUEUE},
+    "webhooks.*": {"queue": WEBHOOKS_QUEUE},
+}
+
+# A product task runs well below this (downloads are bounded to 30 s each, and the
+# lease is renewed while it runs); a message unacknowledged for longer is given back
+# to the queue by Redis. Lost work is found sooner by the sweeper, from MongoDB.
+PRODUCT_SOFT_TIME_LIMIT = 900
+PRODUCT_TIME_LIMIT = 960
+VISIBILITY_TIMEOUT = 3600
+
+
+def redis_url(settings: Settings) -> str:
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set: start the service with `make run`, which sets it")
+    return settings.redis_url
+
+
+def make_celery(settings: Settings, name: str) -> Celery:
+    url = redis_url(settings)
+    app = Celery(name, broker=url, backend=url)
+    transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_routes=TASK_ROUTES,
+        task_default_queue=IMAGES_QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport_options,
+        result_backend_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        result_expires=24 * 3600,
+        task_time_limit=PRODUCT_TIME_LIMIT,
+        task_soft_time_limit=PRODUCT_SOFT_TIME_LIMIT,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+def enqueue_request(app: Celery, request_id: str) -> None:
+    app.send_task(PROCESS_REQUEST, args=[request_id], queue=CONTROL_QUEUE)
+
+
+def enqueue_webhook(app: Celery, request_id: str, countdown: float = 0) -> None:
+    app.send_task(DELIVER_WEBHOOK, args=[request_id], queue=WEBHOOKS_QUEUE, countdown=countdown)

@@ -1,0 +1,81 @@
+"""Every setting of the service, read from the environment and `.env` (one class, pydantic-settings)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Where the service runs and what it hands out.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    public_base_url: str | None = None
+    data_dir: Path = Path("./data")
+
+    # External servers; unset means `make run` starts embedded ones.
+    mongodb_url: str | None = None
+    redis_url: str | None = None
+    mongodb_database: str = "image_service"
+
+    # Security.
+    allow_private_networks: bool = False
+
+    # Webhooks (Standard Webhooks).
+    webhook_secret: str | None = None
+    webhook_retry_base_seconds: float = Field(5.0, ge=0)
+    webhook_max_attempts: int = Field(8, ge=1, le=50)
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+
+    # Image output.
+    jpeg_quality: int = Field(50, ge=1, le=100)
+
+    # Upload limits.
+    max_upload_bytes: int = Field(10 * MiB, ge=1)
+    max_products: int = Field(10_000, ge=1)
+    max_images_per_request: int = Field(20_000, ge=1)
+    max_url_length: int = Field(2048, ge=16)
+    max_product_name_length: int = Field(255, ge=1)
+    max_reported_errors: int = Field(100, ge=1)
+
+    # Download limits.
+    download_connect_timeout_seconds: float = Field(5.0, gt=0)
+    download_total_timeout_seconds: float = Field(30.0, gt=0)
+    download_max_bytes: int = Field(25 * MiB, ge=1)
+    download_max_redirects: int = Field(5, ge=0)
+    download_attempts: int = Field(3, ge=1)
+    download_backoff_seconds: float = Field(0.5, ge=0)
+    download_concurrency: int = Field(8, ge=1, le=64)
+
+    # Image decoding limits.
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    max_animation_frames: int = Field(500, ge=1)
+
+    # Recovery: how long a product may be held by a worker without renewing its lease,
+    # how many times a product is tried, how often the sweeper looks for lost work.
+    product_lease_seconds: float = Field(60.0, gt=0)
+    product_max_attempts: int = Field(3, ge=1)
+    sweep_interval_seconds: float = Field(10.0, gt=0)
+    stall_seconds: float = Field(120.0, gt=0)
+
+    # Worker processes; unset means one per CPU core.
+    worker_concurrency: int | None = Field(None, ge=1)
+
+    @property
+    def base_url(self) -> str:
+        """Absolute base of every URL the service hands out, without a trailing slash."""
+        return (self.public_base_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

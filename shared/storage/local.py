@@ -1,0 +1,44 @@
+"""Output images on the local disk, served by the API under `/media/`."""
+
+import mimetypes
+import os
+import tempfile
+from pathlib import Path
+
+
+class KeyOutsideStorage(ValueError):
+    """A key that would name a file outside the storage folder."""
+
+
+class LocalStorage:
+    def __init__(self, root: Path, base_url: str) -> None:
+        self.root = root.resolve()
+        self.base_url = base_url.rstrip("/")
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        path = self.path_of(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target and rename over it, so a reader (or a worker killed
+        # mid-write) never leaves a half-written image under the final name.
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def public_url(self, key: str) -> str:
+        return f"{self.base_url}/{key}"
+
+    def path_of(self, key: str) -> Path:
+        """The file behind `key`, refusing any key that escapes the storage folder."""
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise KeyOutsideStorage(key)
+        return path
+
+    @staticmethod
+    def content_type_of(path: Path) -> str:
+        return mimetypes.guess_type(path.name)[0] or "application/octet-stream"

@@ -1,0 +1,100 @@
+"""The image hosts the tests download from: real images, failures, slowness and redirects."""
+
+import threading
+import time
+from collections import Counter
+from urllib.parse import urlsplit
+
+from tests.support import images
+from tests.support.http_server import BackgroundServer, QuietHandler
+
+
+def build_library() -> dict[str, tuple[bytes, str]]:
+    photo = images.photo()
+    return {
+        "photo.jpg": (images.encode(photo, "JPEG", quality=92), "image/jpeg"),
+        "photo2.jpg": (images.encode(images.photo(640, 480, seed=2), "JPEG", quality=90), "image/jpeg"),
+        "photo.png": (images.encode(images.photo(300, 200, seed=3), "PNG"), "image/png"),
+        "photo.webp": (images.encode(images.photo(400, 300, seed=4), "WEBP", quality=95), "image/webp"),
+        "photo.bmp": (images.encode(images.photo(200, 150, seed=5), "BMP"), "image/bmp"),
+        "anim.gif": (images.animated_gif(), "image/gif"),
+        "exif.jpg": (images.jpeg_with_metadata(), "image/jpeg"),
+        "tiny.jpg": (images.encode(images.photo(64, 48, seed=6), "JPEG", quality=10), "image/jpeg"),
+        "bomb.png": (images.bomb_png(), "image/png"),
+        # Served as image/jpeg on purpose: the type is judged by the bytes.
+        "page.jpg": (b"<html><body>Not found, but 200</body></html>", "image/jpeg"),
+    }
+
+
+class Handler(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        owner: ImageServer = self.server.owner
+        path = urlsplit(self.path).path
+        owner.hits[path] += 1
+        parts = path.strip("/").split("/")
+        route = getattr(self, f"route_{parts[0]}", None)
+        if route is None:
+            self.send_bytes(404, b"no such route")
+            return
+        route(owner, *parts[1:])
+
+    do_POST = do_GET  # noqa: N815 - lets a webhook be pointed at a redirect
+
+    def serve_image(self, owner: "ImageServer", name: str) -> None:
+        if name not in owner.library:
+            self.send_bytes(404, b"no such image")
+            return
+        body, content_type = owner.library[name]
+        self.send_bytes(200, body, content_type)
+
+    def route_img(self, owner: "ImageServer", name: str) -> None:
+        self.serve_image(owner, name)
+
+    def route_status(self, owner: "ImageServer", code: str) -> None:
+        self.send_bytes(int(code), b"status")
+
+    def route_flaky(self, owner: "ImageServer", key: str, failures: str, name: str) -> None:
+        """503 for the first `failures` requests of `key`, then the image."""
+        with owner.lock:
+            owner.flaky[key] += 1
+            attempt = owner.flaky[key]
+        if attempt <= int(failures):
+            self.send_bytes(503, b"try again")
+        else:
+            self.serve_image(owner, name)
+
+    def route_delay(self, owner: "ImageServer", seconds: str, name: str) -> None:
+        time.sleep(float(seconds))
+        self.serve_image(owner, name)
+
+    def route_trickle(self, owner: "ImageServer", *_: str) -> None:
+        """Headers at once, then a byte every half second, for a minute."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", "120")
+        self.end_headers()
+        try:
+            for _ in range(120):
+                self.wfile.write(b"\xff")
+                self.wfile.flush()
+                time.sleep(0.5)
+        except OSError:
+            pass
+
+    def route_redirect(self, owner: "ImageServer", hops: str, name: str) -> None:
+        remaining = int(hops)
+        target = f"/img/{name}" if remaining <= 1 else f"/redirect/{remaining - 1}/{name}"
+        self.send_bytes(302, b"", headers={"Location": target})
+
+
+class ImageServer(BackgroundServer):
+    handler = Handler
+
+    def __init__(self) -> None:
+        self.library = build_library()
+        self.hits: Counter[str] = Counter()
+        self.flaky: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def image(self, name: str) -> str:
+        return f"{self.url}/img/{name}"

@@ -1,0 +1,55 @@
+"""Test images made in memory: photo-like content, metadata, animations, a decompression bomb."""
+
+import io
+import random
+
+from PIL import Image, ImageCms, ImageDraw, ImageFilter
+
+ORIENTATION = 0x0112
+MAKE, MODEL = 0x010F, 0x0110
+GPS_IFD = 0x8825
+
+
+def photo(width: int = 800, height: int = 600, seed: int = 1) -> Image.Image:
+    """Smooth shapes plus grain: compresses like a photograph, not like flat art."""
+    rng = random.Random(seed)
+    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(40):
+        x, y = rng.randrange(width), rng.randrange(height)
+        r = rng.randrange(10, max(11, width // 4))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.randrange(256) for _ in range(3)))
+    image = image.filter(ImageFilter.GaussianBlur(3))
+    noise = Image.effect_noise((width, height), 24).convert("RGB")
+    return Image.blend(image, noise, 0.15)
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def jpeg_with_metadata() -> bytes:
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    exif[MAKE] = "TestCam"
+    exif[MODEL] = "Model X"
+    exif.get_ifd(GPS_IFD)[2] = (48.0, 51.0, 30.0)
+    return encode(photo(640, 480, seed=7), "JPEG", quality=95, exif=exif, icc_profile=srgb_profile())
+
+
+def animated_gif(frames: int = 5) -> bytes:
+    images = [photo(120, 90, seed=i).convert("P", palette=Image.Palette.ADAPTIVE) for i in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=[80 + i for i in range(frames)], loop=0)
+    return buffer.getvalue()
+
+
+def bomb_png(width: int = 10_000, height: int = 10_000) -> bytes:
+    """100 megapixels that compress to a few kilobytes."""
+    return encode(Image.new("1", (width, height)), "PNG", optimize=True)
