@@ -1,0 +1,367 @@
+"""The downloader against a scripted local HTTP server: limits, redirects, retries and their errors."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from shared import address_guard
+from shared.settings import Settings
+from worker_service.downloader import (
+    BlockedAddress,
+    CompressedResponse,
+    ConnectionFailed,
+    Downloader,
+    DownloadLimits,
+    DownloadTimeout,
+    HttpStatusError,
+    InvalidUrl,
+    TooLarge,
+    TooManyRedirects,
+)
+
+# What the server does for one request.
+Step = Callable[[BaseHTTPRequestHandler], None]
+
+LIMITS = DownloadLimits(
+    connect_timeout=1.0,
+    total_timeout=2.0,
+    max_bytes=1000,
+    max_redirects=3,
+    attempts=3,
+    backoff_seconds=0.01,
+    allow_private=True,
+)
+
+
+def reply(status: int = 200, body: bytes = b"image", headers: dict[str, str] | None = None) -> Step:
+    def step(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return step
+
+
+def reply_without_length(body: bytes) -> Step:
+    """An HTTP/1.0 response whose body ends when the connection closes."""
+
+    def step(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return step
+
+
+def redirect(location: str, status: int = 302) -> Step:
+    return reply(status, b"", {"Location": location})
+
+
+def declare_length_then_wait(length: int, seconds: float) -> Step:
+    def step(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(length))
+        handler.end_headers()
+        time.sleep(seconds)
+
+    return step
+
+
+def trickle(interval: float, count: int) -> Step:
+    """A body of one byte every `interval` seconds."""
+
+    def step(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.end_headers()
+        for _ in range(count):
+            handler.wfile.write(b"x")
+            time.sleep(interval)
+
+    return step
+
+
+def stall_after(body: bytes, seconds: float) -> Step:
+    def step(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.end_headers()
+        handler.wfile.write(body)
+        time.sleep(seconds)
+
+    return step
+
+
+class ScriptedServer:
+    """A local HTTP server that answers each path with its steps in turn (the last one repeats) and counts requests."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, list[Step]] = {}
+        self._hits: dict[str, int] = {}
+        self.request_headers: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        script = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                script._answer(self)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        class QuietServer(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # Clients hanging up early is what several tests are about.
+
+        self._server = QuietServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def route(self, path: str, *steps: Step) -> str:
+        self._routes[path] = list(steps)
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def hits(self, path: str) -> int:
+        return self._hits.get(path, 0)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            turn = self._hits.get(handler.path, 0)
+            self._hits[handler.path] = turn + 1
+            self.request_headers.append(dict(handler.headers))
+            steps = self._routes.get(handler.path, [reply(404, b"")])
+        steps[min(turn, len(steps) - 1)](handler)
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    scripted = ScriptedServer()
+    yield scripted
+    scripted.close()
+
+
+def download(url: str, limits: DownloadLimits = LIMITS) -> bytes:
+    with Downloader(limits) as downloader:
+        return downloader.fetch(url)
+
+
+@pytest.fixture
+def resolutions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The hosts the address guard resolves, one per new connection."""
+    hosts: list[str] = []
+    real_resolve = address_guard.resolve
+
+    def counting_resolve(host: str, port: int) -> list[str]:
+        hosts.append(host)
+        return real_resolve(host, port)
+
+    monkeypatch.setattr(address_guard, "resolve", counting_resolve)
+    return hosts
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_downloads_the_body(server: ScriptedServer) -> None:
+    assert download(server.route("/cat.jpg", reply(body=b"\xff\xd8jpeg"))) == b"\xff\xd8jpeg"
+    headers = server.request_headers[0]
+    assert headers["Accept-Encoding"] == "identity"
+    assert headers["User-Agent"].startswith("image-processing-service/")
+
+
+def test_client_error_is_not_retried(server: ScriptedServer) -> None:
+    with pytest.raises(HttpStatusError) as caught:
+        download(server.route("/missing", reply(404)))
+    assert (caught.value.message, caught.value.status_code, caught.value.retryable) == ("HTTP 404", 404, False)
+    assert server.hits("/missing") == 1
+
+
+def test_server_errors_are_retried_until_success(server: ScriptedServer) -> None:
+    url = server.route("/flaky", reply(500), reply(500), reply(body=b"third time"))
+    assert download(url) == b"third time"
+    assert server.hits("/flaky") == 3
+
+
+def test_gives_up_after_the_last_attempt(server: ScriptedServer) -> None:
+    with pytest.raises(HttpStatusError) as caught:
+        download(server.route("/down", reply(503)))
+    assert (caught.value.status_code, caught.value.retryable) == (503, True)
+    assert server.hits("/down") == 3
+
+
+def test_too_many_requests_is_retried(server: ScriptedServer) -> None:
+    assert download(server.route("/busy", reply(429), reply(body=b"ok"))) == b"ok"
+    assert server.hits("/busy") == 2
+
+
+def test_retry_after_is_honoured(server: ScriptedServer) -> None:
+    url = server.route("/later", reply(429, headers={"Retry-After": "1"}), reply(body=b"ok"))
+    started = time.monotonic()
+    assert download(url) == b"ok"
+    assert 1.0 <= time.monotonic() - started < 1.8
+
+
+def test_a_long_retry_after_is_shortened(server: ScriptedServer) -> None:
+    url = server.route("/much-later", reply(503, headers={"Retry-After": "3600"}), reply(body=b"ok"))
+    started = time.monotonic()
+    assert download(url, replace(LIMITS, max_retry_after=0.2)) == b"ok"
+    assert 0.2 <= time.monotonic() - started < 1.0
+
+
+def test_declared_length_over_the_limit_is_refused_before_the_body(server: ScriptedServer) -> None:
+    # The server never sends the body: reading it would end in a timeout, not in TooLarge.
+    url = server.route("/huge", declare_length_then_wait(10**9, seconds=3))
+    started = time.monotonic()
+    with pytest.raises(TooLarge, match="^image larger than 1000 bytes$"):
+        download(url)
+    assert time.monotonic() - started < 0.5
+    assert server.hits("/huge") == 1
+
+
+def test_body_over_the_limit_is_refused_while_streaming(server: ScriptedServer) -> None:
+    with pytest.raises(TooLarge):
+        download(server.route("/unsized", reply_without_length(b"x" * 5000)))
+    assert server.hits("/unsized") == 1
+
+
+def test_body_of_exactly_the_limit_is_accepted(server: ScriptedServer) -> None:
+    assert download(server.route("/just-fits", reply_without_length(b"x" * 1000))) == b"x" * 1000
+
+
+def test_a_trickling_body_times_out_at_the_deadline(server: ScriptedServer) -> None:
+    url = server.route("/trickle", trickle(interval=0.05, count=200))
+    started = time.monotonic()
+    with pytest.raises(DownloadTimeout, match="^timed out after 1 s$"):
+        download(url, replace(LIMITS, total_timeout=1.0, attempts=1))
+    assert 1.0 <= time.monotonic() - started < 1.4
+
+
+def test_a_stalled_body_times_out_at_the_deadline(server: ScriptedServer) -> None:
+    url = server.route("/stall", stall_after(b"some bytes", seconds=5))
+    started = time.monotonic()
+    with pytest.raises(DownloadTimeout, match="^timed out after 1 s$"):
+        download(url, replace(LIMITS, total_timeout=1.0, attempts=1))
+    assert 0.9 <= time.monotonic() - started < 1.4
+
+
+def test_a_timed_out_attempt_is_retried(server: ScriptedServer) -> None:
+    url = server.route("/slow-once", trickle(interval=0.05, count=200), reply(body=b"ok"))
+    assert download(url, replace(LIMITS, total_timeout=0.5)) == b"ok"
+    assert server.hits("/slow-once") == 2
+
+
+def test_redirects_within_the_limit_are_followed(server: ScriptedServer) -> None:
+    server.route("/hop1", redirect(server.url("/hop2"), status=301))
+    server.route("/hop2", redirect("/hop3", status=307))  # a relative Location
+    server.route("/hop3", redirect(server.url("/final"), status=308))
+    server.route("/final", reply(body=b"arrived"))
+    assert download(server.url("/hop1")) == b"arrived"
+
+
+def test_too_many_redirects_is_refused_and_not_retried(server: ScriptedServer) -> None:
+    for hop in range(1, 5):
+        server.route(f"/hop{hop}", redirect(f"/hop{hop + 1}"))
+    server.route("/hop5", reply(body=b"never reached"))
+    with pytest.raises(TooManyRedirects, match="^more than 3 redirects$"):
+        download(server.url("/hop1"))
+    assert [server.hits(f"/hop{hop}") for hop in range(1, 6)] == [1, 1, 1, 1, 0]
+
+
+def test_redirect_to_another_scheme_is_refused(server: ScriptedServer) -> None:
+    with pytest.raises(InvalidUrl, match="unsupported URL scheme 'ftp'"):
+        download(server.route("/to-ftp", redirect("ftp://127.0.0.1/cat.jpg")))
+
+
+def test_compressed_response_is_refused(server: ScriptedServer) -> None:
+    url = server.route("/gzip", reply(body=b"\x1f\x8b...", headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(CompressedResponse, match=r"^compressed response \(gzip\) not accepted$"):
+        download(url)
+    assert server.hits("/gzip") == 1
+
+
+def test_refused_connection_fails_after_every_attempt(resolutions: list[str]) -> None:
+    with pytest.raises(ConnectionFailed) as caught:
+        download(f"http://127.0.0.1:{closed_port()}/cat.jpg")
+    assert caught.value.message.startswith("connection failed: ")
+    assert caught.value.retryable
+    assert resolutions == ["127.0.0.1"] * 3
+
+
+def test_blocked_address_is_refused_and_not_retried(server: ScriptedServer, resolutions: list[str]) -> None:
+    with pytest.raises(BlockedAddress) as caught:
+        download(server.route("/cat.jpg", reply()), replace(LIMITS, allow_private=False))
+    assert caught.value.message == "blocked address: 127.0.0.1 is loopback"
+    assert not caught.value.retryable
+    assert resolutions == ["127.0.0.1"]
+    assert server.hits("/cat.jpg") == 0
+
+
+def test_redirect_to_a_blocked_address_is_refused(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_address_problem = address_guard.address_problem
+    monkeypatch.setattr(
+        address_guard, "address_problem", lambda ip: None if str(ip) == "127.0.0.1" else real_address_problem(ip)
+    )
+    url = server.route("/to-metadata", redirect("http://169.254.169.254/latest/meta-data/"))
+    with pytest.raises(BlockedAddress, match="^blocked address: 169.254.169.254 is the cloud metadata address$"):
+        download(url, replace(LIMITS, allow_private=False))
+
+
+def test_unresolvable_host_is_refused_and_not_retried(monkeypatch: pytest.MonkeyPatch, resolutions: list[str]) -> None:
+    def no_such_name(*args: object, **kwargs: object) -> list[object]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    with pytest.raises(BlockedAddress, match="^could not resolve host images.invalid$"):
+        download("http://images.invalid/cat.jpg")
+    assert resolutions == ["images.invalid"]
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/cat.jpg", "file:///etc/passwd", "cat.jpg", "http:///cat.jpg", "http://[::1/"])
+def test_invalid_urls_are_refused(url: str) -> None:
+    with pytest.raises(InvalidUrl):
+        download(url)
+
+
+def test_one_downloader_serves_several_threads(server: ScriptedServer) -> None:
+    url = server.route("/shared", reply(body=b"same"))
+    with Downloader(LIMITS) as downloader:
+        results: list[bytes] = []
+        threads = [threading.Thread(target=lambda: results.append(downloader.fetch(url))) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert results == [b"same"] * 8
+
+
+def test_limits_come_from_the_settings() -> None:
+    limits = DownloadLimits.from_settings(Settings(_env_file=None, allow_private_networks=True))
+    assert limits == DownloadLimits(
+        connect_timeout=5.0,
+        total_timeout=30.0,
+        max_bytes=25 * 1024 * 1024,
+        max_redirects=5,
+        attempts=3,
+        backoff_seconds=0.5,
+        allow_private=True,
+    )
+    assert TooLarge(limits.max_bytes).message == "image larger than 25 MiB"

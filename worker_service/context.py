@@ -1,0 +1,60 @@
+"""What a worker process holds: one set of clients per process, made after the fork.
+
+PyMongo clients and httpx connection pools must not cross a fork, so each Celery
+pool process builds its own on first use.
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+
+from pymongo import MongoClient
+from pymongo.collection import Collection
+
+from shared.db import requests_collection, sync_client
+from shared.settings import Settings, get_settings
+from shared.storage import Storage, storage_from_settings
+from worker_service.downloader import Downloader, DownloadLimits
+from worker_service.image_codec import CodecLimits
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+
+    @cached_property
+    def mongo(self) -> MongoClient:
+        return sync_client(self.settings)
+
+    @cached_property
+    def requests(self) -> Collection:
+        return requests_collection(self.mongo, self.settings)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return storage_from_settings(self.settings)
+
+    @cached_property
+    def downloader(self) -> Downloader:
+        return Downloader(DownloadLimits.from_settings(self.settings))
+
+    @cached_property
+    def codec_limits(self) -> CodecLimits:
+        return CodecLimits.from_settings(self.settings)
+
+    @cached_property
+    def image_threads(self) -> ThreadPoolExecutor:
+        # A product's images are fetched concurrently, so a slow image host does not idle the core.
+        return ThreadPoolExecutor(self.settings.download_concurrency, thread_name_prefix="image")
+
+
+_context: WorkerContext | None = None
+_context_pid: int | None = None
+
+
+def worker_context() -> WorkerContext:
+    global _context, _context_pid
+    if _context is None or _context_pid != os.getpid():
+        _context, _context_pid = WorkerContext(get_settings()), os.getpid()
+    return _context

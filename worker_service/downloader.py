@@ -1,0 +1,308 @@
+"""Download an image over HTTP within bounded time, size and redirects, and retry what is worth retrying.
+
+The contract: connect within 5 s, the whole attempt (connect, headers, body, redirects)
+within 30 s, at most 25 MiB, at most 5 redirects, and every address checked by the address
+guard (after DNS resolution and at every redirect). Connection errors, timeouts, 429 and
+5xx are retried (3 attempts in all, exponential backoff with full jitter, or a short
+`Retry-After`); everything else fails at once with a typed error whose message is meant
+for the end user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+import httpx
+
+from shared.address_guard import BlockedAddressError, UnresolvableHostError, guarded_client
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+
+REQUEST_HEADERS = {
+    "User-Agent": "image-processing-service/0.1 (image downloader)",
+    "Accept": "image/*, */*;q=0.8",
+    # Compressed bodies could expand far beyond the size limit; ask for the bytes as they are.
+    "Accept-Encoding": "identity",
+}
+
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+class DownloadError(Exception):
+    """A download failed; `message` says why, for the end user."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class HttpStatusError(DownloadError):
+    """The server answered with a status other than 2xx."""
+
+    def __init__(self, status_code: int, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.retryable = status_code == 429 or status_code >= 500
+
+
+class DownloadTimeout(DownloadError):
+    retryable = True
+
+
+class ConnectionFailed(DownloadError):
+    retryable = True
+
+
+class TooLarge(DownloadError):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"image larger than {_describe_size(max_bytes)}")
+
+
+class TooManyRedirects(DownloadError):
+    def __init__(self, max_redirects: int) -> None:
+        super().__init__(f"more than {max_redirects} redirects")
+
+
+class BlockedAddress(DownloadError):
+    """The address guard refused the host: not public, or not resolvable."""
+
+
+class InvalidUrl(DownloadError):
+    pass
+
+
+class CompressedResponse(DownloadError):
+    def __init__(self, encoding: str) -> None:
+        super().__init__(f"compressed response ({encoding}) not accepted")
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    connect_timeout: float
+    total_timeout: float
+    max_bytes: int
+    max_redirects: int
+    attempts: int
+    backoff_seconds: float
+    allow_private: bool
+    # The longest wait for any single read. httpx applies its read timeout per read, so
+    # this bounds how far a stalled server can push an attempt past `total_timeout`.
+    read_timeout: float = 10.0
+    # A longer Retry-After than this is shortened to it: a worker should not sleep for long.
+    max_retry_after: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DownloadLimits:
+        return cls(
+            connect_timeout=settings.download_connect_timeout_seconds,
+            total_timeout=settings.download_total_timeout_seconds,
+            max_bytes=settings.download_max_bytes,
+            max_redirects=settings.download_max_redirects,
+            attempts=settings.download_attempts,
+            backoff_seconds=settings.download_backoff_seconds,
+            allow_private=settings.allow_private_networks,
+        )
+
+
+class _Deadline:
+    """A point in monotonic time by which an attempt must be finished."""
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+class Downloader:
+    """Fetches images; safe to share between threads."""
+
+    def __init__(self, limits: DownloadLimits, client: httpx.Client | None = None) -> None:
+        self._limits = limits
+        self._owns_client = client is None
+        if client is None:
+            client = guarded_client(
+                limits.allow_private,
+                timeout=httpx.Timeout(limits.total_timeout, connect=limits.connect_timeout),
+                follow_redirects=False,
+            )
+        self._client = client
+
+    def fetch(self, url: str) -> bytes:
+        """The body of `url`, retried on retryable errors; raises the last `DownloadError`."""
+        parsed = parse_http_url(url)
+        attempt = 1
+        while True:
+            try:
+                return self._fetch_once(parsed)
+            except DownloadError as error:
+                if not error.retryable or attempt >= self._limits.attempts:
+                    raise
+                delay = self._delay_before_retry(error, attempt)
+                logger.info("retrying %s in %.2f s after: %s", url, delay, error.message)
+                time.sleep(delay)
+                attempt += 1
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Downloader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _delay_before_retry(self, error: DownloadError, failed_attempts: int) -> float:
+        if isinstance(error, HttpStatusError) and error.retry_after is not None:
+            return min(error.retry_after, self._limits.max_retry_after)
+        return self._limits.backoff_seconds * 2 ** (failed_attempts - 1) * random.random()
+
+    def _fetch_once(self, url: httpx.URL) -> bytes:
+        deadline = _Deadline(self._limits.total_timeout)
+        try:
+            return self._follow_redirects(url, deadline)
+        except (BlockedAddressError, UnresolvableHostError) as error:
+            raise BlockedAddress(str(error)) from error
+        except httpx.TimeoutException as error:
+            raise self._timeout_error(error, deadline) from error
+        except httpx.UnsupportedProtocol as error:
+            raise InvalidUrl(f"invalid URL: {error}") from error
+        except httpx.TransportError as error:
+            raise ConnectionFailed(f"connection failed: {error or type(error).__name__}") from error
+
+    def _follow_redirects(self, url: httpx.URL, deadline: _Deadline) -> bytes:
+        # Redirects are followed here rather than by httpx, because httpx reads the whole
+        # body of every redirect response, without our size and time limits.
+        for _ in range(self._limits.max_redirects + 1):
+            with self._open(url, deadline) as response:
+                if response.next_request is None:
+                    return self._read_image(response, deadline)
+                url = parse_http_url(str(response.next_request.url))
+        raise TooManyRedirects(self._limits.max_redirects)
+
+    @contextlib.contextmanager
+    def _open(self, url: httpx.URL, deadline: _Deadline) -> Iterator[httpx.Response]:
+        request = self._client.build_request(
+            "GET", url, headers=REQUEST_HEADERS, timeout=self._timeouts_within(deadline)
+        )
+        response = self._client.send(request, stream=True, follow_redirects=False)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _timeouts_within(self, deadline: _Deadline) -> httpx.Timeout:
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise self._deadline_exceeded()
+        return httpx.Timeout(
+            min(remaining, self._limits.read_timeout),
+            connect=min(remaining, self._limits.connect_timeout),
+        )
+
+    def _read_image(self, response: httpx.Response, deadline: _Deadline) -> bytes:
+        _refuse_error_status(response)
+        _refuse_compressed(response)
+        self._refuse_declared_oversize(response)
+        return self._read_body(response, deadline)
+
+    def _refuse_declared_oversize(self, response: httpx.Response) -> None:
+        declared = _declared_length(response)
+        if declared is not None and declared > self._limits.max_bytes:
+            raise TooLarge(self._limits.max_bytes)
+
+    def _read_body(self, response: httpx.Response, deadline: _Deadline) -> bytes:
+        # Content-Length may be absent or lie, so count what actually arrives.
+        body = bytearray()
+        for chunk in response.iter_raw():
+            body += chunk
+            if len(body) > self._limits.max_bytes:
+                raise TooLarge(self._limits.max_bytes)
+            if deadline.expired():
+                raise self._deadline_exceeded()
+        return bytes(body)
+
+    def _timeout_error(self, error: httpx.TimeoutException, deadline: _Deadline) -> DownloadTimeout:
+        if deadline.expired():
+            return self._deadline_exceeded()
+        if isinstance(error, httpx.ConnectTimeout):
+            return DownloadTimeout(f"connection timed out after {self._limits.connect_timeout:g} s")
+        return DownloadTimeout(f"timed out: no data from the server for {self._limits.read_timeout:g} s")
+
+    def _deadline_exceeded(self) -> DownloadTimeout:
+        return DownloadTimeout(f"timed out after {self._limits.total_timeout:g} s")
+
+
+def parse_http_url(url: str) -> httpx.URL:
+    """`url` parsed, if it is an absolute http or https URL; else `InvalidUrl`."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise InvalidUrl(f"invalid URL: {error}") from error
+    if parsed.scheme not in ("http", "https"):
+        raise InvalidUrl(f"unsupported URL scheme {parsed.scheme!r}: only http and https are fetched")
+    if not parsed.host:
+        raise InvalidUrl("invalid URL: no host")
+    return parsed
+
+
+def _refuse_error_status(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    retry_after = None
+    if response.status_code in RETRY_AFTER_STATUSES:
+        retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+    raise HttpStatusError(response.status_code, retry_after)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """A `Retry-After` given in seconds; None when absent or an HTTP date, which is not worth parsing here."""
+    seconds = _non_negative_int(value)
+    return None if seconds is None else float(seconds)
+
+
+def _refuse_compressed(response: httpx.Response) -> None:
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise CompressedResponse(encoding)
+
+
+def _declared_length(response: httpx.Response) -> int | None:
+    return _non_negative_int(response.headers.get("Content-Length"))
+
+
+def _non_negative_int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    # isdigit() alone also accepts digits such as "²" that int() refuses.
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
+
+
+def _describe_size(size: int) -> str:
+    if size >= MiB and size % MiB == 0:
+        return f"{size // MiB} MiB"
+    return f"{size} bytes"

@@ -1,0 +1,80 @@
+"""One product: every image downloaded, compressed and stored, each failure kept to itself."""
+
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from shared.storage import image_key
+from worker_service import repository
+from worker_service.context import WorkerContext
+from worker_service.downloader import DownloadError
+from worker_service.image_codec import ImageRejected, compress
+from worker_service.repository import ClaimedProduct, ImageOutcome
+
+log = logging.getLogger("worker.product")
+
+
+def process_image(context: WorkerContext, request_id: str, serial_number: int, position: int,
+                  url: str) -> ImageOutcome:
+    try:
+        data = context.downloader.fetch(url)
+        image = compress(data, context.codec_limits)
+        key = image_key(request_id, serial_number, position, image.extension)
+        context.storage.put(key, image.data, image.content_type)
+        return ImageOutcome(key=key)
+    except (DownloadError, ImageRejected) as error:
+        return ImageOutcome(error=error.message)
+    except Exception:  # noqa: BLE001 - one image's surprise must not fail the others
+        log.exception("unexpected error on %s (request %s, product %s)", url, request_id, serial_number)
+        return ImageOutcome(error="internal error while processing this image")
+
+
+def outcome_or_timeout(future: Future) -> ImageOutcome:
+    if future.done():
+        return future.result()
+    future.cancel()
+    return ImageOutcome(error="processing took longer than the product's time limit")
+
+
+@contextmanager
+def lease_renewal(context: WorkerContext, request_id: str, claim: ClaimedProduct) -> Iterator[None]:
+    """Keep the product's lease alive while it is worked on, so only a lost worker loses it."""
+    lease = context.settings.product_lease_seconds
+    stopped = threading.Event()
+
+    def renew() -> None:
+        while not stopped.wait(lease / 3):
+            try:
+                repository.renew_lease(context.requests, request_id, claim, lease)
+            except Exception:  # noqa: BLE001 - a missed renewal is retried at the next tick
+                log.warning("could not renew the lease of %s/%s", request_id, claim.serial_number, exc_info=True)
+
+    renewer = threading.Thread(target=renew, name="lease-renewal", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        renewer.join()
+
+
+def process_product(context: WorkerContext, request_id: str, claim: ClaimedProduct) -> list[ImageOutcome]:
+    futures = [
+        context.image_threads.submit(process_image, context, request_id, claim.serial_number, position, url)
+        for position, url in enumerate(claim.input_image_urls)
+    ]
+    with lease_renewal(context, request_id, claim):
+        try:
+            return [future.result() for future in futures]
+        except SoftTimeLimitExceeded:
+            # Keep what finished; the rest is recorded as timed out.
+            return [outcome_or_timeout(future) for future in futures]
+
+
+def given_up(claim: ClaimedProduct, max_attempts: int) -> list[ImageOutcome]:
+    message = f"given up after {max_attempts} attempts: the worker processing this product was lost each time"
+    return [ImageOutcome(error=message) for _ in claim.input_image_urls]

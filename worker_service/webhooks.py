@@ -1,0 +1,96 @@
+"""Webhook signing and delivery, following the Standard Webhooks specification.
+
+Every attempt of one delivery carries the same `webhook-id` and is signed afresh with
+its own timestamp. Redirects are not followed, and the receiver's address passes the
+same guard as image URLs.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from standardwebhooks import Webhook
+
+from shared.address_guard import guarded_client
+from shared.documents import output_urls_of, progress_of, utcnow
+from shared.models import WebhookState
+from shared.settings import Settings
+from shared.storage import Storage
+
+EVENT_TYPE = "request.completed"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivered: bool
+    status_code: int | None
+    error: str | None
+
+
+def payload(document: dict[str, Any], storage: Storage, download_url: str) -> dict[str, Any]:
+    products = [
+        {"serial_number": p["serial_number"], "product_name": p["product_name"],
+         "output_image_urls": output_urls_of(p, storage)}
+        for p in document["products"]
+    ]
+    return {
+        "type": EVENT_TYPE,
+        "timestamp": utcnow().isoformat(),
+        "data": {
+            "request_id": document["_id"],
+            "status": document["status"],
+            "progress": progress_of(document).model_dump(),
+            "completed_at": document["completed_at"].isoformat() if document["completed_at"] else None,
+            "download_url": download_url,
+            "output_images": [url for p in products for url in p["output_image_urls"] if url],
+            "products": products,
+        },
+    }
+
+
+def signed_headers(message_id: str, body: str, secret: str | None, at: datetime) -> dict[str, str]:
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+    }
+    if secret:
+        headers["webhook-signature"] = Webhook(secret).sign(message_id, at, body)
+    return headers
+
+
+def encode(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def send(url: str, message_id: str, body: str, settings: Settings) -> DeliveryResult:
+    """One attempt: any 2xx is success; anything else, or no answer in time, is not."""
+    headers = signed_headers(message_id, body, settings.webhook_secret, utcnow())
+    timeout = httpx.Timeout(settings.webhook_timeout_seconds)
+    try:
+        with guarded_client(settings.allow_private_networks, timeout=timeout, follow_redirects=False) as client:
+            response = client.post(url, content=body.encode(), headers=headers)
+    except httpx.TimeoutException:
+        return DeliveryResult(False, None, f"no answer within {settings.webhook_timeout_seconds:g} s")
+    except Exception as error:  # noqa: BLE001 - whatever went wrong, the attempt failed and is retried
+        return DeliveryResult(False, None, describe(error))
+    if 200 <= response.status_code < 300:
+        return DeliveryResult(True, response.status_code, None)
+    return DeliveryResult(False, response.status_code, f"HTTP {response.status_code}")
+
+
+def describe(error: Exception) -> str:
+    cause = error.__cause__ or error.__context__
+    return str(cause or error) or type(error).__name__
+
+
+def after_attempt(result: DeliveryResult, attempts_made: int, settings: Settings) -> tuple[WebhookState, float | None]:
+    """The delivery's state after an attempt, and the seconds until the next one (None: no more)."""
+    if result.delivered:
+        return WebhookState.DELIVERED, None
+    if attempts_made >= settings.webhook_max_attempts:
+        return WebhookState.FAILED, None
+    # The base delay, doubling after each failure.
+    return WebhookState.PENDING, settings.webhook_retry_base_seconds * 2 ** (attempts_made - 1)
