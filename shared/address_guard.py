@@ -26,6 +26,7 @@ import ipaddress
 import socket
 import ssl
 import typing
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpcore
 import httpx
@@ -252,9 +253,14 @@ def guarded_client(
     follow_redirects: bool,
     max_redirects: int = 0,
 ) -> httpx.Client:
-    """An `httpx.Client` that only connects to allowed addresses and ignores proxy settings from the environment."""
+    """An `httpx.Client` that only connects to allowed addresses and ignores proxy settings from the environment.
+
+    It keeps no cookies: one client serves every customer's downloads, and a cookie set
+    by one image host must not follow a later request of another customer to it.
+    """
     return httpx.Client(
         transport=GuardedTransport(allow_private),
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         timeout=timeout,
         follow_redirects=follow_redirects,
         max_redirects=max_redirects,

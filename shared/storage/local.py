@@ -24,6 +24,8 @@ class LocalStorage:
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
+            # mkstemp makes the file private; images are public, and a web server may serve the folder.
+            os.chmod(temporary, 0o644)
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

@@ -35,6 +35,11 @@ def test_the_sample_request_completes_with_every_image_compressed(stack, image_s
         assert output.size == source.size, name
         assert len(httpx.get(url).content) <= len(image_server.library[name][0]), name
 
+    # Quality 50, read off the stored file's quantisation tables.
+    reference = io.BytesIO()
+    fetch_image(outputs[0]).convert("RGB").save(reference, "JPEG", quality=50)
+    assert fetch_image(outputs[0]).quantization == Image.open(reference).quantization
+
     rows = list(csv.reader(io.StringIO(httpx.get(f"{stack.api}/download/{request_id}").text)))
     assert rows[1] == ["1", "SKU1", ",".join(image_server.image(n) for n in names[:2]), ",".join(outputs[:2])]
     assert rows[2][3] == ",".join(outputs[2:])

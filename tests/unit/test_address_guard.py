@@ -363,3 +363,23 @@ def test_proxy_settings_in_the_environment_are_ignored(server: LocalServer, monk
     with guarded_client(True, timeout=TIMEOUT, follow_redirects=False) as client:
         response = client.get(f"http://127.0.0.1:{server.port}/ok")
     assert response.content == b"hello"
+
+
+def test_guarded_client_keeps_no_cookies():
+    """One client serves every customer's downloads: a host's cookie must not come back to it later."""
+    from tests.support.http_server import BackgroundServer, QuietHandler
+
+    seen: list[str | None] = []
+
+    class SetsCookie(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.headers.get("Cookie"))
+            self.send_bytes(200, b"ok", headers={"Set-Cookie": "session=secret; Path=/"})
+
+    class Server(BackgroundServer):
+        handler = SetsCookie
+
+    with Server() as server, guarded_client(True, timeout=httpx.Timeout(5), follow_redirects=False) as client:
+        client.get(server.url)
+        client.get(server.url)
+    assert seen == [None, None]
