@@ -12,6 +12,7 @@ from pymongo.errors import PyMongoError
 from api_service.errors import install_error_handlers
 from api_service.routes import download, health, media, status, upload, webhook
 from api_service.state import AppState
+from api_service.status_cache import StatusCache
 from shared.db import INDEXES, async_client, async_requests_collection
 from shared.queue import make_celery
 from shared.settings import Settings, get_settings
@@ -50,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis=redis_client,
         celery=make_celery(settings, "image-api"),
         storage=storage_from_settings(settings),
+        status_cache=StatusCache(settings.status_cache_seconds),
     )
     app.state.services = state
     indexes = asyncio.create_task(create_indexes_when_ready(state))

@@ -8,6 +8,7 @@ from fastapi import Request
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
+from api_service.status_cache import StatusCache
 from shared.settings import Settings
 from shared.storage import LocalStorage
 
@@ -20,6 +21,7 @@ class AppState:
     redis: aioredis.Redis
     celery: Celery
     storage: LocalStorage
+    status_cache: StatusCache
 
     def api_url(self, path: str) -> str:
         return f"{self.settings.base_url}/api/v1/{path}"

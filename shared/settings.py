@@ -34,6 +34,10 @@ class Settings(BaseSettings):
 
     # Image output.
     jpeg_quality: int = Field(50, ge=1, le=100)
+    # Huffman optimisation: ~9% smaller JPEGs for ~1.4x the CPU per image (README).
+    jpeg_optimize: bool = False
+    # Images decoded and encoded at once in one worker process; bounds its memory.
+    codec_concurrency: int = Field(1, ge=1, le=16)
 
     # Upload limits.
     max_upload_bytes: int = Field(10 * MiB, ge=1)
@@ -55,6 +59,9 @@ class Settings(BaseSettings):
     # Image decoding limits.
     max_image_pixels: int = Field(50_000_000, ge=1)
     max_animation_frames: int = Field(500, ge=1)
+
+    # Status answers are shared by all pollers of a request for this long (0 turns it off).
+    status_cache_seconds: float = Field(0.5, ge=0)
 
     # Recovery: how long a product may be held by a worker without renewing its lease,
     # how many times a product is tried, how often the sweeper looks for lost work.

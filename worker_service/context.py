@@ -5,6 +5,7 @@ pool process builds its own on first use.
 """
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -42,6 +43,12 @@ class WorkerContext:
     @cached_property
     def codec_limits(self) -> CodecLimits:
         return CodecLimits.from_settings(self.settings)
+
+    @cached_property
+    def codec_slots(self) -> threading.Semaphore:
+        # Downloads overlap freely; decoding is bounded, since a decoded 12 MP photo alone
+        # takes 36 MB and the process already has a core's worth of work with one.
+        return threading.Semaphore(self.settings.codec_concurrency)
 
     @cached_property
     def image_threads(self) -> ThreadPoolExecutor:

@@ -49,6 +49,7 @@ class CodecLimits:
     quality: int = 50
     max_pixels: int = 50_000_000
     max_frames: int = 500
+    jpeg_optimize: bool = False
 
     @classmethod
     def from_settings(cls, settings: Any) -> CodecLimits:
@@ -56,6 +57,7 @@ class CodecLimits:
             quality=settings.jpeg_quality,
             max_pixels=settings.max_image_pixels,
             max_frames=settings.max_animation_frames,
+            jpeg_optimize=settings.jpeg_optimize,
         )
 
 
@@ -240,13 +242,14 @@ def _encode_as_jpeg(im: Image.Image, limits: CodecLimits) -> bytes:
 
 
 def _jpeg(pixels: Image.Image, *, metadata_from: Image.Image, limits: CodecLimits) -> bytes:
-    # optimize=True: 4-17% smaller (mean 9%) for ~2.1x the encode CPU (~1.4x with the decode), measured
-    # at q50 on 0.3-12 MP photo-like images; progressive saved only 1.5% more for another 2.2x: off.
+    # optimize is off by default: on 0.3-12 MP photo-like images at q50 it made files 4-17% smaller
+    # (mean 9%) for ~1.4x the decode+encode CPU, and the service is CPU-bound (README, `make bench`).
+    # Progressive saved only 1.5% more for another 2.2x: never.
     return _save(
         pixels,
         "JPEG",
         quality=limits.quality,
-        optimize=True,
+        optimize=limits.jpeg_optimize,
         icc_profile=metadata_from.info.get("icc_profile"),
         exif=_orientation_exif(metadata_from),
         comment=b"",

@@ -22,7 +22,8 @@ def process_image(context: WorkerContext, request_id: str, serial_number: int, p
                   url: str) -> ImageOutcome:
     try:
         data = context.downloader.fetch(url)
-        image = compress(data, context.codec_limits)
+        with context.codec_slots:
+            image = compress(data, context.codec_limits)
         key = image_key(request_id, serial_number, position, image.extension)
         context.storage.put(key, image.data, image.content_type)
         return ImageOutcome(key=key)

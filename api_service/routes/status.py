@@ -3,6 +3,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
 
 from api_service import repository
 from api_service.errors import ApiError
@@ -37,12 +38,19 @@ async def request_status(
     state: Annotated[AppState, Depends(services)],
     offset: Annotated[int, Query(ge=0, description="first product to list, in serial order")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="products to list")] = 100,
-) -> StatusView:
+) -> Response:
     """The request's state, progress and a page of its products in serial order."""
-    document = await repository.find_page(state.requests, request_id, offset, limit)
-    if document is None:
+
+    async def load() -> bytes | None:
+        document = await repository.find_page(state.requests, request_id, offset, limit)
+        if document is None:
+            return None
+        return status_view(document, state.storage, state.download_url(request_id)).model_dump_json().encode()
+
+    body = await state.status_cache.get((request_id, offset, limit), load)
+    if body is None:
         raise ApiError(404, "request not found")
-    return status_view(document, state.storage, state.download_url(request_id))
+    return Response(body, media_type="application/json")
 
 
 router.add_api_route(

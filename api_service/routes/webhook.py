@@ -29,6 +29,7 @@ async def register_webhook(
     document = await repository.replace_webhook(state.requests, registration.request_id, new_webhook(url))
     if document is None:
         raise ApiError(404, "request not found")
+    state.status_cache.forget(registration.request_id)
     if RequestStatus(document["status"]).is_final:
         try:
             await run_in_threadpool(enqueue_webhook, state.celery, registration.request_id)

@@ -1,27 +1,14 @@
 """Test images made in memory: photo-like content, metadata, animations, a decompression bomb."""
 
 import io
-import random
 
-from PIL import Image, ImageCms, ImageDraw, ImageFilter
+from PIL import Image, ImageCms
+
+from benchmarks.corpus import photo
 
 ORIENTATION = 0x0112
 MAKE, MODEL = 0x010F, 0x0110
 GPS_IFD = 0x8825
-
-
-def photo(width: int = 800, height: int = 600, seed: int = 1) -> Image.Image:
-    """Smooth shapes plus grain: compresses like a photograph, not like flat art."""
-    rng = random.Random(seed)
-    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
-    draw = ImageDraw.Draw(image)
-    for _ in range(40):
-        x, y = rng.randrange(width), rng.randrange(height)
-        r = rng.randrange(10, max(11, width // 4))
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.randrange(256) for _ in range(3)))
-    image = image.filter(ImageFilter.GaussianBlur(3))
-    noise = Image.effect_noise((width, height), 24).convert("RGB")
-    return Image.blend(image, noise, 0.15)
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

@@ -1,0 +1,1 @@
+"""`make bench`: the service end to end against the Pillow ceiling on the same images."""

@@ -1,0 +1,41 @@
+"""The limit: Pillow alone decoding and re-encoding the same images, one process per core."""
+
+import io
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from PIL import Image
+
+from shared.settings import Settings
+from worker_service.image_codec import CodecLimits, compress
+
+_images: list[bytes] = []
+
+
+def _load(images: list[bytes]) -> None:
+    global _images
+    _images = images
+
+
+def plain_pillow(index: int) -> int:
+    """Decode, then encode in the same format at quality 50, Pillow's defaults otherwise."""
+    image = Image.open(io.BytesIO(_images[index]))
+    image.load()
+    buffer = io.BytesIO()
+    image.save(buffer, image.format, quality=50)
+    return buffer.tell()
+
+
+def service_codec(index: int) -> int:
+    """The service's own codec: the same Pillow work plus its metadata and format rules."""
+    return len(compress(_images[index], CodecLimits.from_settings(Settings())).data)
+
+
+def images_per_second(images: list[bytes], work, processes: int | None = None) -> float:
+    processes = processes or os.cpu_count() or 1
+    with ProcessPoolExecutor(processes, initializer=_load, initargs=(images,)) as pool:
+        list(pool.map(work, range(min(processes, len(images)))))  # warm the processes up
+        started = time.perf_counter()
+        list(pool.map(work, range(len(images)), chunksize=1))
+        return len(images) / (time.perf_counter() - started)

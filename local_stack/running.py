@@ -1,0 +1,110 @@
+"""Starting and stopping the whole stack from another program (the tests and the benchmark).
+
+It runs `python -m local_stack` — what `make run` runs — in its own session, with its
+programs' logs in files, on a free API port.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+from pymongo import MongoClient
+
+from local_stack.processes import free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+@dataclass
+class RunningStack:
+    base_url: str
+    data_dir: Path
+    log_dir: Path
+    process: subprocess.Popen
+
+    @property
+    def api(self) -> str:
+        return f"{self.base_url}/api/v1"
+
+    @property
+    def config(self) -> Path:
+        return self.data_dir / "run" / "supervisord.conf"
+
+    def environment(self) -> dict[str, str]:
+        """The environment supervisord gives its programs (the embedded servers' URLs among it)."""
+        line = next(l for l in self.config.read_text().splitlines() if l.startswith("environment="))
+        pairs = line.removeprefix("environment=").split(",")
+        return {key: value.strip('"') for key, value in (pair.split("=", 1) for pair in pairs)}
+
+    def mongo(self) -> MongoClient:
+        return MongoClient(self.environment()["MONGODB_URL"], tz_aware=True)
+
+    def supervisorctl(self, *arguments: str) -> str:
+        command = [str(Path(sys.executable).with_name("supervisorctl")), "-c", str(self.config), *arguments]
+        return subprocess.run(command, capture_output=True, text=True, timeout=90).stdout.strip()
+
+    def pid_of(self, program: str) -> int:
+        answer = self.supervisorctl("pid", program)
+        return int(answer) if answer.isdigit() else 0
+
+
+def wait_until(condition: Callable[[], T], timeout: float, interval: float = 0.2, message: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def ready(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def launch(data_dir: Path, log_dir: Path, port: int, environment: dict[str, str]) -> subprocess.Popen:
+    full = {**os.environ, **environment, "DATA_DIR": str(data_dir), "API_PORT": str(port), "API_HOST": "127.0.0.1"}
+    for name in ("MONGODB_URL", "REDIS_URL", "PUBLIC_BASE_URL"):
+        if name not in environment:
+            full.pop(name, None)
+    return subprocess.Popen([sys.executable, "-m", "local_stack", "--log-dir", str(log_dir)],
+                            cwd=PROJECT_ROOT, env=full, start_new_session=True,
+                            stdout=(log_dir.parent / "launcher.log").open("ab"), stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def running_stack(root: Path, environment: dict[str, str]) -> Iterator[RunningStack]:
+    data_dir, log_dir = root / "data", root / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    process = launch(data_dir, log_dir, port, environment)
+    stack = RunningStack(base_url=base_url, data_dir=data_dir, log_dir=log_dir, process=process)
+    try:
+        wait_until(lambda: ready(base_url), 90, message="the stack to be ready")
+        yield stack
+    finally:
+        stop(process)
