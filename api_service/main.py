@@ -13,7 +13,7 @@ from api_service.errors import install_error_handlers
 from api_service.routes import download, health, media, status, upload, webhook
 from api_service.state import AppState
 from api_service.status_cache import StatusCache
-from shared.db import INDEXES, async_client, async_requests_collection
+from shared.db import CLAIM_INDEXES, INDEXES, async_claims_collection, async_client, async_requests_collection
 from shared.queue import make_celery
 from shared.settings import Settings, get_settings
 from shared.storage import storage_from_settings
@@ -33,6 +33,7 @@ async def create_indexes_when_ready(state: AppState) -> None:
     while True:
         try:
             await state.requests.create_indexes(INDEXES)
+            await state.claims.create_indexes(CLAIM_INDEXES)
             return
         except PyMongoError as error:
             log.warning("could not create indexes yet: %s", error)
@@ -47,6 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = AppState(
         settings=settings,
         requests=async_requests_collection(mongo, settings),
+        claims=async_claims_collection(mongo, settings),
         mongo=mongo,
         redis=redis_client,
         celery=make_celery(settings, "image-api"),

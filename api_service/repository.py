@@ -7,6 +7,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.documents import utcnow
+from shared.models import ProductStatus
 
 WITHOUT_PRODUCTS = {"products": 0}
 PRODUCT_BATCH = 500
@@ -26,6 +27,22 @@ async def find_summary(requests: AsyncCollection, request_id: str) -> dict[str, 
 
 async def find_page(requests: AsyncCollection, request_id: str, offset: int, limit: int) -> dict[str, Any] | None:
     return await requests.find_one({"_id": request_id}, {"products": {"$slice": [offset, limit]}})
+
+
+async def mark_products_in_progress(claims: AsyncCollection, document: dict[str, Any], offset: int) -> None:
+    """Show as processing the pending products of this page that a worker holds or has just finished.
+
+    Workers record progress in small claim documents and merge it into the request
+    document in batches, so the request document alone would show them as pending.
+    """
+    pending = {offset + i: p for i, p in enumerate(document["products"]) if p["status"] == ProductStatus.PENDING}
+    if not pending or document["status"] != "processing":
+        return
+    ids = [f"{document['_id']}:{index}" for index in pending]
+    busy = claims.find({"_id": {"$in": ids}, "$or": [{"done": False, "lease_expires_at": {"$gt": utcnow()}},
+                                                     {"done": True, "merged": False}]}, {"index": 1})
+    async for claim in busy:
+        pending[claim["index"]]["status"] = ProductStatus.PROCESSING.value
 
 
 async def iterate_products(requests: AsyncCollection, request_id: str) -> AsyncIterator[dict[str, Any]]:

@@ -17,6 +17,7 @@ from shared.storage import LocalStorage
 class AppState:
     settings: Settings
     requests: AsyncCollection
+    claims: AsyncCollection
     mongo: AsyncMongoClient
     redis: aioredis.Redis
     celery: Celery

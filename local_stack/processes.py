@@ -74,10 +74,12 @@ def application_programs(settings: Settings) -> list[Program]:
                      "--host", settings.api_host, "--port", str(settings.api_port)],
             priority=30,
         ),
+        # Niced: under full load the API and the database still answer at once, and the
+        # image work takes every cycle they leave.
         Program(
             name="worker",
-            command=celery("worker", "--queues", "images", "--concurrency", str(concurrency),
-                           "--hostname", "images@%h", "--loglevel", "INFO"),
+            command=["nice", "-n", "10", *celery("worker", "--queues", "images", "--concurrency", str(concurrency),
+                           "--hostname", "images@%h", "--loglevel", "INFO")],
             priority=30,
             stop_seconds=20,
         ),

@@ -11,6 +11,10 @@ from pymongo.collection import Collection
 from shared.settings import Settings
 
 REQUESTS = "requests"
+# One small document per product being worked on: its lease, attempt count and, once
+# done, its result until it is merged into the request document. Writing these instead
+# of the request document keeps a product's cost independent of the request's size.
+PRODUCT_CLAIMS = "product_claims"
 
 # `_id` is the request id, unique by construction.
 INDEXES = [
@@ -22,6 +26,11 @@ INDEXES = [
     ),
     # Lets the sweeper find unfinished requests by age.
     IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)], name="status_by_age"),
+]
+
+CLAIM_INDEXES = [
+    IndexModel([("request_id", ASCENDING), ("merged", ASCENDING)], name="unmerged_by_request"),
+    IndexModel([("done", ASCENDING), ("lease_expires_at", ASCENDING)], name="expired_leases"),
 ]
 
 CLIENT_OPTIONS = {"tz_aware": True, "serverSelectionTimeoutMS": 5_000, "connectTimeoutMS": 5_000}
@@ -45,5 +54,13 @@ def requests_collection(client: MongoClient, settings: Settings) -> Collection:
     return client[settings.mongodb_database][REQUESTS]
 
 
+def claims_collection(client: MongoClient, settings: Settings) -> Collection:
+    return client[settings.mongodb_database][PRODUCT_CLAIMS]
+
+
 def async_requests_collection(client: AsyncMongoClient, settings: Settings) -> AsyncCollection:
     return client[settings.mongodb_database][REQUESTS]
+
+
+def async_claims_collection(client: AsyncMongoClient, settings: Settings) -> AsyncCollection:
+    return client[settings.mongodb_database][PRODUCT_CLAIMS]

@@ -54,7 +54,6 @@ def new_product(row: ProductInput) -> dict[str, Any]:
         "output_keys": [None] * len(urls),
         "errors": [],
         "attempts": 0,
-        "lease_expires_at": None,
     }
 
 

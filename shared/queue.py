@@ -16,7 +16,7 @@ CONTROL_QUEUE = "control"
 WEBHOOKS_QUEUE = "webhooks"
 
 PROCESS_REQUEST = "control.process_request"
-FINALIZE_REQUEST = "control.finalize_request"
+MERGE_RESULTS = "control.merge_results"
 SWEEP = "control.sweep"
 PROCESS_PRODUCT = "images.process_product"
 DELIVER_WEBHOOK = "webhooks.deliver"

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # how many times a product is tried, how often the sweeper looks for lost work.
     product_lease_seconds: float = Field(60.0, gt=0)
     product_max_attempts: int = Field(3, ge=1)
+    # Finished products are folded into the request document in batches, at most this often.
+    merge_interval_seconds: float = Field(1.0, gt=0)
     sweep_interval_seconds: float = Field(10.0, gt=0)
     stall_seconds: float = Field(120.0, gt=0)
 

@@ -13,7 +13,10 @@ from functools import cached_property
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
-from shared.db import requests_collection, sync_client
+import redis
+
+from shared.db import claims_collection, requests_collection, sync_client
+from shared.queue import redis_url
 from shared.settings import Settings, get_settings
 from shared.storage import Storage, storage_from_settings
 from worker_service.downloader import Downloader, DownloadLimits
@@ -31,6 +34,14 @@ class WorkerContext:
     @cached_property
     def requests(self) -> Collection:
         return requests_collection(self.mongo, self.settings)
+
+    @cached_property
+    def claims(self) -> Collection:
+        return claims_collection(self.mongo, self.settings)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(redis_url(self.settings), socket_timeout=5, socket_connect_timeout=5)
 
     @cached_property
     def storage(self) -> Storage:

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.storage import image_key
-from worker_service import repository
+from worker_service import product_claims
 from worker_service.context import WorkerContext
 from worker_service.downloader import DownloadError
 from worker_service.image_codec import ImageRejected, compress
-from worker_service.repository import ClaimedProduct, ImageOutcome
+from worker_service.product_claims import ImageOutcome, ProductWork
 
 log = logging.getLogger("worker.product")
 
@@ -42,7 +42,7 @@ def outcome_or_timeout(future: Future) -> ImageOutcome:
 
 
 @contextmanager
-def lease_renewal(context: WorkerContext, request_id: str, claim: ClaimedProduct) -> Iterator[None]:
+def lease_renewal(context: WorkerContext, work: ProductWork, attempt: int) -> Iterator[None]:
     """Keep the product's lease alive while it is worked on, so only a lost worker loses it."""
     lease = context.settings.product_lease_seconds
     stopped = threading.Event()
@@ -50,9 +50,9 @@ def lease_renewal(context: WorkerContext, request_id: str, claim: ClaimedProduct
     def renew() -> None:
         while not stopped.wait(lease / 3):
             try:
-                repository.renew_lease(context.requests, request_id, claim, lease)
+                product_claims.renew_lease(context.claims, work, attempt, lease)
             except Exception:  # noqa: BLE001 - a missed renewal is retried at the next tick
-                log.warning("could not renew the lease of %s/%s", request_id, claim.serial_number, exc_info=True)
+                log.warning("could not renew the lease of %s/%s", work.request_id, work.serial_number, exc_info=True)
 
     renewer = threading.Thread(target=renew, name="lease-renewal", daemon=True)
     renewer.start()
@@ -63,12 +63,12 @@ def lease_renewal(context: WorkerContext, request_id: str, claim: ClaimedProduct
         renewer.join()
 
 
-def process_product(context: WorkerContext, request_id: str, claim: ClaimedProduct) -> list[ImageOutcome]:
+def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> list[ImageOutcome]:
     futures = [
-        context.image_threads.submit(process_image, context, request_id, claim.serial_number, position, url)
-        for position, url in enumerate(claim.input_image_urls)
+        context.image_threads.submit(process_image, context, work.request_id, work.serial_number, position, url)
+        for position, url in enumerate(work.input_image_urls)
     ]
-    with lease_renewal(context, request_id, claim):
+    with lease_renewal(context, work, attempt):
         try:
             return [future.result() for future in futures]
         except SoftTimeLimitExceeded:
@@ -76,6 +76,6 @@ def process_product(context: WorkerContext, request_id: str, claim: ClaimedProdu
             return [outcome_or_timeout(future) for future in futures]
 
 
-def given_up(claim: ClaimedProduct, max_attempts: int) -> list[ImageOutcome]:
+def given_up(work: ProductWork, max_attempts: int) -> list[ImageOutcome]:
     message = f"given up after {max_attempts} attempts: the worker processing this product was lost each time"
-    return [ImageOutcome(error=message) for _ in claim.input_image_urls]
+    return [ImageOutcome(error=message) for _ in work.input_image_urls]

@@ -1,20 +1,21 @@
 """The periodic sweep that recovers lost work from MongoDB, not from hope.
 
 It finds what a lost message, a killed worker or a restarted server left behind:
-requests accepted but never started, products whose worker's lease expired, requests
-whose products are all done but whose chord callback never came, stalled requests,
-and webhook deliveries that are due but were never run.
+requests accepted but never started, products whose worker's lease expired, finished
+products never merged into their request, requests whose products are all in but which
+were never finalised, stalled requests, and webhook deliveries that are due but not running.
 """
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.documents import utcnow
-from shared.models import ProductStatus
-from worker_service import repository
+from worker_service import product_claims, request_store
 from worker_service.context import WorkerContext
+from worker_service.product_claims import ProductWork
 
 log = logging.getLogger("worker.sweeper")
 
@@ -24,39 +25,32 @@ class SweepPlan:
     """What to enqueue; the tasks module does the enqueueing."""
 
     start_requests: list[str] = field(default_factory=list)
-    products: list[tuple[str, int]] = field(default_factory=list)
-    finalize: list[str] = field(default_factory=list)
+    products: list[ProductWork] = field(default_factory=list)
+    merges: set[str] = field(default_factory=set)
     webhooks: list[str] = field(default_factory=list)
 
 
-def expired_products(request: dict[str, Any], now: datetime) -> list[int]:
-    return [i for i, p in enumerate(request.get("products", []))
-            if p.get("status") == ProductStatus.PROCESSING.value
-            and p.get("lease_expires_at") is not None and p["lease_expires_at"] < now]
+def lost_products(context: WorkerContext, now: datetime) -> list[ProductWork]:
+    by_request: dict[str, list[int]] = defaultdict(list)
+    for request_id, index in product_claims.release_expired(context.claims, now):
+        by_request[request_id].append(index)
+    works = []
+    for request_id, indexes in by_request.items():
+        log.warning("request %s: re-enqueueing products %s whose worker was lost", request_id, indexes)
+        works += request_store.pending_work(context.requests, request_id, indexes)
+    return works
 
 
-def pending_products(request: dict[str, Any]) -> list[int]:
-    return [i for i, p in enumerate(request.get("products", [])) if p.get("status") == ProductStatus.PENDING.value]
-
-
-def plan_for_processing(context: WorkerContext, plan: SweepPlan, request: dict[str, Any], now: datetime) -> None:
+def stalled_products(context: WorkerContext, request: dict[str, Any]) -> list[ProductWork]:
+    """A request with no progress for a while may have lost its queued messages: enqueue its
+    pending products again (a copy that finds its product done or held does nothing)."""
     request_id = request["_id"]
-    settings = context.settings
-    if request["products_done"] >= request["products_total"]:
-        if request["updated_at"] < now - timedelta(seconds=settings.sweep_interval_seconds):
-            plan.finalize.append(request_id)
-        return
-    released = [i for i in expired_products(request, now)
-                if repository.release_expired_lease(context.requests, request_id, i, now)]
-    if released:
-        log.warning("request %s: re-enqueueing products %s whose worker was lost", request_id, released)
-        plan.products += [(request_id, i) for i in released]
-    elif request["updated_at"] < now - timedelta(seconds=settings.stall_seconds):
-        # Nothing finished for a while: the queued messages may be lost. Enqueue the
-        # pending products again; a copy that finds its product done does nothing.
-        log.warning("request %s: stalled, re-enqueueing its pending products", request_id)
-        plan.products += [(request_id, i) for i in pending_products(request)]
-        repository.touch(context.requests, request_id)
+    settled = product_claims.settled(context.claims, request_id)
+    works = [w for w in request_store.pending_work(context.requests, request_id) if w.index not in settled]
+    request_store.touch(context.requests, request_id)
+    if works:
+        log.warning("request %s: stalled, re-enqueueing %d pending products", request_id, len(works))
+    return works
 
 
 def plan_sweep(context: WorkerContext) -> SweepPlan:
@@ -64,11 +58,17 @@ def plan_sweep(context: WorkerContext) -> SweepPlan:
     settings = context.settings
     plan = SweepPlan()
     stalled_before = now - timedelta(seconds=settings.stall_seconds)
-    for request_id in repository.stalled_pending_requests(context.requests, stalled_before):
-        repository.touch(context.requests, request_id)
+    for request_id in request_store.stalled_pending_requests(context.requests, stalled_before):
+        request_store.touch(context.requests, request_id)
         plan.start_requests.append(request_id)
-    for request in repository.processing_requests(context.requests):
-        plan_for_processing(context, plan, request, now)
-    grace = now - timedelta(seconds=settings.sweep_interval_seconds)
-    plan.webhooks = repository.due_webhooks(context.requests, grace)
+    plan.products = lost_products(context, now)
+    # A merge is scheduled within the merge interval of a result; older ones were lost.
+    merge_due = now - timedelta(seconds=settings.merge_interval_seconds + settings.sweep_interval_seconds)
+    plan.merges.update(product_claims.requests_with_stale_results(context.claims, merge_due))
+    for request in request_store.processing_requests(context.requests):
+        if request["products_done"] >= request["products_total"]:
+            plan.merges.add(request["_id"])
+        elif request["updated_at"] < stalled_before:
+            plan.products += stalled_products(context, request)
+    plan.webhooks = request_store.due_webhooks(context.requests, now - timedelta(seconds=settings.sweep_interval_seconds))
     return plan

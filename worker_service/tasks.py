@@ -1,64 +1,93 @@
 """The Celery tasks: thin wrappers that claim work in MongoDB, do it, and record it."""
 
 import logging
+from dataclasses import asdict
 from datetime import timedelta
 
+import redis
 from celery import chord
 
+from shared.documents import utcnow
 from shared.queue import (
     DELIVER_WEBHOOK,
-    FINALIZE_REQUEST,
     IMAGES_QUEUE,
+    MERGE_RESULTS,
     PROCESS_PRODUCT,
     PROCESS_REQUEST,
     SWEEP,
     enqueue_request,
     enqueue_webhook,
 )
-from shared.documents import utcnow
-from worker_service import product_processing, repository, webhooks
+from worker_service import product_claims, product_processing, request_store, webhooks
 from worker_service.celery_app import app
-from worker_service.context import worker_context
+from worker_service.context import WorkerContext, worker_context
+from worker_service.product_claims import ProductWork
 from worker_service.sweeper import plan_sweep
 
 log = logging.getLogger("worker.tasks")
 
 
-def download_url(request_id: str) -> str:
-    return f"{worker_context().settings.base_url}/api/v1/download/{request_id}"
+def download_url(context: WorkerContext, request_id: str) -> str:
+    return f"{context.settings.base_url}/api/v1/download/{request_id}"
+
+
+def product_task(work: ProductWork):
+    return process_product.si(asdict(work)).set(queue=IMAGES_QUEUE)
 
 
 @app.task(name=PROCESS_REQUEST)
 def process_request(request_id: str) -> None:
-    """Mark the request processing and fan out one task per product, finalised by a chord callback."""
-    context = worker_context()
-    products_total = repository.start_request(context.requests, request_id)
-    if products_total is None:
+    """Mark the request processing and fan out one task per product; the chord's callback finishes it."""
+    works = request_store.start_request(worker_context().requests, request_id)
+    if works is None:
         return
-    header = [process_product.si(request_id, index).set(queue=IMAGES_QUEUE) for index in range(products_total)]
-    chord(header)(finalize_request.si(request_id))
-    log.info("request %s: %d products enqueued", request_id, products_total)
+    chord([product_task(work) for work in works])(merge_results.si(request_id))
+    log.info("request %s: %d products enqueued", request_id, len(works))
 
 
 @app.task(name=PROCESS_PRODUCT)
-def process_product(request_id: str, index: int) -> None:
+def process_product(work: dict) -> None:
     context = worker_context()
     settings = context.settings
-    claim = repository.claim_product(context.requests, request_id, index, settings.product_lease_seconds)
-    if claim is None:
+    product = ProductWork(**work)
+    attempt = product_claims.claim(context.claims, product, settings.product_lease_seconds)
+    if attempt is None:
         return
-    if claim.attempt > settings.product_max_attempts:
-        log.error("request %s: giving up product %s after %d attempts", request_id, claim.serial_number,
+    if attempt > settings.product_max_attempts:
+        log.error("request %s: giving up product %s after %d attempts", product.request_id, product.serial_number,
                   settings.product_max_attempts)
-        outcomes = product_processing.given_up(claim, settings.product_max_attempts)
+        outcomes = product_processing.given_up(product, settings.product_max_attempts)
     else:
-        outcomes = product_processing.process_product(context, request_id, claim)
-    repository.record_product(context.requests, request_id, claim, outcomes)
+        outcomes = product_processing.process_product(context, product, attempt)
+    if product_claims.record(context.claims, product, attempt, outcomes):
+        schedule_merge(context, product.request_id)
 
 
-@app.task(name=FINALIZE_REQUEST)
-def finalize_request(request_id: str) -> None:
-    document = repository.finalize_request(worker_context().requests, request_id)
+def schedule_merge(context: WorkerContext, request_id: str) -> None:
+    """Ask for a merge of finished products within the merge interval, once however many finish."""
+    interval = context.settings.merge_interval_seconds
+    try:
+        first = context.redis.set(f"merge-scheduled:{request_id}", 1, nx=True, px=int(interval * 1000))
+    except redis.RedisError:
+        log.warning("could not schedule a merge of %s; the sweeper will", request_id, exc_info=True)
+        return
+    if first:
+        merge_results.apply_async((request_id,), countdown=interval)
+
+
+@app.task(name=MERGE_RESULTS)
+def merge_results(request_id: str) -> None:
+    """Fold finished products into the request document, and finish the request once all are in.
+
+    Also the chord's callback, so the last results are merged and the request finalised at once.
+    """
+    context = worker_context()
+    claims = product_claims.unmerged(context.claims, request_id)
+    merged = request_store.merge_results(context.requests, request_id, claims)
+    product_claims.mark_merged(context.claims, [claim["_id"] for claim in claims])
+    if merged:
+        log.info("request %s: %d products merged", request_id, len(merged))
+    document = request_store.finalize_request(context.requests, request_id)
     if document is None:
         return
     log.info("request %s: %s", request_id, document["status"])
@@ -71,15 +100,15 @@ def deliver_webhook(request_id: str) -> None:
     context = worker_context()
     settings = context.settings
     hold = settings.webhook_timeout_seconds + 30
-    document = repository.claim_webhook(context.requests, request_id, hold)
+    document = request_store.claim_webhook(context.requests, request_id, hold)
     if document is None:
         return
     webhook = document["webhook"]
-    body = webhooks.encode(webhooks.payload(document, context.storage, download_url(request_id)))
+    body = webhooks.encode(webhooks.payload(document, context.storage, download_url(context, request_id)))
     result = webhooks.send(webhook["url"], webhook["message_id"], body, settings)
     attempts = webhook["attempts"] + 1
     state, delay = webhooks.after_attempt(result, attempts, settings)
-    recorded = repository.record_webhook_attempt(
+    recorded = request_store.record_webhook_attempt(
         context.requests, request_id, webhook["message_id"], attempts=attempts, state=state,
         status_code=result.status_code, error=result.error,
         next_attempt_at=utcnow() + timedelta(seconds=delay) if delay is not None else None)
@@ -94,9 +123,9 @@ def sweep() -> None:
     plan = plan_sweep(worker_context())
     for request_id in plan.start_requests:
         enqueue_request(app, request_id)
-    for request_id, index in plan.products:
-        process_product.apply_async((request_id, index), queue=IMAGES_QUEUE)
-    for request_id in plan.finalize:
-        finalize_request.delay(request_id)
+    for work in plan.products:
+        product_task(work).apply_async()
+    for request_id in plan.merges:
+        merge_results.delay(request_id)
     for request_id in plan.webhooks:
         enqueue_webhook(app, request_id)

@@ -45,6 +45,7 @@ async def request_status(
         document = await repository.find_page(state.requests, request_id, offset, limit)
         if document is None:
             return None
+        await repository.mark_products_in_progress(state.claims, document, offset)
         return status_view(document, state.storage, state.download_url(request_id)).model_dump_json().encode()
 
     body = await state.status_cache.get((request_id, offset, limit), load)

@@ -7,7 +7,7 @@ import bson
 from shared.documents import new_request
 from shared.settings import Settings
 from shared.storage import image_key
-from worker_service.repository import MAX_ERROR_MESSAGE
+from worker_service.product_claims import MAX_ERROR_MESSAGE
 
 MONGODB_DOCUMENT_LIMIT = 16 * 1024 * 1024
 REQUEST_ID = "3f2c8a9e-5b1d-4c7e-9a2f-6d8e0b1c2a3f"
