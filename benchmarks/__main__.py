@@ -19,11 +19,10 @@ import httpx
 from benchmarks import ceiling
 from benchmarks.corpus import generate
 from benchmarks.image_host import ImageHost
-from benchmarks.measure import PeakMemory, Pollers, percentile, tree_cpu_seconds
+from benchmarks.measure import FINAL, PeakMemory, percentile, status_latency, tree_cpu_seconds
 from benchmarks.report import markdown
 from local_stack.running import running_stack
 
-FINAL = {"completed", "completed_with_errors", "failed"}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -91,16 +90,14 @@ def run_request(stack, host: ImageHost, pids: dict[str, int], images: int, per_p
         "image_latency_p50_s": percentile(latencies, 0.5), "image_latency_p95_s": percentile(latencies, 0.95),
         "output_to_input_bytes": output_bytes / input_bytes,
         "worker_cpu_utilisation": cpu / (wall * (os.cpu_count() or 1)),
-        "peak_rss_mb": {name: peak / 2**20 for name, peak in memory.peaks.items()},
+        "peak_memory_mb": {name: peak / 2**20 for name, peak in memory.peaks.items()},
     }
 
 
 def status_under_pollers(stack, host: ImageHost, per_product: int, images: int) -> dict:
     products = images // per_product
     request_id, _ = upload(stack.api, product_csv(host, "pollers", products, per_product))
-    with Pollers(f"{stack.api}/status/{request_id}", count=50) as pollers:
-        wait_final(stack.api, request_id)
-    return pollers.summary()
+    return status_latency(f"{stack.api}/status/{request_id}", count=50)
 
 
 def accept_time(stack, host: ImageHost, products: int) -> float:

@@ -26,7 +26,7 @@ class CorpusImage:
         return self.width * self.height / 1e6
 
 
-def photo(width: int = 800, height: int = 600, seed: int = 1) -> Image.Image:
+def photo(width: int = 800, height: int = 600, seed: int = 1, grain: float = 0.12) -> Image.Image:
     """Soft shapes under sensor-like grain: compresses like a photograph, not like flat art."""
     rng = random.Random(seed)
     image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
@@ -36,8 +36,10 @@ def photo(width: int = 800, height: int = 600, seed: int = 1) -> Image.Image:
         r = rng.randrange(10, max(11, width // 4))
         draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.randrange(256) for _ in range(3)))
     image = image.filter(ImageFilter.GaussianBlur(3))
-    grain = Image.frombytes("L", (width, height), rng.randbytes(width * height)).convert("RGB")
-    return Image.blend(image, grain, 0.12)
+    if not grain:
+        return image
+    noise = Image.frombytes("L", (width, height), rng.randbytes(width * height)).convert("RGB")
+    return Image.blend(image, noise, grain)
 
 
 def dimensions(megapixels: float) -> tuple[int, int]:
@@ -49,7 +51,7 @@ def dimensions(megapixels: float) -> tuple[int, int]:
 def encode(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     if fmt == "PNG":
-        # A cut-out product shot: transparent background around the object.
+        # A cut-out product shot: a retouched object (no sensor grain) on a transparent background.
         mask = Image.new("L", image.size, 0)
         ImageDraw.Draw(mask).ellipse((image.width // 8, image.height // 8, image.width * 7 // 8, image.height * 7 // 8), fill=255)
         image = image.convert("RGBA")
@@ -64,6 +66,6 @@ def generate(seed: int = 2026) -> list[CorpusImage]:
     corpus = []
     for index, (fmt, megapixels) in enumerate(POOL):
         width, height = dimensions(megapixels)
-        data = encode(photo(width, height, seed + index), fmt)
+        data = encode(photo(width, height, seed + index, grain=0 if fmt == "PNG" else 0.12), fmt)
         corpus.append(CorpusImage(f"{index}.{EXTENSIONS[fmt]}", data, CONTENT_TYPES[fmt], width, height))
     return corpus

@@ -1,5 +1,7 @@
 """What the benchmark watches while the service works: memory, CPU, status latency."""
 
+import asyncio
+import multiprocessing
 import statistics
 import threading
 import time
@@ -7,6 +9,8 @@ from dataclasses import dataclass, field
 
 import httpx
 import psutil
+
+FINAL = {"completed", "completed_with_errors", "failed"}
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -17,11 +21,13 @@ def process_tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def tree_rss(pid: int) -> int:
+def tree_pss(pid: int) -> int:
+    """Proportional set size of a process tree: forked workers share their parent's pages,
+    which plain RSS would count once per process."""
     total = 0
     for process in process_tree(pid):
         try:
-            total += process.memory_info().rss
+            total += process.memory_full_info().pss
         except psutil.NoSuchProcess:
             pass
     return total
@@ -43,7 +49,7 @@ class PeakMemory:
     """Samples the resident memory of process trees until stopped; keeps the peaks."""
 
     pids: dict[str, int]
-    interval: float = 0.1
+    interval: float = 0.25
     peaks: dict[str, int] = field(default_factory=dict)
 
     def __enter__(self) -> "PeakMemory":
@@ -55,7 +61,7 @@ class PeakMemory:
     def sample(self) -> None:
         while not self.stopped.wait(self.interval):
             for name, pid in self.pids.items():
-                self.peaks[name] = max(self.peaks.get(name, 0), tree_rss(pid))
+                self.peaks[name] = max(self.peaks.get(name, 0), tree_pss(pid))
 
     def __exit__(self, *_: object) -> None:
         self.stopped.set()
@@ -69,38 +75,40 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-@dataclass
-class Pollers:
-    """N clients polling a request's status, each every `pause` seconds, for at most `limit` seconds."""
+async def poll(client: httpx.AsyncClient, url: str, pause: float, deadline: float, latencies: list[float]) -> None:
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        response = await client.get(url)
+        latencies.append(time.perf_counter() - started)
+        if response.status_code != 200 or response.json()["status"] in FINAL:
+            return
+        await asyncio.sleep(pause)
 
-    url: str
-    count: int = 50
-    pause: float = 0.1
-    limit: float = 120.0
-    latencies: list[float] = field(default_factory=list)
 
-    def poll(self) -> None:
-        deadline = time.monotonic() + self.limit
-        with httpx.Client(timeout=30) as client:
-            while not self.stopped.is_set() and time.monotonic() < deadline:
-                started = time.perf_counter()
-                client.get(self.url)
-                self.latencies.append(time.perf_counter() - started)
-                self.stopped.wait(self.pause)
+async def pollers(url: str, count: int, pause: float, limit: float) -> list[float]:
+    latencies: list[float] = []
+    deadline = time.monotonic() + limit
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        await asyncio.gather(*(poll(client, url, pause, deadline, latencies) for _ in range(count)))
+    return latencies
 
-    def __enter__(self) -> "Pollers":
-        self.stopped = threading.Event()
-        self.threads = [threading.Thread(target=self.poll, daemon=True) for _ in range(self.count)]
-        for thread in self.threads:
-            thread.start()
-        return self
 
-    def __exit__(self, *_: object) -> None:
-        self.stopped.set()
-        for thread in self.threads:
-            thread.join()
+def run_pollers(url: str, count: int, pause: float, limit: float, results: multiprocessing.Queue) -> None:
+    results.put(asyncio.run(pollers(url, count, pause, limit)))
 
-    def summary(self) -> dict[str, float]:
-        return {"requests": len(self.latencies),
-                "p50_ms": 1000 * statistics.median(self.latencies) if self.latencies else float("nan"),
-                "p99_ms": 1000 * percentile(self.latencies, 0.99)}
+
+def status_latency(url: str, count: int = 50, pause: float = 0.5, limit: float = 600.0) -> dict[str, float]:
+    """`count` clients polling a status URL every `pause` s until the request is final (at most `limit` s).
+
+    They run in a process of their own, so the benchmark's other threads do not slow them
+    down and inflate the figures.
+    """
+    results: multiprocessing.Queue = multiprocessing.Queue()
+    process = multiprocessing.Process(target=run_pollers, args=(url, count, pause, limit, results))
+    process.start()
+    latencies = results.get(timeout=limit + 60)
+    process.join()
+    return {"pollers": count, "interval_s": pause, "requests": len(latencies),
+            "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
+            "p99_ms": 1000 * percentile(latencies, 0.99)}

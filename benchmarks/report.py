@@ -11,11 +11,11 @@ def markdown(report: dict) -> str:
         f"{ceiling['service_codec_images_per_second']:.1f} images/s.",
         "",
         "| images | host latency | seconds | images/s | MP/s | ratio to ceiling | ratio to codec ceiling "
-        "| image latency p50 / p95 | output/input bytes | worker CPU | peak RSS API / worker |",
+        "| image latency p50 / p95 | output/input bytes | worker CPU | peak memory (PSS) API / worker |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in report["runs"]:
-        rss = run["peak_rss_mb"]
+        rss = run["peak_memory_mb"]
         lines.append(
             f"| {run['images']} | {run['latency_ms']} ms | {run['seconds']:.1f} | {run['images_per_second']:.1f} "
             f"| {run['megapixels_per_second']:.1f} | {run['ratio_to_ceiling']:.2f} | {run['ratio_to_codec_ceiling']:.2f} "
@@ -31,8 +31,9 @@ def markdown(report: dict) -> str:
                          f"what {smallest} cost ({largest / smallest:.0f}× the images).")
     pollers = report.get("status_under_50_pollers")
     if pollers:
-        lines.append(f"Status latency with 50 pollers while processing: p50 {pollers['p50_ms']:.1f} ms, "
-                     f"p99 {pollers['p99_ms']:.1f} ms ({pollers['requests']} requests).")
+        lines.append(f"Status latency with {pollers['pollers']} pollers (each every {pollers['interval_s']:g} s) while "
+                     f"processing: p50 {pollers['p50_ms']:.1f} ms, p99 {pollers['p99_ms']:.1f} ms "
+                     f"({pollers['requests']} requests).")
     for products, seconds in report.get("accept_seconds", {}).items():
         lines.append(f"Accepting a {int(products):,}-product CSV: {seconds:.2f} s.")
     return "\n".join(lines) + "\n"

@@ -24,6 +24,12 @@ class Program:
     stop_seconds: int = 10
 
 
+# Decoded images are large, short-lived buffers. With glibc's defaults, freed ones stay in
+# the process (its mmap threshold grows to their size, and each thread gets an arena), so a
+# worker's memory only ever grows; fixed thresholds hand them back to the system at once.
+IMAGE_WORKER_MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((LOOPBACK, 0))
@@ -65,7 +71,8 @@ def celery(*arguments: str) -> list[str]:
 
 
 def application_programs(settings: Settings) -> list[Program]:
-    concurrency = settings.worker_concurrency or os.cpu_count() or 1
+    # Two processes per core: while one waits on an image host, the other has the core.
+    concurrency = settings.worker_concurrency or 2 * (os.cpu_count() or 1)
     run_dir = settings.data_dir / "run"
     return [
         Program(
@@ -82,6 +89,7 @@ def application_programs(settings: Settings) -> list[Program]:
                            "--hostname", "images@%h", "--loglevel", "INFO")],
             priority=30,
             stop_seconds=20,
+            environment=IMAGE_WORKER_MALLOC,
         ),
         # Bookkeeping and webhook deliveries mostly wait on MongoDB or other people's
         # servers: threads, apart from the image processes, so neither holds up the other.
