@@ -49,7 +49,7 @@ def wait_final(api: str, request_id: str, limit: float = 3600) -> dict:
             body = client.get(f"{api}/status/{request_id}", params={"limit": 1}).json()
             if body["status"] in FINAL:
                 return body
-            time.sleep(0.1)
+            time.sleep(0.25)
     raise TimeoutError(f"request {request_id} not final after {limit} s")
 
 

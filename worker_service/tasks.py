@@ -1,6 +1,7 @@
 """The Celery tasks: thin wrappers that claim work in MongoDB, do it, and record it."""
 
 import logging
+import time
 from dataclasses import asdict
 from datetime import timedelta
 
@@ -25,6 +26,7 @@ from worker_service.product_claims import ProductWork
 from worker_service.sweeper import plan_sweep
 
 log = logging.getLogger("worker.tasks")
+MERGE_COST_FACTOR = 25
 
 
 def download_url(context: WorkerContext, request_id: str) -> str:
@@ -63,16 +65,34 @@ def process_product(work: dict) -> None:
         schedule_merge(context, product.request_id)
 
 
+def merge_key(request_id: str) -> str:
+    return f"merge-scheduled:{request_id}"
+
+
 def schedule_merge(context: WorkerContext, request_id: str) -> None:
     """Ask for a merge of finished products within the merge interval, once however many finish."""
     interval = context.settings.merge_interval_seconds
     try:
-        first = context.redis.set(f"merge-scheduled:{request_id}", 1, nx=True, px=int(interval * 1000))
+        first = context.redis.set(merge_key(request_id), 1, nx=True, px=int(interval * 1000))
     except redis.RedisError:
         log.warning("could not schedule a merge of %s; the sweeper will", request_id, exc_info=True)
         return
     if first:
         merge_results.apply_async((request_id,), countdown=interval)
+
+
+def space_merges(context: WorkerContext, request_id: str, took: float) -> None:
+    """Hold the next merge back in proportion to what this one cost.
+
+    Every merge rewrites the request document, whose size grows with the request; waiting
+    25 times as long as the last merge took keeps merging under about 4 % of the
+    database's time for a request of any size.
+    """
+    hold = max(context.settings.merge_interval_seconds, MERGE_COST_FACTOR * took)
+    try:
+        context.redis.set(merge_key(request_id), 1, px=int(hold * 1000))
+    except redis.RedisError:
+        pass  # the next merge simply comes sooner
 
 
 @app.task(name=MERGE_RESULTS)
@@ -82,11 +102,13 @@ def merge_results(request_id: str) -> None:
     Also the chord's callback, so the last results are merged and the request finalised at once.
     """
     context = worker_context()
+    started = time.monotonic()
     claims = product_claims.unmerged(context.claims, request_id)
     merged = request_store.merge_results(context.requests, request_id, claims)
     product_claims.mark_merged(context.claims, [claim["_id"] for claim in claims])
     if merged:
         log.info("request %s: %d products merged", request_id, len(merged))
+        space_merges(context, request_id, time.monotonic() - started)
     document = request_store.finalize_request(context.requests, request_id)
     if document is None:
         return

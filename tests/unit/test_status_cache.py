@@ -25,11 +25,24 @@ async def test_concurrent_polls_share_one_read():
     assert set(answers) == {b"answer 1"}
 
 
-async def test_an_answer_expires_after_its_ttl():
+async def test_a_stale_answer_is_served_at_once_while_one_read_refreshes_it():
     cache, load = StatusCache(ttl=0.05), CountingLoader(delay=0)
     assert await cache.get(("r", 0, 100), load) == b"answer 1"
+    load.delay = 0.2  # the database is busy now
     await asyncio.sleep(0.08)
+    stale = await asyncio.wait_for(asyncio.gather(*(cache.get(("r", 0, 100), load) for _ in range(20))), 0.05)
+    assert set(stale) == {b"answer 1"}
+    await asyncio.sleep(0.3)
     assert await cache.get(("r", 0, 100), load) == b"answer 2"
+    assert load.calls == 2
+
+
+async def test_an_expensive_read_is_repeated_less_often():
+    cache, load = StatusCache(ttl=0.01), CountingLoader(delay=0.02)
+    await cache.get(("r", 0, 100), load)
+    await asyncio.sleep(0.1)  # ten times the ttl, but less than 25 times the read
+    await cache.get(("r", 0, 100), load)
+    assert load.calls == 1
 
 
 async def test_pages_and_requests_are_cached_apart_and_forgotten_per_request():
