@@ -78,7 +78,7 @@ def application_programs(settings: Settings) -> list[Program]:
         Program(
             name="api",
             command=[sys.executable, "-m", "uvicorn", "api_service.main:create_app", "--factory",
-                     "--host", settings.api_host, "--port", str(settings.api_port)],
+                     "--host", settings.api_host, "--port", str(settings.api_port), "--no-access-log"],
             priority=30,
         ),
         # Niced: under full load the API and the database still answer at once, and the

@@ -16,7 +16,7 @@ class LocalStorage:
         self.base_url = base_url.rstrip("/")
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        path = self.path_of(key)
+        path = self.writable_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write beside the target and rename over it, so a reader (or a worker killed
         # mid-write) never leaves a half-written image under the final name.
@@ -33,6 +33,14 @@ class LocalStorage:
 
     def public_url(self, key: str) -> str:
         return f"{self.base_url}/{key}"
+
+    def writable_path(self, key: str) -> Path:
+        """The file for a key the service made; checked by its parts, which is enough for
+        keys it makes and cheaper than resolving links on every write."""
+        parts = Path(key).parts
+        if not parts or Path(key).is_absolute() or any(part in ("..", ".") for part in parts):
+            raise KeyOutsideStorage(key)
+        return self.root.joinpath(*parts)
 
     def path_of(self, key: str) -> Path:
         """The file behind `key`, refusing any key that escapes the storage folder."""
