@@ -60,6 +60,12 @@ class StatusCache:
         entry.fresh_for = max(self.ttl, COST_FACTOR * (entry.read_at - started))
         return value
 
+    def put(self, key: tuple, value: bytes) -> None:
+        """Seed an answer the caller already has, such as a request's first page at upload."""
+        if self.ttl > 0:
+            self.entries[key] = Entry(read_at=time.monotonic(), fresh_for=self.ttl, value=value, has_value=True)
+            self.evict_oldest()
+
     def forget(self, request_id: str) -> None:
         """Drop a request's answers after a change made through this API process."""
         for key in [key for key in self.entries if key[0] == request_id]:

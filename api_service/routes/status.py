@@ -33,11 +33,24 @@ STATUS_EXAMPLE = {
 }
 
 
+DEFAULT_LIMIT = 100
+
+
+def status_json(state: AppState, document: dict) -> bytes:
+    return status_view(document, state.storage, state.download_url(document["_id"])).model_dump_json().encode()
+
+
+def seed_first_page(state: AppState, document: dict) -> None:
+    """A new request's first page is known at upload: pollers that come at once need no read."""
+    first_page = {**document, "products": document["products"][:DEFAULT_LIMIT]}
+    state.status_cache.put((document["_id"], 0, DEFAULT_LIMIT), status_json(state, first_page))
+
+
 async def request_status(
     request_id: str,
     state: Annotated[AppState, Depends(services)],
     offset: Annotated[int, Query(ge=0, description="first product to list, in serial order")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000, description="products to list")] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000, description="products to list")] = DEFAULT_LIMIT,
 ) -> Response:
     """The request's state, progress and a page of its products in serial order."""
 
@@ -46,7 +59,7 @@ async def request_status(
         if document is None:
             return None
         await repository.mark_products_in_progress(state.claims, document, offset)
-        return status_view(document, state.storage, state.download_url(request_id)).model_dump_json().encode()
+        return status_json(state, document)
 
     body = await state.status_cache.get((request_id, offset, limit), load)
     if body is None:

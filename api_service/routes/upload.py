@@ -12,6 +12,7 @@ from api_service import repository
 from api_service.csv_reader import CsvLimits, CsvValidationError, UploadTooLarge, read_products
 from api_service.errors import ApiError
 from api_service.schemas import UploadAccepted, error_responses
+from api_service.routes.status import seed_first_page
 from api_service.state import AppState, services
 from api_service.upload_stream import BodyTooLarge, MalformedUpload, Upload, read_upload
 from api_service.validation import idempotency_key_problem, webhook_url_problem
@@ -126,6 +127,7 @@ async def upload_csv(
         if idempotency_key and (previous := await replay(state, idempotency_key, upload.sha256)):
             return previous
         raise
+    seed_first_page(state, document)
     await enqueue(state, document["_id"])
     return accepted(state, document)
 

@@ -8,9 +8,10 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from PIL import ExifTags, Image, ImageCms, ImageDraw, ImageFile, ImageFilter, ImageSequence, PngImagePlugin
+from PIL import ExifTags, Image, ImageDraw, ImageFile, ImageFilter, ImageSequence, PngImagePlugin
 
 from shared.settings import Settings
+from tests.support.images import encode, srgb_profile
 from worker_service.image_codec import (
     CodecLimits,
     CompressedImage,
@@ -67,16 +68,6 @@ def flat_art(width: int, height: int, seed: int) -> Image.Image:
         x, y = rng.randrange(width), rng.randrange(height)
         draw.rectangle((x, y, x + rng.randrange(width // 2), y + rng.randrange(height // 2)), fill=rng.randrange(1, 8))
     return image
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def srgb_profile() -> bytes:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
 def decode(data: bytes) -> Image.Image:
@@ -554,3 +545,17 @@ def test_limits_come_from_the_settings() -> None:
     settings = Settings(jpeg_quality=70, max_image_pixels=1_000_000, max_animation_frames=20)
 
     assert CodecLimits.from_settings(settings) == CodecLimits(quality=70, max_pixels=1_000_000, max_frames=20)
+
+
+def test_optimize_settings_are_lossless_and_never_larger():
+    from benchmarks.corpus import photo
+
+    source = photo(400, 300, seed=9, grain=0)
+    png = encode(source, "PNG", compress_level=1)
+    jpeg = encode(photo(400, 300, seed=9), "JPEG", quality=95)
+    plain = compress(png, CodecLimits(png_optimize=False))
+    optimized = compress(png, CodecLimits(png_optimize=True))
+    for result in (plain, optimized):
+        assert Image.open(io.BytesIO(result.data)).tobytes() == source.tobytes()
+    assert len(optimized.data) <= len(plain.data) < len(png)
+    assert len(compress(jpeg, CodecLimits(jpeg_optimize=True)).data) < len(compress(jpeg, CodecLimits()).data)

@@ -73,3 +73,10 @@ async def test_a_ttl_of_zero_reads_every_time():
     await cache.get(("r", 0, 100), load)
     await cache.get(("r", 0, 100), load)
     assert load.calls == 2
+
+
+async def test_a_seeded_answer_is_served_without_a_read():
+    cache, load = StatusCache(ttl=10), CountingLoader(delay=0)
+    cache.put(("r", 0, 100), b"seeded")
+    assert await cache.get(("r", 0, 100), load) == b"seeded"
+    assert load.calls == 0
