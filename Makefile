@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: run test bench install clean-data
 
@@ -30,7 +31,7 @@ test: $(DEV)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(DEV)
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean-data:
 	rm -rf data
