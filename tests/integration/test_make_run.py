@@ -9,6 +9,7 @@ import psutil
 import pytest
 
 from local_stack.processes import free_port
+from local_stack.running import RunningStack
 from tests.support.stack import PROJECT_ROOT, TEST_ENVIRONMENT, ready, wait_until
 
 
@@ -25,22 +26,10 @@ def make_run(tmp_path_factory):
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: ready(base_url), 90, message="make run to be ready")
-        yield process, base_url, root / "data"
+        yield process, base_url, RunningStack(base_url, root / "data", root, process)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-
-
-def supervised(data_dir) -> psutil.Process:
-    pid = int((data_dir / "run" / "supervisord.pid").read_text())
-    return psutil.Process(pid)
-
-
-def program_pid(data_dir, program: str) -> int:
-    supervisorctl = PROJECT_ROOT / ".venv" / "bin" / "supervisorctl"
-    out = subprocess.run([str(supervisorctl), "-c", str(data_dir / "run" / "supervisord.conf"), "pid", program],
-                         capture_output=True, text=True, timeout=30).stdout.strip()
-    return int(out) if out.isdigit() else 0
 
 
 def test_make_run_serves_the_swagger_ui(make_run):
@@ -51,31 +40,30 @@ def test_make_run_serves_the_swagger_ui(make_run):
 
 
 def test_a_killed_worker_is_started_again_within_seconds(make_run):
-    _, _, data_dir = make_run
-    before = wait_until(lambda: program_pid(data_dir, "worker"), 30, message="a worker pid")
+    _, _, stack = make_run
+    before = wait_until(lambda: stack.pid_of("worker"), 30, message="a worker pid")
     os.kill(before, signal.SIGKILL)
-    after = wait_until(lambda: (p := program_pid(data_dir, "worker")) and p != before and p, 15,
+    after = wait_until(lambda: (p := stack.pid_of("worker")) and p != before and p, 15,
                        message="a new worker")
     assert psutil.pid_exists(after)
 
 
 def test_readiness_is_503_while_redis_is_down(make_run):
-    _, base_url, data_dir = make_run
-    supervisorctl = PROJECT_ROOT / ".venv" / "bin" / "supervisorctl"
-    config = str(data_dir / "run" / "supervisord.conf")
-    subprocess.run([str(supervisorctl), "-c", config, "stop", "redis"], capture_output=True, timeout=60)
+    _, base_url, stack = make_run
+    stack.supervisorctl("stop", "redis")
     try:
         response = httpx.get(f"{base_url}/readyz", timeout=10)
         assert response.status_code == 503
         assert "redis" in response.json()["detail"]
         assert httpx.get(f"{base_url}/healthz").status_code == 200
     finally:
-        subprocess.run([str(supervisorctl), "-c", config, "start", "redis"], capture_output=True, timeout=60)
+        stack.supervisorctl("start", "redis")
     wait_until(lambda: ready(base_url), 30, message="readiness after Redis is back")
 
 
 def test_sigterm_to_make_leaves_no_process_behind(make_run):
-    process, base_url, data_dir = make_run
+    process, _, stack = make_run
+    data_dir = stack.data_dir
     tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     assert len(tree) >= 7, [p.name() for p in tree]
     process.send_signal(signal.SIGTERM)
