@@ -15,14 +15,13 @@ work than one request may do raise a subclass of `UploadTooLarge`, which the API
 
 import csv
 import io
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
-from urllib.parse import urlsplit
 
 from shared.settings import Settings
+from shared.url_rules import redact_credentials, url_problem
 
 SERIAL_NUMBER = "S. No."
 PRODUCT_NAME = "Product Name"
@@ -70,6 +69,7 @@ class CsvIssue:
 class CsvLimits:
     max_products: int = 10_000
     max_images: int = 20_000
+    max_images_per_product: int = 100
     max_url_length: int = 2048
     max_product_name_length: int = 255
     max_reported_errors: int = 100
@@ -79,6 +79,7 @@ class CsvLimits:
         return cls(
             max_products=settings.max_products,
             max_images=settings.max_images_per_request,
+            max_images_per_product=settings.max_images_per_product,
             max_url_length=settings.max_url_length,
             max_product_name_length=settings.max_product_name_length,
             max_reported_errors=settings.max_reported_errors,
@@ -124,27 +125,6 @@ def read_products(binary_file: IO[bytes], limits: CsvLimits) -> list[ProductRow]
         message = f"the file is not UTF-8 text (invalid bytes on line {line}); save it as CSV UTF-8"
         raise CsvValidationError(message, [CsvIssue(line, None, message)]) from None
     return collector.products()
-
-
-def url_problem(value: str, max_length: int) -> str | None:
-    """Says what keeps `value` from being an absolute http or https URL, or None if nothing does.
-
-    The API checks webhook URLs with this too, so both accept exactly the same URLs.
-    """
-    if len(value) > max_length:
-        return f"is longer than {max_length} characters"
-    if any(_is_space_or_control(char) for char in value):
-        return "contains a space or control character"
-    try:
-        parts = urlsplit(value)
-        parts.port  # reading it raises ValueError for a port that is not a number up to 65535
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme.lower() not in ("http", "https"):
-        return "is not an absolute http or https URL"
-    if not parts.hostname:
-        return "has no host name"
-    return None
 
 
 @contextmanager
@@ -371,11 +351,17 @@ class _ProductCollector:
             message = "no image URL; give one or more http or https URLs separated by commas"
             self._report(line, INPUT_IMAGE_URLS, message)
             return None
+        limit = self._limits.max_images_per_product
+        if len(urls) > limit:
+            message = f"the product has {len(urls)} image URLs; the limit is {limit} per product"
+            self._report(line, INPUT_IMAGE_URLS, message)
+            return None
         all_valid = True
         for url in urls:
             problem = url_problem(url, self._limits.max_url_length)
             if problem is not None:
-                self._report(line, INPUT_IMAGE_URLS, f"image URL {_shown(url)} {problem}")
+                # The message goes back to the client and may be logged: never with a password.
+                self._report(line, INPUT_IMAGE_URLS, f"image URL {_shown(redact_credentials(url))} {problem}")
                 all_valid = False
         return tuple(urls) if all_valid else None
 
@@ -415,10 +401,6 @@ def _parse_serial_number(text: str) -> int:
         message = f"serial number {_shown(text)} is too large; the largest allowed is {_MAX_SERIAL_NUMBER}"
         raise _InvalidValue(message)
     return int(significant_digits)
-
-
-def _is_space_or_control(char: str) -> bool:
-    return char.isspace() or unicodedata.category(char) == "Cc"
 
 
 def _shown(value: str) -> str:

@@ -1,9 +1,27 @@
-"""Every error answers JSON with a `detail` string."""
+"""Every error answers JSON with a `detail` string, whatever the path or the failure.
+
+A MongoDB or Redis that does not answer is a 503 with Retry-After: the clients' operations
+are bounded (shared/db.py, shared/queue.py), so the route fails within seconds instead of
+hanging, and the client knows to try again.
+"""
+
+import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as QueueUnavailable
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
+
+log = logging.getLogger("api.errors")
+
+RETRY_AFTER_SECONDS = 5
+MONGODB_UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, QueueUnavailable)
 
 
 class ApiError(Exception):
@@ -22,6 +40,19 @@ def describe_validation_error(error: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def unavailable_dependency(error: Exception) -> str | None:
+    """What is not answering when `error` says a server did not answer in time, else None."""
+    if isinstance(error, MONGODB_UNAVAILABLE) or (isinstance(error, PyMongoError) and error.timeout):
+        return "the database"
+    if isinstance(error, REDIS_UNAVAILABLE):
+        return "the task queue"
+    return None
+
+
+def internal_error_response() -> JSONResponse:
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
@@ -35,3 +66,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": str(error.detail)}, status_code=error.status_code,
                             headers=getattr(error, "headers", None))
+
+    async def dependency_error(request: Request, error: Exception) -> JSONResponse:
+        dependency = unavailable_dependency(error)
+        if dependency is None:
+            log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+            return internal_error_response()
+        log.warning("%s %s: %s is not answering: %s", request.method, request.url.path, dependency, error)
+        return JSONResponse({"detail": f"{dependency} is not answering; try again shortly"}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    for error_class in (PyMongoError, RedisError, QueueUnavailable):
+        app.add_exception_handler(error_class, dependency_error)
+
+    # Starlette runs this one outermost, answers with it, then raises the error again for
+    # the server to log with its traceback.
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, __: Exception) -> JSONResponse:
+        return internal_error_response()

@@ -53,7 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis=redis_client,
         celery=make_celery(settings, "image-api"),
         storage=storage_from_settings(settings),
-        status_cache=StatusCache(settings.status_cache_seconds),
+        status_cache=StatusCache(settings.status_cache_seconds, max_bytes=settings.status_cache_max_bytes),
     )
     app.state.services = state
     indexes = asyncio.create_task(create_indexes_when_ready(state))

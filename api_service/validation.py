@@ -1,11 +1,10 @@
 """Checks on values a client sends besides the CSV."""
 
-import ipaddress
 from urllib.parse import urlsplit
 
-from api_service.csv_reader import url_problem
 from shared.address_guard import address_problem
 from shared.settings import Settings
+from shared.url_rules import literal_address, url_problem
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -13,19 +12,22 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 def webhook_url_problem(url: str, settings: Settings) -> str | None:
     """Why a webhook URL is refused, or None.
 
-    Names are resolved (and checked again) at delivery time; a literal address can be
-    judged now, so an obviously private target is refused at once.
+    Names are resolved (and checked again) at delivery time; a literal address, in any
+    form the resolver reads as one (`127.1`, `2130706433`), can be judged now, so an
+    obviously private target is refused at once.
     """
     problem = url_problem(url, settings.max_url_length)
     if problem or settings.allow_private_networks:
         return problem
     host = urlsplit(url).hostname or ""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    address = literal_address(host)
+    if address is None:
         return None
     reason = address_problem(address)
-    return f"webhook URL points to a blocked address: {host} is {reason}" if reason else None
+    if reason is None:
+        return None
+    shown = host if host == str(address) else f"{host} ({address})"
+    return f"webhook URL points to a blocked address: {shown} is {reason}"
 
 
 def idempotency_key_problem(key: str) -> str | None:

@@ -12,9 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from local_stack.processes import stack_programs
 from local_stack.supervisor_config import render
-from shared.settings import Settings
+from shared.settings import Settings, invalid_settings
 
 PR_SET_PDEATHSIG = 1
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,12 +27,23 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def settings_or_exit() -> Settings:
+    """The settings, or exit with status 2 naming every bad one, before anything is started."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        for line in invalid_settings(error):
+            print(line, file=sys.stderr)
+        print("invalid settings: nothing was started", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--log-dir", type=Path, help="write each program's log here instead of the terminal")
     arguments = parser.parse_args()
 
-    settings = Settings()
+    settings = settings_or_exit()
     settings.data_dir = settings.data_dir.resolve()
     run_dir = settings.data_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,14 @@ CLAIM_INDEXES = [
 ]
 
 CLIENT_OPTIONS = {"tz_aware": True, "serverSelectionTimeoutMS": 5_000, "connectTimeoutMS": 5_000}
+# Every operation of the API ends within 5 s, server selection and a server that stopped
+# answering included, so a route answers (503) within the contract's 10 s. PyMongo also
+# sends it to the server as maxTimeMS, which SecantusDB accepts on every command the API runs.
+API_CLIENT_OPTIONS = {**CLIENT_OPTIONS, "timeoutMS": 5_000}
+# The worker waits longer for one network read (a merge of a large request may take seconds
+# on the embedded server), and bounds each read rather than each operation: a timeoutMS
+# would bound the lifetime of a whole cursor the sweeper walks.
+WORKER_CLIENT_OPTIONS = {**CLIENT_OPTIONS, "socketTimeoutMS": 30_000}
 
 
 def mongodb_url(settings: Settings) -> str:
@@ -43,11 +51,11 @@ def mongodb_url(settings: Settings) -> str:
 
 
 def sync_client(settings: Settings) -> MongoClient:
-    return MongoClient(mongodb_url(settings), appname="image-worker", **CLIENT_OPTIONS)
+    return MongoClient(mongodb_url(settings), appname="image-worker", **WORKER_CLIENT_OPTIONS)
 
 
 def async_client(settings: Settings) -> AsyncMongoClient:
-    return AsyncMongoClient(mongodb_url(settings), appname="image-api", **CLIENT_OPTIONS)
+    return AsyncMongoClient(mongodb_url(settings), appname="image-api", **API_CLIENT_OPTIONS)
 
 
 def requests_collection(client: MongoClient, settings: Settings) -> Collection:

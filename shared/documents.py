@@ -24,6 +24,7 @@ from shared.models import (
     WebhookView,
     percentage,
 )
+from shared.url_rules import redact_credentials
 
 
 class ProductInput(Protocol):
@@ -120,7 +121,9 @@ def output_urls_of(product: dict[str, Any], urls: PublicUrls) -> list[str | None
 
 
 def product_view(product: dict[str, Any], urls: PublicUrls) -> ProductView:
-    inputs = product["input_image_urls"]
+    # Answers never show a password a client put in a URL; the output CSV, the client's
+    # own spreadsheet given back, keeps the URLs exactly as uploaded.
+    inputs = [redact_credentials(url) for url in product["input_image_urls"]]
     return ProductView(
         serial_number=product["serial_number"],
         product_name=product["product_name"],
@@ -135,7 +138,7 @@ def webhook_view(webhook: dict[str, Any] | None) -> WebhookView | None:
     if webhook is None:
         return None
     return WebhookView(
-        url=webhook["url"],
+        url=redact_credentials(webhook["url"]),
         state=webhook["state"],
         attempts=webhook["attempts"],
         last_status_code=webhook["last_status_code"],

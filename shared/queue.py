@@ -34,6 +34,13 @@ PRODUCT_SOFT_TIME_LIMIT = 900
 PRODUCT_TIME_LIMIT = 960
 VISIBILITY_TIMEOUT = 3600
 
+# A Redis that stops answering must not hold an upload: each command gives up after 2 s
+# (above the consumer's 1 s BRPOP), and a publish is tried twice, so sending a task fails
+# within about 6 s (measured: the publish, the reconnection's handshake, the publish again).
+# The request is already stored by then, and the sweeper enqueues it once Redis answers.
+REDIS_SOCKET_TIMEOUT_SECONDS = 2
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+
 
 def redis_url(settings: Settings) -> str:
     if not settings.redis_url:
@@ -44,7 +51,11 @@ def redis_url(settings: Settings) -> str:
 def make_celery(settings: Settings, name: str) -> Celery:
     url = redis_url(settings)
     app = Celery(name, broker=url, backend=url)
-    transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    transport_options = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+    }
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -57,6 +68,7 @@ def make_celery(settings: Settings, name: str) -> Celery:
         broker_transport_options=transport_options,
         result_backend_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         result_expires=24 * 3600,
         task_time_limit=PRODUCT_TIME_LIMIT,
         task_soft_time_limit=PRODUCT_SOFT_TIME_LIMIT,
@@ -66,9 +78,11 @@ def make_celery(settings: Settings, name: str) -> Celery:
     return app
 
 
+# Nobody reads these tasks' results: ignoring them stores none, and keeps the sender from
+# subscribing to each task's result channel (one more Redis command that could hang).
 def enqueue_request(app: Celery, request_id: str) -> None:
-    app.send_task(PROCESS_REQUEST, args=[request_id], queue=CONTROL_QUEUE)
+    app.send_task(PROCESS_REQUEST, args=[request_id], queue=CONTROL_QUEUE, ignore_result=True)
 
 
 def enqueue_webhook(app: Celery, request_id: str, countdown: float = 0) -> None:
-    app.send_task(DELIVER_WEBHOOK, args=[request_id], queue=WEBHOOKS_QUEUE, countdown=countdown)
+    app.send_task(DELIVER_WEBHOOK, args=[request_id], queue=WEBHOOKS_QUEUE, countdown=countdown, ignore_result=True)

@@ -1,12 +1,16 @@
 """Every setting of the service, read from the environment and `.env` (one class, pydantic-settings)."""
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from standardwebhooks import Webhook
 
 MiB = 1024 * 1024
+WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
 class Settings(BaseSettings):
@@ -31,6 +35,8 @@ class Settings(BaseSettings):
     webhook_retry_base_seconds: float = Field(5.0, ge=0)
     webhook_max_attempts: int = Field(8, ge=1, le=50)
     webhook_timeout_seconds: float = Field(10.0, gt=0)
+    # Deliveries at once: threads of their own worker, mostly waiting on other people's servers.
+    webhook_concurrency: int = Field(32, ge=1, le=256)
 
     # Image output.
     jpeg_quality: int = Field(50, ge=1, le=100)
@@ -45,6 +51,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * MiB, ge=1)
     max_products: int = Field(10_000, ge=1)
     max_images_per_request: int = Field(20_000, ge=1)
+    max_images_per_product: int = Field(100, ge=1)
     max_url_length: int = Field(2048, ge=16)
     max_product_name_length: int = Field(255, ge=1)
     max_reported_errors: int = Field(100, ge=1)
@@ -61,9 +68,13 @@ class Settings(BaseSettings):
     # Image decoding limits.
     max_image_pixels: int = Field(50_000_000, ge=1)
     max_animation_frames: int = Field(500, ge=1)
+    # Canvas x frames: every frame is decoded at the full canvas size, so a small file can cost this much.
+    max_animation_pixels: int = Field(200_000_000, ge=1)
 
     # Status answers are shared by all pollers of a request for this long (0 turns it off).
-    status_cache_seconds: float = Field(0.5, ge=0)
+    # At most 2 s: an answer may show the state of at most 2 s before it was asked for (CONTRACT §4).
+    status_cache_seconds: float = Field(0.5, ge=0, le=2)
+    status_cache_max_bytes: int = Field(32 * MiB, ge=0)
 
     # Recovery: how long a product may be held by a worker without renewing its lease,
     # how many times a product is tried, how often the sweeper looks for lost work.
@@ -77,6 +88,14 @@ class Settings(BaseSettings):
     # Image worker processes; unset means two per CPU core.
     worker_concurrency: int | None = Field(None, ge=1)
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: str | None) -> str | None:
+        # An empty value (`WEBHOOK_SECRET=` in .env) means unset: deliveries are not signed.
+        if not value:
+            return None
+        return standard_webhooks_secret(value)
+
     @property
     def base_url(self) -> str:
         """Absolute base of every URL the service hands out, without a trailing slash."""
@@ -85,6 +104,38 @@ class Settings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
+
+
+def standard_webhooks_secret(value: str) -> str:
+    """`value` if it is a Standard Webhooks secret (`whsec_` and base64); ValueError saying why if not.
+
+    The signing library is lenient (it drops characters that are not base64 and signs
+    without the prefix), so a typo would silently sign with another key: the form is
+    checked strictly here, then the library itself must accept the secret.
+    """
+    encoded = value.removeprefix(WEBHOOK_SECRET_PREFIX)
+    if encoded == value:
+        raise ValueError(f"must be a Standard Webhooks secret: {WEBHOOK_SECRET_PREFIX} followed by base64")
+    try:
+        base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError(f"the part after {WEBHOOK_SECRET_PREFIX} is not base64") from None
+    try:
+        Webhook(value)
+    except Exception as error:  # noqa: BLE001 - whatever the library refuses, say why
+        raise ValueError(f"not a usable Standard Webhooks secret: {error}") from None
+    return value
+
+
+def invalid_settings(error: ValidationError) -> list[str]:
+    """One line per bad setting, named by its environment variable; never its value (it may be a secret)."""
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        name = str(problem["loc"][0]).upper() if problem["loc"] else "settings"
+        # A validator's own ValueError reads better without pydantic's "Value error, " prefix.
+        cause = problem.get("ctx", {}).get("error")
+        lines.append(f"{name}: {cause if isinstance(cause, ValueError) else problem['msg']}")
+    return lines
 
 
 @lru_cache

@@ -37,7 +37,7 @@ async def download_csv(request_id: str, state: Annotated[AppState, Depends(servi
 
 router.add_api_route(
     "/api/v1/download/{request_id}", download_csv, methods=["GET"], response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {"example": CSV_EXAMPLE}}}, **error_responses(404, 409)},
+    responses={200: {"content": {"text/csv": {"example": CSV_EXAMPLE}}}, **error_responses(404, 409, 503)},
     summary="Download the output CSV", tags=["requests"],
 )
 for alias in ("/api/download/{request_id}", "/output_csv/{request_id}", "/export/{request_id}/"):

@@ -69,7 +69,7 @@ async def request_status(
 
 router.add_api_route(
     "/api/v1/status/{request_id}", request_status, methods=["GET"], response_model=StatusView,
-    responses={200: {"content": {"application/json": {"example": STATUS_EXAMPLE}}}, **error_responses(404, 422)},
+    responses={200: {"content": {"application/json": {"example": STATUS_EXAMPLE}}}, **error_responses(404, 422, 503)},
     summary="Status and progress of a request", tags=["requests"],
 )
 for alias in ("/api/status/{request_id}", "/status/{request_id}", "/status/{request_id}/"):

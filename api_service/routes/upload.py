@@ -96,7 +96,7 @@ async def enqueue(state: AppState, request_id: str) -> None:
     "/api/v1/upload",
     status_code=202,
     response_model=UploadAccepted,
-    responses=error_responses(400, 413, 422),
+    responses=error_responses(400, 413, 422, 503),
     summary="Upload a product CSV",
     openapi_extra=MULTIPART_BODY,
     tags=["requests"],

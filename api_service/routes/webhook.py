@@ -14,6 +14,7 @@ from api_service.validation import webhook_url_problem
 from shared.documents import new_webhook
 from shared.models import RequestStatus
 from shared.queue import enqueue_webhook
+from shared.url_rules import redact_credentials
 
 log = logging.getLogger("api.webhook")
 router = APIRouter()
@@ -35,12 +36,12 @@ async def register_webhook(
             await run_in_threadpool(enqueue_webhook, state.celery, registration.request_id)
         except Exception:  # noqa: BLE001 - recorded as pending; the sweeper delivers it once Redis answers
             log.exception("could not enqueue webhook of %s now; the sweeper will", registration.request_id)
-    return WebhookRegistration(request_id=registration.request_id, webhook_url=url)
+    return WebhookRegistration(request_id=registration.request_id, webhook_url=redact_credentials(url))
 
 
 router.add_api_route(
     "/api/v1/webhook", register_webhook, methods=["POST"], response_model=WebhookRegistration,
-    responses=error_responses(400, 404, 422), summary="Set or replace a request's webhook", tags=["requests"],
+    responses=error_responses(400, 404, 422, 503), summary="Set or replace a request's webhook", tags=["requests"],
 )
 router.add_api_route("/api/webhook", register_webhook, methods=["POST"], response_model=WebhookRegistration,
                      include_in_schema=False)

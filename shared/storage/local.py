@@ -43,8 +43,11 @@ class LocalStorage:
         return self.root.joinpath(*parts)
 
     def path_of(self, key: str) -> Path:
-        """The file behind `key`, refusing any key that escapes the storage folder."""
-        path = (self.root / key).resolve()
+        """The file behind `key`, refusing any key that escapes the storage folder or names no file."""
+        try:
+            path = (self.root / key).resolve()
+        except (ValueError, OSError) as error:  # a NUL byte, a name longer than the file system allows
+            raise KeyOutsideStorage(key) from error
         if not path.is_relative_to(self.root) or path == self.root:
             raise KeyOutsideStorage(key)
         return path

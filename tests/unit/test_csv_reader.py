@@ -18,9 +18,9 @@ from api_service.csv_reader import (
     TooManyProducts,
     UploadTooLarge,
     read_products,
-    url_problem,
 )
 from shared.settings import Settings
+from shared.url_rules import url_problem
 
 HEADER = "S. No.,Product Name,Input Image Urls"
 SERIAL, NAME, URLS = "S. No.", "Product Name", "Input Image Urls"
@@ -92,11 +92,15 @@ def test_limits_come_from_the_settings() -> None:
     configured = Settings(
         max_products=7,
         max_images_per_request=8,
+        max_images_per_product=5,
         max_url_length=90,
         max_product_name_length=10,
         max_reported_errors=11,
     )
-    assert CsvLimits.from_settings(configured) == CsvLimits(7, 8, 90, 10, 11)
+    assert CsvLimits.from_settings(configured) == CsvLimits(
+        max_products=7, max_images=8, max_images_per_product=5, max_url_length=90,
+        max_product_name_length=10, max_reported_errors=11,
+    )
 
 
 # The header.
@@ -515,6 +519,34 @@ def test_one_image_over_the_limit_is_too_many(rows: int, urls_per_row: int) -> N
 def test_spilled_urls_count_towards_the_image_limit() -> None:
     with pytest.raises(TooManyImages):
         read(f"{HEADER}\n1,SKU1,{A},{B},{C}\n", CsvLimits(max_images=2))
+
+
+def test_up_to_the_per_product_image_limit_is_accepted() -> None:
+    assert len(read(product_rows(2, 100))) == 2
+
+
+def test_a_product_over_the_per_product_image_limit_is_a_row_error_naming_its_line() -> None:
+    content = product_rows(1, 100) + f'2,SKU2,"{",".join([A] * 150)}"\n3,SKU3,{A},{B},{C}\n'
+    assert issues(content) == [(3, URLS, "the product has 150 image URLs; the limit is 100 per product")]
+    assert issues(content, CsvLimits(max_images_per_product=2)) == [
+        (2, URLS, "the product has 100 image URLs; the limit is 2 per product"),
+        (3, URLS, "the product has 150 image URLs; the limit is 2 per product"),
+        (4, URLS, "the product has 3 image URLs; the limit is 2 per product"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("ftp://user:hunter2@img.example.com/a.jpg", "ftp://user:***@img.example.com/a.jpg"),
+        ("https://user:hunter2@img.example.com:99999/a.jpg", "https://user:***@img.example.com:99999/a.jpg"),
+        ("https://hunter2@img.example.com/a b.jpg", "https://***@img.example.com/a b.jpg"),
+    ],
+)
+def test_an_error_quoting_an_image_url_never_shows_its_password(url: str, shown: str) -> None:
+    (_, _, message), = issues(f'{HEADER}\n1,SKU1,"{url}"\n')
+    assert "hunter2" not in message
+    assert message.startswith(f"image URL {shown!r}")
 
 
 # Properties.
