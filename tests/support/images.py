@@ -1,6 +1,8 @@
 """Test images made in memory: photo-like content, metadata, animations, a decompression bomb."""
 
 import io
+import random
+import struct
 
 from PIL import Image, ImageCms
 
@@ -35,6 +37,18 @@ def animated_gif(frames: int = 5) -> bytes:
     buffer = io.BytesIO()
     images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=[80 + i for i in range(frames)], loop=0)
     return buffer.getvalue()
+
+
+def animation_bomb_gif(canvas: tuple[int, int] = (2000, 2000), frames: int = 55) -> bytes:
+    """About 100 KB that a decoder draws as `frames` full canvases: 220 megapixels by default.
+
+    Each frame is a 30 x 30 patch of noise, so that Pillow writes every one of them, and the screen
+    is then widened to `canvas`: every frame is decoded onto the whole of it.
+    """
+    rng = random.Random(55)
+    patches = [Image.frombytes("L", (30, 30), rng.randbytes(30 * 30)) for _ in range(frames)]
+    small = encode(patches[0], "GIF", save_all=True, append_images=patches[1:], duration=100, loop=0)
+    return small[:6] + struct.pack("<HH", *canvas) + small[10:]  # the logical screen's width and height
 
 
 def bomb_png(width: int = 10_000, height: int = 10_000) -> bytes:

@@ -3,6 +3,7 @@
 import io
 import random
 import struct
+import tracemalloc
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -11,8 +12,9 @@ import pytest
 from PIL import ExifTags, Image, ImageDraw, ImageFile, ImageFilter, ImageSequence, PngImagePlugin
 
 from shared.settings import Settings
-from tests.support.images import encode, srgb_profile
+from tests.support.images import animation_bomb_gif, encode, srgb_profile
 from worker_service.image_codec import (
+    AnimationTooLarge,
     CodecLimits,
     CompressedImage,
     ImageTooLarge,
@@ -472,13 +474,16 @@ def hundred_megapixel_png() -> bytes:
     return handmade_png(10_000, 10_000, 1, 0, bytes(1 + 10_000 // 8) * 10_000)
 
 
-def test_decompression_bomb_is_refused_from_its_header(hundred_megapixel_png: bytes,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    def no_decoding(self: ImageFile.ImageFile) -> None:
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def load(self: ImageFile.ImageFile) -> None:
         raise AssertionError("the bomb was decoded")
 
-    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
 
+
+@pytest.mark.usefixtures("no_decoding")
+def test_decompression_bomb_is_refused_from_its_header(hundred_megapixel_png: bytes) -> None:
     with pytest.raises(ImageTooLarge) as refused:
         compress(hundred_megapixel_png, LIMITS)
 
@@ -541,10 +546,70 @@ def test_too_many_frames_are_refused() -> None:
     assert compress(source, CodecLimits(max_frames=6)).format == "GIF"
 
 
-def test_limits_come_from_the_settings() -> None:
-    settings = Settings(jpeg_quality=70, max_image_pixels=1_000_000, max_animation_frames=20)
+@pytest.mark.usefixtures("no_decoding")
+def test_animation_bomb_is_refused_before_any_frame_is_decoded() -> None:
+    bomb = animation_bomb_gif()  # 55 frames of 2000 x 2000 in about 100 KB
 
-    assert CodecLimits.from_settings(settings) == CodecLimits(quality=70, max_pixels=1_000_000, max_frames=20)
+    tracemalloc.start()  # sees Python's allocations only: Pillow's pixel buffers are kept out by no_decoding
+    try:
+        with pytest.raises(AnimationTooLarge) as refused:
+            compress(bomb, LIMITS)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert len(bomb) < 200_000
+    assert refused.value.message == (
+        "animation of 55 frames of 2000×2000 (220,000,000 pixels) is over the 200,000,000-pixel limit"
+    )
+    assert peak < 50_000_000
+
+
+def test_animation_at_the_limit_passes_and_one_pixel_over_is_refused() -> None:
+    source = animation_bomb_gif(canvas=(200, 100), frames=5)
+
+    assert compress(source, CodecLimits(max_animation_pixels=100_000)).format == "GIF"
+    with pytest.raises(AnimationTooLarge) as refused:
+        compress(source, CodecLimits(max_animation_pixels=99_999))
+    assert refused.value.message == "animation of 5 frames of 200×100 (100,000 pixels) is over the 99,999-pixel limit"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_animation_limit_holds_for_apng_and_webp(fmt: str) -> None:
+    pictures = [Image.new("RGB", (50, 40), (60 * shade, 0, 0)) for shade in range(3)]
+    source = encode(pictures[0], fmt, save_all=True, append_images=pictures[1:], duration=100)
+
+    with pytest.raises(AnimationTooLarge) as refused:
+        compress(source, CodecLimits(max_animation_pixels=5_999))
+
+    assert refused.value.message == "animation of 3 frames of 50×40 (6,000 pixels) is over the 5,999-pixel limit"
+
+
+@pytest.mark.usefixtures("no_decoding")
+def test_animation_limit_counts_gif_frames_that_reach_past_the_screen() -> None:
+    # A 1 x 1 screen, and one-pixel frames at (1999, 1999): Pillow grows the canvas as it decodes them.
+    source = handmade_gif((1, 1), [(0, 0, 1, 1), *[(1999, 1999, 1, 1)] * 54])
+
+    with pytest.raises(AnimationTooLarge) as refused:
+        compress(source, LIMITS)
+
+    assert refused.value.message == (
+        "animation of 55 frames of 2000×2000 (220,000,000 pixels) is over the 200,000,000-pixel limit"
+    )
+
+
+def test_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(
+        jpeg_quality=70, max_image_pixels=1_000_000, max_animation_frames=20, max_animation_pixels=9_000
+    )
+
+    assert CodecLimits.from_settings(settings) == CodecLimits(
+        quality=70, max_pixels=1_000_000, max_frames=20, max_animation_pixels=9_000
+    )
+    monkeypatch.setenv("MAX_ANIMATION_PIXELS", "1234")
+    assert CodecLimits.from_settings(Settings(_env_file=None)).max_animation_pixels == 1234
+    monkeypatch.delenv("MAX_ANIMATION_PIXELS")
+    assert Settings(_env_file=None).max_animation_pixels == CodecLimits().max_animation_pixels == 200_000_000
 
 
 def test_optimize_settings_are_lossless_and_never_larger():
