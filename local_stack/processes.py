@@ -91,12 +91,21 @@ def application_programs(settings: Settings) -> list[Program]:
             stop_seconds=20,
             environment=IMAGE_WORKER_MALLOC,
         ),
-        # Bookkeeping and webhook deliveries mostly wait on MongoDB or other people's
-        # servers: threads, apart from the image processes, so neither holds up the other.
+        # Bookkeeping mostly waits on MongoDB: threads, apart from the image processes.
         Program(
             name="control",
-            command=celery("worker", "--queues", "control,webhooks", "--pool", "threads",
+            command=celery("worker", "--queues", "control", "--pool", "threads",
                            "--concurrency", "8", "--hostname", "control@%h", "--loglevel", "INFO"),
+            priority=30,
+            stop_seconds=20,
+        ),
+        # Webhook deliveries wait on other people's servers, each for at most its deadline:
+        # a worker of their own, so that slow receivers never hold up starting or finishing requests.
+        Program(
+            name="webhooks",
+            command=celery("worker", "--queues", "webhooks", "--pool", "threads",
+                           "--concurrency", str(settings.webhook_concurrency), "--hostname", "webhooks@%h",
+                           "--loglevel", "INFO"),
             priority=30,
             stop_seconds=20,
         ),

@@ -26,6 +26,7 @@ import ipaddress
 import socket
 import ssl
 import typing
+from collections.abc import Callable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpcore
@@ -61,6 +62,9 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 # The same as httpx's default, which httpx does not export.
 _DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+# Something that adds to every connection's behaviour (deadlines, say) and connects through the guard.
+BackendWrapper = Callable[[httpcore.NetworkBackend], httpcore.NetworkBackend]
 
 
 class BlockedAddressError(Exception):
@@ -203,6 +207,7 @@ class GuardedNetworkBackend(httpcore.NetworkBackend):
 class GuardedTransport(httpx.HTTPTransport):
     """`httpx.HTTPTransport` whose connections go through `GuardedNetworkBackend`.
 
+    `wrap_backend` may wrap the guard (it gets the guarded backend, never replaces it).
     No proxy and no Unix socket: both would bypass the address check. `trust_env` only
     decides, as in httpx, whether SSL_CERT_FILE / SSL_CERT_DIR choose the CA bundle.
     """
@@ -219,6 +224,7 @@ class GuardedTransport(httpx.HTTPTransport):
         local_address: str | None = None,
         retries: int = 0,
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+        wrap_backend: BackendWrapper | None = None,
     ) -> None:
         ssl_context = httpx.create_ssl_context(verify=verify, trust_env=trust_env)
         super().__init__(
@@ -232,6 +238,9 @@ class GuardedTransport(httpx.HTTPTransport):
         )
         # httpx.HTTPTransport has no parameter for the network backend, so replace the
         # pool it built with the same one on the guarded backend.
+        backend: httpcore.NetworkBackend = GuardedNetworkBackend(allow_private)
+        if wrap_backend is not None:
+            backend = wrap_backend(backend)
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
@@ -242,7 +251,7 @@ class GuardedTransport(httpx.HTTPTransport):
             local_address=local_address,
             retries=retries,
             socket_options=socket_options,
-            network_backend=GuardedNetworkBackend(allow_private),
+            network_backend=backend,
         )
 
 
@@ -252,6 +261,7 @@ def guarded_client(
     timeout: httpx.Timeout,
     follow_redirects: bool,
     max_redirects: int = 0,
+    wrap_backend: BackendWrapper | None = None,
 ) -> httpx.Client:
     """An `httpx.Client` that only connects to allowed addresses and ignores proxy settings from the environment.
 
@@ -259,7 +269,7 @@ def guarded_client(
     by one image host must not follow a later request of another customer to it.
     """
     return httpx.Client(
-        transport=GuardedTransport(allow_private),
+        transport=GuardedTransport(allow_private, wrap_backend=wrap_backend),
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         timeout=timeout,
         follow_redirects=follow_redirects,

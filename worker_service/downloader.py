@@ -1,11 +1,15 @@
 """Download an image over HTTP within bounded time, size and redirects, and retry what is worth retrying.
 
 The contract: connect within 5 s, the whole attempt (connect, headers, body, redirects)
-within 30 s, at most 25 MiB, at most 5 redirects, and every address checked by the address
-guard (after DNS resolution and at every redirect). Connection errors, timeouts, 429 and
-5xx are retried (3 attempts in all, exponential backoff with full jitter, or a short
-`Retry-After`); everything else fails at once with a typed error whose message is meant
-for the end user.
+within 30 s of wall-clock time however slowly the host sends (`worker_service.deadline`
+enforces it), at most 25 MiB, at most 5 redirects, and every address checked by the
+address guard (after DNS resolution and at every redirect). Connection errors, timeouts,
+429 and 5xx are retried (3 attempts in all, exponential backoff with full jitter, or a
+short `Retry-After`), within the time the caller has left; everything else fails at once.
+
+Every failure is a typed error with two texts: `message`, for the end user, which never
+says what a host name resolved to or how a connection failed inside our network, and
+`detail`, for the log.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import httpx
 
 from shared.address_guard import BlockedAddressError, UnresolvableHostError, guarded_client
 from shared.settings import Settings
+from shared.url_rules import redact_credentials
+from worker_service.deadline import Deadline, DeadlineNetworkBackend, deadline
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +44,14 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 class DownloadError(Exception):
-    """A download failed; `message` says why, for the end user."""
+    """A download failed; `message` says why, for the end user, and `detail` for the log."""
 
     retryable: bool = False
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail or message
 
 
 class HttpStatusError(DownloadError):
@@ -76,7 +83,24 @@ class TooManyRedirects(DownloadError):
 
 
 class BlockedAddress(DownloadError):
-    """The address guard refused the host: not public, or not resolvable."""
+    """The address guard refused the host's address; the address itself is for the log only."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("address not allowed", detail)
+
+
+class HostUnreachable(DownloadError):
+    """The host name does not resolve."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("image host not reachable", detail)
+
+
+class OutOfTime(DownloadError):
+    """The caller's time ran out before this image could be (tried again and) fetched."""
+
+    def __init__(self) -> None:
+        super().__init__("not finished within the product's time limit")
 
 
 class InvalidUrl(DownloadError):
@@ -116,19 +140,6 @@ class DownloadLimits:
         )
 
 
-class _Deadline:
-    """A point in monotonic time by which an attempt must be finished."""
-
-    def __init__(self, seconds: float) -> None:
-        self._end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return self._end - time.monotonic()
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
-
 class Downloader:
     """Fetches images; safe to share between threads."""
 
@@ -138,23 +149,29 @@ class Downloader:
         if client is None:
             client = guarded_client(
                 limits.allow_private,
-                timeout=httpx.Timeout(limits.total_timeout, connect=limits.connect_timeout),
+                timeout=httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout),
                 follow_redirects=False,
+                wrap_backend=DeadlineNetworkBackend,
             )
         self._client = client
 
-    def fetch(self, url: str) -> bytes:
-        """The body of `url`, retried on retryable errors; raises the last `DownloadError`."""
+    def fetch(self, url: str, not_after: float | None = None) -> bytes:
+        """The body of `url`, retried on retryable errors; raises the last `DownloadError`.
+
+        `not_after` (monotonic time) ends every attempt and wait there, and then `OutOfTime`.
+        """
         parsed = parse_http_url(url)
         attempt = 1
         while True:
             try:
-                return self._fetch_once(parsed)
+                return self._fetch_once(parsed, _time_until(not_after))
             except DownloadError as error:
                 if not error.retryable or attempt >= self._limits.attempts:
                     raise
                 delay = self._delay_before_retry(error, attempt)
-                logger.info("retrying %s in %.2f s after: %s", url, delay, error.message)
+                if delay >= _time_until(not_after):
+                    raise
+                logger.info("retrying %s in %.2f s after: %s", redact_credentials(url), delay, error.detail)
                 time.sleep(delay)
                 attempt += 1
 
@@ -178,80 +195,83 @@ class Downloader:
             return min(error.retry_after, self._limits.max_retry_after)
         return self._limits.backoff_seconds * 2 ** (failed_attempts - 1) * random.random()
 
-    def _fetch_once(self, url: httpx.URL) -> bytes:
-        deadline = _Deadline(self._limits.total_timeout)
-        try:
-            return self._follow_redirects(url, deadline)
-        except (BlockedAddressError, UnresolvableHostError) as error:
-            raise BlockedAddress(str(error)) from error
-        except httpx.TimeoutException as error:
-            raise self._timeout_error(error, deadline) from error
-        except httpx.UnsupportedProtocol as error:
-            raise InvalidUrl(f"invalid URL: {error}") from error
-        except httpx.TransportError as error:
-            raise ConnectionFailed(f"connection failed: {error or type(error).__name__}") from error
+    def _fetch_once(self, url: httpx.URL, time_left: float) -> bytes:
+        if time_left <= 0:
+            raise OutOfTime()
+        with deadline(min(self._limits.total_timeout, time_left)) as attempt:
+            try:
+                return self._follow_redirects(url)
+            except BlockedAddressError as error:
+                raise BlockedAddress(str(error)) from error
+            except UnresolvableHostError as error:
+                raise HostUnreachable(str(error)) from error
+            except httpx.UnsupportedProtocol as error:
+                raise InvalidUrl(f"invalid URL: {error}") from error
+            except httpx.TransportError as error:
+                # Past the deadline, whatever broke the exchange was the watchdog cutting it.
+                if attempt.expired() or isinstance(error, httpx.TimeoutException):
+                    raise self._timeout_error(error, attempt, time_left) from error
+                raise _connection_failed(error) from error
 
-    def _follow_redirects(self, url: httpx.URL, deadline: _Deadline) -> bytes:
+    def _follow_redirects(self, url: httpx.URL) -> bytes:
         # Redirects are followed here rather than by httpx, because httpx reads the whole
-        # body of every redirect response, without our size and time limits.
+        # body of every redirect response, without our size limit.
         for _ in range(self._limits.max_redirects + 1):
-            with self._open(url, deadline) as response:
+            with self._open(url) as response:
                 if response.next_request is None:
-                    return self._read_image(response, deadline)
+                    return self._read_image(response)
                 url = parse_http_url(str(response.next_request.url))
         raise TooManyRedirects(self._limits.max_redirects)
 
     @contextlib.contextmanager
-    def _open(self, url: httpx.URL, deadline: _Deadline) -> Iterator[httpx.Response]:
-        request = self._client.build_request(
-            "GET", url, headers=REQUEST_HEADERS, timeout=self._timeouts_within(deadline)
-        )
+    def _open(self, url: httpx.URL) -> Iterator[httpx.Response]:
+        request = self._client.build_request("GET", url, headers=REQUEST_HEADERS)
         response = self._client.send(request, stream=True, follow_redirects=False)
         try:
             yield response
         finally:
             response.close()
 
-    def _timeouts_within(self, deadline: _Deadline) -> httpx.Timeout:
-        remaining = deadline.remaining()
-        if remaining <= 0:
-            raise self._deadline_exceeded()
-        return httpx.Timeout(
-            min(remaining, self._limits.read_timeout),
-            connect=min(remaining, self._limits.connect_timeout),
-        )
-
-    def _read_image(self, response: httpx.Response, deadline: _Deadline) -> bytes:
+    def _read_image(self, response: httpx.Response) -> bytes:
         _refuse_error_status(response)
         _refuse_compressed(response)
         self._refuse_declared_oversize(response)
-        return self._read_body(response, deadline)
+        return self._read_body(response)
 
     def _refuse_declared_oversize(self, response: httpx.Response) -> None:
         declared = _declared_length(response)
         if declared is not None and declared > self._limits.max_bytes:
             raise TooLarge(self._limits.max_bytes)
 
-    def _read_body(self, response: httpx.Response, deadline: _Deadline) -> bytes:
+    def _read_body(self, response: httpx.Response) -> bytes:
         # Content-Length may be absent or lie, so count what actually arrives.
         body = bytearray()
         for chunk in response.iter_raw():
             body += chunk
             if len(body) > self._limits.max_bytes:
                 raise TooLarge(self._limits.max_bytes)
-            if deadline.expired():
-                raise self._deadline_exceeded()
         return bytes(body)
 
-    def _timeout_error(self, error: httpx.TimeoutException, deadline: _Deadline) -> DownloadTimeout:
-        if deadline.expired():
-            return self._deadline_exceeded()
+    def _timeout_error(self, error: httpx.TransportError, attempt: Deadline, time_left: float) -> DownloadError:
+        detail = f"{type(error).__name__}: {error}"
+        if attempt.expired() and time_left < self._limits.total_timeout:
+            return OutOfTime()
+        if attempt.expired():
+            return DownloadTimeout(f"timed out after {self._limits.total_timeout:g} s", detail)
         if isinstance(error, httpx.ConnectTimeout):
-            return DownloadTimeout(f"connection timed out after {self._limits.connect_timeout:g} s")
-        return DownloadTimeout(f"timed out: no data from the server for {self._limits.read_timeout:g} s")
+            return DownloadTimeout(f"connection timed out after {self._limits.connect_timeout:g} s", detail)
+        return DownloadTimeout(f"timed out: no data from the server for {self._limits.read_timeout:g} s", detail)
 
-    def _deadline_exceeded(self) -> DownloadTimeout:
-        return DownloadTimeout(f"timed out after {self._limits.total_timeout:g} s")
+
+def _time_until(not_after: float | None) -> float:
+    return float("inf") if not_after is None else not_after - time.monotonic()
+
+
+def _connection_failed(error: httpx.TransportError) -> ConnectionFailed:
+    detail = f"{type(error).__name__}: {error}"
+    if isinstance(error, httpx.ConnectError):
+        return ConnectionFailed("image host not reachable", detail)
+    return ConnectionFailed("the connection to the image host broke off", detail)
 
 
 def parse_http_url(url: str) -> httpx.URL:

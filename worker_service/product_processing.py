@@ -2,13 +2,16 @@
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from shared.queue import PRODUCT_SOFT_TIME_LIMIT
 from shared.storage import image_key
+from shared.url_rules import redact_credentials
 from worker_service import product_claims
 from worker_service.context import WorkerContext
 from worker_service.downloader import DownloadError
@@ -17,20 +20,30 @@ from worker_service.product_claims import ImageOutcome, ProductWork
 
 log = logging.getLogger("worker.product")
 
+# Downloads of a product stop this long after it starts, whatever its hosts do, so that
+# the task records its result well before Celery's soft time limit interrupts it.
+PRODUCT_DEADLINE_SECONDS = PRODUCT_SOFT_TIME_LIMIT - 60
 
-def process_image(context: WorkerContext, request_id: str, serial_number: int, position: int,
-                  url: str) -> ImageOutcome:
+
+def process_image(context: WorkerContext, work: ProductWork, position: int, not_after: float) -> ImageOutcome:
+    url = work.input_image_urls[position]
+    where = f"request {work.request_id}, product {work.serial_number}, image {position}"
     try:
-        data = context.downloader.fetch(url)
+        data = context.downloader.fetch(url, not_after)
         with context.codec_slots:
             image = compress(data, context.codec_limits)
-        key = image_key(request_id, serial_number, position, image.extension)
+        key = image_key(work.request_id, work.serial_number, position, image.extension)
         context.storage.put(key, image.data, image.content_type)
         return ImageOutcome(key=key)
-    except (DownloadError, ImageRejected) as error:
+    except DownloadError as error:
+        # The detail may say what a name resolved to: the log's business, not the client's.
+        log.info("%s failed: %s (%s)", where, error.detail, redact_credentials(url))
+        return ImageOutcome(error=error.message)
+    except ImageRejected as error:
+        log.info("%s refused: %s (%s)", where, error.message, redact_credentials(url))
         return ImageOutcome(error=error.message)
     except Exception:  # noqa: BLE001 - one image's surprise must not fail the others
-        log.exception("unexpected error on %s (request %s, product %s)", url, request_id, serial_number)
+        log.exception("%s: unexpected error (%s)", where, redact_credentials(url))
         return ImageOutcome(error="internal error while processing this image")
 
 
@@ -64,9 +77,10 @@ def lease_renewal(context: WorkerContext, work: ProductWork, attempt: int) -> It
 
 
 def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> list[ImageOutcome]:
+    not_after = time.monotonic() + PRODUCT_DEADLINE_SECONDS
     futures = [
-        context.image_threads.submit(process_image, context, work.request_id, work.serial_number, position, url)
-        for position, url in enumerate(work.input_image_urls)
+        context.image_threads.submit(process_image, context, work, position, not_after)
+        for position in range(len(work.input_image_urls))
     ]
     with lease_renewal(context, work, attempt):
         try:

@@ -2,7 +2,9 @@
 
 Every attempt of one delivery carries the same `webhook-id` and is signed afresh with
 its own timestamp. Redirects are not followed, and the receiver's address passes the
-same guard as image URLs.
+same guard as image URLs. The receiver is a stranger's server: an attempt ends at
+`WEBHOOK_TIMEOUT_SECONDS` of wall-clock time however slowly it answers, and at most
+64 KiB of its answer is read.
 """
 
 import json
@@ -18,8 +20,12 @@ from shared.documents import output_urls_of, progress_of, utcnow
 from shared.models import WebhookState
 from shared.settings import Settings
 from shared.storage import Storage
+from worker_service.deadline import DeadlineNetworkBackend, deadline
 
 EVENT_TYPE = "request.completed"
+# Nothing in the answer matters beyond its status; a little of it is read so that a
+# receiver that answers at once is not cut off mid-body, never more.
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,19 +72,33 @@ def encode(body: dict[str, Any]) -> str:
 
 
 def send(url: str, message_id: str, body: str, settings: Settings) -> DeliveryResult:
-    """One attempt: any 2xx is success; anything else, or no answer in time, is not."""
+    """One attempt: any 2xx is success; anything else, or no whole answer in time, is not."""
     headers = signed_headers(message_id, body, settings.webhook_secret, utcnow())
-    timeout = httpx.Timeout(settings.webhook_timeout_seconds)
+    limit = settings.webhook_timeout_seconds
     try:
-        with guarded_client(settings.allow_private_networks, timeout=timeout, follow_redirects=False) as client:
-            response = client.post(url, content=body.encode(), headers=headers)
+        with (
+            deadline(limit),
+            guarded_client(settings.allow_private_networks, timeout=httpx.Timeout(limit), follow_redirects=False,
+                           wrap_backend=DeadlineNetworkBackend) as client,
+            client.stream("POST", url, content=body.encode(), headers=headers) as response,
+        ):
+            read_answer(response)
     except httpx.TimeoutException:
-        return DeliveryResult(False, None, f"no answer within {settings.webhook_timeout_seconds:g} s")
+        return DeliveryResult(False, None, f"no answer within {limit:g} s")
     except Exception as error:  # noqa: BLE001 - whatever went wrong, the attempt failed and is retried
         return DeliveryResult(False, None, describe(error))
     if 200 <= response.status_code < 300:
         return DeliveryResult(True, response.status_code, None)
     return DeliveryResult(False, response.status_code, f"HTTP {response.status_code}")
+
+
+def read_answer(response: httpx.Response) -> None:
+    """Read the answer up to `MAX_ANSWER_BYTES`: whatever follows is left unread."""
+    received = 0
+    for chunk in response.iter_raw():
+        received += len(chunk)
+        if received >= MAX_ANSWER_BYTES:
+            return
 
 
 def describe(error: Exception) -> str:

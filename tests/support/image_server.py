@@ -21,6 +21,7 @@ def build_library() -> dict[str, tuple[bytes, str]]:
         "exif.jpg": (images.jpeg_with_metadata(), "image/jpeg"),
         "tiny.jpg": (images.encode(images.photo(64, 48, seed=6), "JPEG", quality=10), "image/jpeg"),
         "bomb.png": (images.bomb_png(), "image/png"),
+        "animation-bomb.gif": (images.animation_bomb_gif(), "image/gif"),
         # Served as image/jpeg on purpose: the type is judged by the bytes.
         "page.jpg": (b"<html><body>Not found, but 200</body></html>", "image/jpeg"),
     }
@@ -80,6 +81,42 @@ class Handler(QuietHandler):
                 time.sleep(0.5)
         except OSError:
             pass
+
+    def route_slow_headers(self, owner: "ImageServer", *_: str) -> None:
+        """A status line and headers one byte every 0.2 s, for minutes: no single read waits long."""
+        head = b"HTTP/1.1 200 OK\r\n" + b"X-Padding: " + b"p" * 4000 + b"\r\n\r\n"
+        self.trickle_bytes(head, interval=0.2)
+
+    def route_endless(self, owner: "ImageServer", *_: str) -> None:
+        """Headers at once, then a chunked body of one byte every 0.1 s that never ends."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.trickle_bytes(b"1\r\n\xff\r\n" * 100_000, interval=0.1, piece=6)
+
+    def route_huge(self, owner: "ImageServer", megabytes: str) -> None:
+        """An answer of many MB, sent as fast as it is read, with no Content-Length to refuse it by."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        piece = b"\xff" * 65536
+        try:
+            for _ in range(int(megabytes) * 16):
+                self.wfile.write(piece)
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def trickle_bytes(self, data: bytes, interval: float, piece: int = 1) -> None:
+        try:
+            for start in range(0, len(data), piece):
+                self.wfile.write(data[start:start + piece])
+                self.wfile.flush()
+                time.sleep(interval)
+        except OSError:
+            pass  # the client gave up, as it should
 
     def route_redirect(self, owner: "ImageServer", hops: str, name: str) -> None:
         remaining = int(hops)

@@ -32,11 +32,18 @@ def test_databases_are_the_real_images_with_healthchecks_and_persistence():
 
 def test_application_services_wait_for_healthy_databases_and_share_settings():
     services = compose()["services"]
-    for name in ("api", "worker", "control", "beat"):
+    for name in ("api", "worker", "control", "webhooks", "beat"):
         depends = services[name]["depends_on"]
         assert depends == {"mongo": {"condition": "service_healthy"}, "redis": {"condition": "service_healthy"}}
         assert services[name]["environment"]["MONGODB_URL"].startswith("mongodb://mongo")
         assert services[name]["environment"]["REDIS_URL"].startswith("redis://redis")
+
+
+def test_webhook_deliveries_have_a_worker_of_their_own():
+    services = compose()["services"]
+    queues = {name: services[name]["command"][services[name]["command"].index("--queues") + 1]
+              for name in ("worker", "control", "webhooks")}
+    assert queues == {"worker": "images", "control": "control", "webhooks": "webhooks"}
 
 
 def test_the_worker_can_be_scaled():

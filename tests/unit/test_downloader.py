@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from shared import address_guard
 from shared.settings import Settings
+from tests.support.scripted_server import (
+    ScriptedServer,
+    declare_length_then_wait,
+    endless_chunked_body,
+    headers_a_byte_at_a_time,
+    redirect,
+    reply,
+    reply_without_length,
+    stall_after,
+    trickle,
+)
 from worker_service.downloader import (
     BlockedAddress,
     CompressedResponse,
@@ -20,14 +31,13 @@ from worker_service.downloader import (
     Downloader,
     DownloadLimits,
     DownloadTimeout,
+    HostUnreachable,
     HttpStatusError,
     InvalidUrl,
+    OutOfTime,
     TooLarge,
     TooManyRedirects,
 )
-
-# What the server does for one request.
-Step = Callable[[BaseHTTPRequestHandler], None]
 
 LIMITS = DownloadLimits(
     connect_timeout=1.0,
@@ -38,115 +48,6 @@ LIMITS = DownloadLimits(
     backoff_seconds=0.01,
     allow_private=True,
 )
-
-
-def reply(status: int = 200, body: bytes = b"image", headers: dict[str, str] | None = None) -> Step:
-    def step(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(status)
-        for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(body)
-
-    return step
-
-
-def reply_without_length(body: bytes) -> Step:
-    """An HTTP/1.0 response whose body ends when the connection closes."""
-
-    def step(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(200)
-        handler.end_headers()
-        handler.wfile.write(body)
-
-    return step
-
-
-def redirect(location: str, status: int = 302) -> Step:
-    return reply(status, b"", {"Location": location})
-
-
-def declare_length_then_wait(length: int, seconds: float) -> Step:
-    def step(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Length", str(length))
-        handler.end_headers()
-        time.sleep(seconds)
-
-    return step
-
-
-def trickle(interval: float, count: int) -> Step:
-    """A body of one byte every `interval` seconds."""
-
-    def step(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(200)
-        handler.end_headers()
-        for _ in range(count):
-            handler.wfile.write(b"x")
-            time.sleep(interval)
-
-    return step
-
-
-def stall_after(body: bytes, seconds: float) -> Step:
-    def step(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(200)
-        handler.end_headers()
-        handler.wfile.write(body)
-        time.sleep(seconds)
-
-    return step
-
-
-class ScriptedServer:
-    """A local HTTP server that answers each path with its steps in turn (the last one repeats) and counts requests."""
-
-    def __init__(self) -> None:
-        self._routes: dict[str, list[Step]] = {}
-        self._hits: dict[str, int] = {}
-        self.request_headers: list[dict[str, str]] = []
-        self._lock = threading.Lock()
-        script = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                script._answer(self)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        class QuietServer(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass  # Clients hanging up early is what several tests are about.
-
-        self._server = QuietServer(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def route(self, path: str, *steps: Step) -> str:
-        self._routes[path] = list(steps)
-        return self.url(path)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def hits(self, path: str) -> int:
-        return self._hits.get(path, 0)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
-        with self._lock:
-            turn = self._hits.get(handler.path, 0)
-            self._hits[handler.path] = turn + 1
-            self.request_headers.append(dict(handler.headers))
-            steps = self._routes.get(handler.path, [reply(404, b"")])
-        steps[min(turn, len(steps) - 1)](handler)
 
 
 @pytest.fixture
@@ -263,6 +164,60 @@ def test_a_stalled_body_times_out_at_the_deadline(server: ScriptedServer) -> Non
     assert 0.9 <= time.monotonic() - started < 1.4
 
 
+def test_headers_sent_a_byte_at_a_time_are_cut_at_the_deadline(server: ScriptedServer) -> None:
+    url = server.route("/slow-headers", headers_a_byte_at_a_time(interval=0.02))
+    started = time.monotonic()
+    with pytest.raises(DownloadTimeout, match="^timed out after 1 s$"):
+        download(url, replace(LIMITS, total_timeout=1.0, attempts=1))
+    assert 1.0 <= time.monotonic() - started < 1.4
+
+
+def test_a_chunked_body_that_never_ends_is_cut_at_the_deadline(server: ScriptedServer) -> None:
+    url = server.route("/endless", endless_chunked_body(interval=0.01))
+    started = time.monotonic()
+    with pytest.raises(DownloadTimeout, match="^timed out after 1 s$"):
+        download(url, replace(LIMITS, total_timeout=1.0, attempts=1, max_bytes=10**6))
+    assert 1.0 <= time.monotonic() - started < 1.4
+
+
+def test_a_tls_handshake_fed_a_byte_at_a_time_is_cut_at_the_deadline() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def trickle_a_tls_record() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                # A TLS record header promising 16 KiB of handshake, then the bytes one by one.
+                connection.sendall(b"\x16\x03\x03\x40\x00")
+                with contextlib.suppress(OSError):
+                    for _ in range(400):
+                        connection.sendall(b"\x00")
+                        time.sleep(0.02)
+
+        threading.Thread(target=trickle_a_tls_record, daemon=True).start()
+        started = time.monotonic()
+        with pytest.raises(DownloadTimeout, match="^timed out after 1 s$"):
+            download(f"https://127.0.0.1:{port}/cat.jpg", replace(LIMITS, total_timeout=1.0, attempts=1))
+        assert 1.0 <= time.monotonic() - started < 1.4
+
+
+def test_a_pooled_connection_outlives_the_deadline_of_an_earlier_download(server: ScriptedServer) -> None:
+    url = server.route("/again", reply(body=b"ok"))
+    with Downloader(replace(LIMITS, total_timeout=0.3)) as downloader:
+        assert downloader.fetch(url) == b"ok"
+        time.sleep(0.5)  # the first download's deadline passes while its connection waits in the pool
+        assert downloader.fetch(url) == b"ok"
+
+
+def test_no_attempt_or_wait_runs_past_the_callers_time(server: ScriptedServer) -> None:
+    url = server.route("/always-slow", trickle(interval=0.05, count=200))
+    started = time.monotonic()
+    with Downloader(replace(LIMITS, total_timeout=1.0, attempts=3)) as downloader, pytest.raises(OutOfTime):
+        downloader.fetch(url, not_after=time.monotonic() + 1.5)
+    assert 1.5 <= time.monotonic() - started < 1.9
+    assert OutOfTime().message == "not finished within the product's time limit"
+
+
 def test_a_timed_out_attempt_is_retried(server: ScriptedServer) -> None:
     url = server.route("/slow-once", trickle(interval=0.05, count=200), reply(body=b"ok"))
     assert download(url, replace(LIMITS, total_timeout=0.5)) == b"ok"
@@ -301,7 +256,8 @@ def test_compressed_response_is_refused(server: ScriptedServer) -> None:
 def test_refused_connection_fails_after_every_attempt(resolutions: list[str]) -> None:
     with pytest.raises(ConnectionFailed) as caught:
         download(f"http://127.0.0.1:{closed_port()}/cat.jpg")
-    assert caught.value.message.startswith("connection failed: ")
+    assert caught.value.message == "image host not reachable"
+    assert "Connection refused" in caught.value.detail
     assert caught.value.retryable
     assert resolutions == ["127.0.0.1"] * 3
 
@@ -309,7 +265,8 @@ def test_refused_connection_fails_after_every_attempt(resolutions: list[str]) ->
 def test_blocked_address_is_refused_and_not_retried(server: ScriptedServer, resolutions: list[str]) -> None:
     with pytest.raises(BlockedAddress) as caught:
         download(server.route("/cat.jpg", reply()), replace(LIMITS, allow_private=False))
-    assert caught.value.message == "blocked address: 127.0.0.1 is loopback"
+    assert caught.value.message == "address not allowed"
+    assert caught.value.detail == "blocked address: 127.0.0.1 is loopback"
     assert not caught.value.retryable
     assert resolutions == ["127.0.0.1"]
     assert server.hits("/cat.jpg") == 0
@@ -321,8 +278,9 @@ def test_redirect_to_a_blocked_address_is_refused(server: ScriptedServer, monkey
         address_guard, "address_problem", lambda ip: None if str(ip) == "127.0.0.1" else real_address_problem(ip)
     )
     url = server.route("/to-metadata", redirect("http://169.254.169.254/latest/meta-data/"))
-    with pytest.raises(BlockedAddress, match="^blocked address: 169.254.169.254 is the cloud metadata address$"):
+    with pytest.raises(BlockedAddress) as caught:
         download(url, replace(LIMITS, allow_private=False))
+    assert caught.value.detail == "blocked address: 169.254.169.254 is the cloud metadata address"
 
 
 def test_unresolvable_host_is_refused_and_not_retried(monkeypatch: pytest.MonkeyPatch, resolutions: list[str]) -> None:
@@ -330,8 +288,10 @@ def test_unresolvable_host_is_refused_and_not_retried(monkeypatch: pytest.Monkey
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
-    with pytest.raises(BlockedAddress, match="^could not resolve host images.invalid$"):
+    with pytest.raises(HostUnreachable) as caught:
         download("http://images.invalid/cat.jpg")
+    assert (caught.value.message, caught.value.detail) == ("image host not reachable",
+                                                           "could not resolve host images.invalid")
     assert resolutions == ["images.invalid"]
 
 
