@@ -4,13 +4,25 @@ import io
 import random
 import struct
 
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageSequence
 
 from benchmarks.corpus import photo
 
 ORIENTATION = 0x0112
 MAKE, MODEL = 0x010F, 0x0110
 GPS_IFD = 0x8825
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def frames(data: bytes) -> list[tuple[bytes, int]]:
+    """What an animation shows: every frame's pixels and duration."""
+    with Image.open(io.BytesIO(data)) as image:
+        return [(frame.convert("RGBA").tobytes(), frame.info.get("duration")) for frame in ImageSequence.Iterator(image)]
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

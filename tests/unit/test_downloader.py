@@ -15,6 +15,7 @@ from shared import address_guard
 from shared.settings import Settings
 from tests.support.scripted_server import (
     ScriptedServer,
+    Step,
     declare_length_then_wait,
     endless_chunked_body,
     headers_a_byte_at_a_time,
@@ -148,36 +149,18 @@ def test_body_of_exactly_the_limit_is_accepted(server: ScriptedServer) -> None:
     assert download(server.route("/just-fits", reply_without_length(b"x" * 1000))) == b"x" * 1000
 
 
-def test_a_trickling_body_times_out_at_the_deadline(server: ScriptedServer) -> None:
-    url = server.route("/trickle", trickle(interval=0.05, count=200))
-    started = time.monotonic()
-    with pytest.raises(DownloadTimeout, match="^timed out after 1 s$"):
-        download(url, replace(LIMITS, total_timeout=1.0, attempts=1))
-    assert 1.0 <= time.monotonic() - started < 1.4
-
-
-def test_a_stalled_body_times_out_at_the_deadline(server: ScriptedServer) -> None:
-    url = server.route("/stall", stall_after(b"some bytes", seconds=5))
-    started = time.monotonic()
-    with pytest.raises(DownloadTimeout, match="^timed out after 1 s$"):
-        download(url, replace(LIMITS, total_timeout=1.0, attempts=1))
-    assert 0.9 <= time.monotonic() - started < 1.4
-
-
-def test_headers_sent_a_byte_at_a_time_are_cut_at_the_deadline(server: ScriptedServer) -> None:
-    url = server.route("/slow-headers", headers_a_byte_at_a_time(interval=0.02))
-    started = time.monotonic()
-    with pytest.raises(DownloadTimeout, match="^timed out after 1 s$"):
-        download(url, replace(LIMITS, total_timeout=1.0, attempts=1))
-    assert 1.0 <= time.monotonic() - started < 1.4
-
-
-def test_a_chunked_body_that_never_ends_is_cut_at_the_deadline(server: ScriptedServer) -> None:
-    url = server.route("/endless", endless_chunked_body(interval=0.01))
+@pytest.mark.parametrize("misbehaviour", [
+    pytest.param(trickle(interval=0.05, count=200), id="a body a byte at a time"),
+    pytest.param(stall_after(b"some bytes", seconds=5), id="a body that stops"),
+    pytest.param(headers_a_byte_at_a_time(interval=0.02), id="headers a byte at a time"),
+    pytest.param(endless_chunked_body(interval=0.01), id="a chunked body that never ends"),
+])
+def test_a_slow_host_is_cut_at_the_deadline(server: ScriptedServer, misbehaviour: Step) -> None:
+    url = server.route("/slow", misbehaviour)
     started = time.monotonic()
     with pytest.raises(DownloadTimeout, match="^timed out after 1 s$"):
         download(url, replace(LIMITS, total_timeout=1.0, attempts=1, max_bytes=10**6))
-    assert 1.0 <= time.monotonic() - started < 1.4
+    assert 0.95 <= time.monotonic() - started < 1.4
 
 
 def test_a_tls_handshake_fed_a_byte_at_a_time_is_cut_at_the_deadline() -> None:

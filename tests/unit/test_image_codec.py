@@ -12,7 +12,7 @@ import pytest
 from PIL import ExifTags, Image, ImageDraw, ImageFile, ImageFilter, ImageSequence, PngImagePlugin
 
 from shared.settings import Settings
-from tests.support.images import animation_bomb_gif, encode, srgb_profile
+from tests.support.images import animation_bomb_gif, decode, encode, frames, srgb_profile
 from worker_service.image_codec import (
     AnimationTooLarge,
     CodecLimits,
@@ -70,18 +70,6 @@ def flat_art(width: int, height: int, seed: int) -> Image.Image:
         x, y = rng.randrange(width), rng.randrange(height)
         draw.rectangle((x, y, x + rng.randrange(width // 2), y + rng.randrange(height // 2)), fill=rng.randrange(1, 8))
     return image
-
-
-def decode(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
-
-
-def frames(data: bytes) -> list[tuple[bytes, int]]:
-    """What an animation shows: every frame's pixels and duration."""
-    with Image.open(io.BytesIO(data)) as image:
-        return [(frame.convert("RGBA").tobytes(), frame.info.get("duration")) for frame in ImageSequence.Iterator(image)]
 
 
 def premultiplied_frames(data: bytes) -> list[tuple[bytes, int]]:

@@ -5,9 +5,9 @@ import struct
 import zlib
 
 import pytest
-from PIL import ExifTags, Image, ImageSequence, PngImagePlugin
+from PIL import ExifTags, Image, PngImagePlugin
 
-from tests.support.images import encode, photo, srgb_profile
+from tests.support.images import decode, encode, frames, photo, srgb_profile
 from worker_service.image_codec import CodecLimits, CompressedImage, compress
 from worker_service.image_metadata import MalformedContainer, without_metadata
 
@@ -24,18 +24,6 @@ def camera_exif(orientation: int) -> Image.Exif:
     exif[ExifTags.Base.Model] = "Model X"
     exif[ExifTags.IFD.GPSInfo] = {ExifTags.GPS.GPSLatitudeRef: "N", ExifTags.GPS.GPSLatitude: (48.0, 51.0, 30.0)}
     return exif
-
-
-def decode(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
-
-
-def frames(data: bytes) -> list[tuple[bytes, int]]:
-    with Image.open(io.BytesIO(data)) as image:
-        return [(frame.convert("RGBA").tobytes(), frame.info.get("duration"))
-                for frame in ImageSequence.Iterator(image)]  # fmt: skip
 
 
 def kept(source: bytes) -> CompressedImage:
