@@ -13,23 +13,27 @@ WITHOUT_PRODUCTS = {"products": 0}
 PRODUCT_BATCH = 500
 
 
-async def insert_request(requests: AsyncCollection, document: dict[str, Any]) -> None:
+async def insert_request(requests: AsyncCollection[dict[str, Any]], document: dict[str, Any]) -> None:
     await requests.insert_one(document)
 
 
-async def find_by_idempotency_key(requests: AsyncCollection, key: str) -> dict[str, Any] | None:
+async def find_by_idempotency_key(requests: AsyncCollection[dict[str, Any]], key: str) -> dict[str, Any] | None:
     return await requests.find_one({"idempotency_key": key}, WITHOUT_PRODUCTS)
 
 
-async def find_summary(requests: AsyncCollection, request_id: str) -> dict[str, Any] | None:
+async def find_summary(requests: AsyncCollection[dict[str, Any]], request_id: str) -> dict[str, Any] | None:
     return await requests.find_one({"_id": request_id}, WITHOUT_PRODUCTS)
 
 
-async def find_page(requests: AsyncCollection, request_id: str, offset: int, limit: int) -> dict[str, Any] | None:
+async def find_page(
+    requests: AsyncCollection[dict[str, Any]], request_id: str, offset: int, limit: int
+) -> dict[str, Any] | None:
     return await requests.find_one({"_id": request_id}, {"products": {"$slice": [offset, limit]}})
 
 
-async def mark_products_in_progress(claims: AsyncCollection, document: dict[str, Any], offset: int) -> None:
+async def mark_products_in_progress(
+    claims: AsyncCollection[dict[str, Any]], document: dict[str, Any], offset: int
+) -> None:
     """Show as processing the pending products of this page that a worker holds or has just finished.
 
     Workers record progress in small claim documents and merge it into the request
@@ -45,7 +49,7 @@ async def mark_products_in_progress(claims: AsyncCollection, document: dict[str,
         pending[claim["index"]]["status"] = ProductStatus.PROCESSING.value
 
 
-async def iterate_products(requests: AsyncCollection, request_id: str) -> AsyncIterator[dict[str, Any]]:
+async def iterate_products(requests: AsyncCollection[dict[str, Any]], request_id: str) -> AsyncIterator[dict[str, Any]]:
     """Every product in serial order, read a batch at a time so a large request is never held whole."""
     offset = 0
     while True:
@@ -61,7 +65,9 @@ async def iterate_products(requests: AsyncCollection, request_id: str) -> AsyncI
             return
 
 
-async def replace_webhook(requests: AsyncCollection, request_id: str, webhook: dict[str, Any]) -> dict[str, Any] | None:
+async def replace_webhook(
+    requests: AsyncCollection[dict[str, Any]], request_id: str, webhook: dict[str, Any]
+) -> dict[str, Any] | None:
     """Set the request's webhook; returns the request (without products) after the change."""
     return await requests.find_one_and_update(
         {"_id": request_id},

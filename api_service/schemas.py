@@ -1,5 +1,7 @@
 """Request and response bodies of the HTTP API, with the examples shown in /docs."""
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.models import RequestStatus
@@ -58,7 +60,7 @@ class WebhookRegistration(BaseModel):
     webhook_url: str
 
 
-def error_responses(*codes: int) -> dict[int | str, dict]:
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error codes a route can answer."""
     described = {
         400: ("The input is not valid", CsvErrorBody),

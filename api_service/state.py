@@ -1,6 +1,7 @@
 """The clients the routes share, created once per process."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
@@ -16,9 +17,9 @@ from shared.storage import LocalStorage
 @dataclass
 class AppState:
     settings: Settings
-    requests: AsyncCollection
-    claims: AsyncCollection
-    mongo: AsyncMongoClient
+    requests: AsyncCollection[dict[str, Any]]
+    claims: AsyncCollection[dict[str, Any]]
+    mongo: AsyncMongoClient[dict[str, Any]]
     redis: aioredis.Redis
     celery: Celery
     storage: LocalStorage
@@ -35,4 +36,6 @@ class AppState:
 
 
 def services(request: Request) -> AppState:
-    return request.app.state.services
+    # Starlette types app.state as Any; lifespan (api_service.main) stores an AppState there.
+    state: AppState = request.app.state.services
+    return state

@@ -34,7 +34,8 @@ COST_FACTOR = 25
 # The key, the entry and its dict slot, so that small answers (and a 404's None) count too.
 ENTRY_OVERHEAD_BYTES = 256
 
-Key = tuple
+# (request id, offset, limit): one page of one request.
+Key = tuple[str, int, int]
 Load = Callable[[], Awaitable[bytes | None]]
 
 
@@ -51,7 +52,7 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    task: asyncio.Future
+    task: asyncio.Future[bytes | None]
     began: float
 
 
@@ -114,7 +115,7 @@ class StatusCache:
         read.task.add_done_callback(partial(self.finish_read, key, read))
         return read
 
-    def finish_read(self, key: Key, read: Read, task: asyncio.Future) -> None:
+    def finish_read(self, key: Key, read: Read, task: asyncio.Future[bytes | None]) -> None:
         # Only the newest read of a key answers for it: an older one that ends later, or one
         # dropped by `forget`, would put back an older state.
         if self.reads.get(key) is not read:

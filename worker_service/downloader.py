@@ -193,7 +193,7 @@ class Downloader:
     def _delay_before_retry(self, error: DownloadError, failed_attempts: int) -> float:
         if isinstance(error, HttpStatusError) and error.retry_after is not None:
             return min(error.retry_after, self._limits.max_retry_after)
-        return self._limits.backoff_seconds * 2 ** (failed_attempts - 1) * random.random()
+        return self._limits.backoff_seconds * 2.0 ** (failed_attempts - 1) * random.random()
 
     def _fetch_once(self, url: httpx.URL, time_left: float) -> bytes:
         if time_left <= 0:

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import ExifTags, Image, ImageFile, ImageSequence, PngImagePlugin
+from PIL import ExifTags, GifImagePlugin, Image, ImageFile, ImageSequence, PngImagePlugin
 
 from worker_service.image_metadata import EXIF_HEADER, gif_canvas_size, without_metadata
 
@@ -339,7 +339,7 @@ def _encode_webp(im: Image.Image, limits: CodecLimits) -> bytes:
 def _webp_durations(im: Image.Image) -> list[int]:
     # Pillow learns a WebP frame's duration only by decoding it, and saves one duration per frame.
     durations = []
-    for frame in range(im.n_frames):
+    for frame in range(getattr(im, "n_frames", 1)):  # an animated image has n_frames
         im.seek(frame)
         im.load()
         durations.append(im.info["duration"])
@@ -391,6 +391,7 @@ def _gif_frames(im: Image.Image) -> tuple[list[int], list[tuple[bytes, int]]]:
     disposals: list[int] = []
     timeline: list[tuple[bytes, int]] = []
     for frame in ImageSequence.Iterator(im):
+        assert isinstance(frame, GifImagePlugin.GifImageFile)  # each frame is `im`, opened as a GIF
         disposals.append(min(frame.disposal_method, _GIF_RESTORE_BACKGROUND))
         # Premultiplied, so that every fully transparent pixel is the same whatever colour it hides.
         picture = hashlib.blake2b(frame.convert("RGBA").convert("RGBa").tobytes(), digest_size=16).digest()

@@ -46,7 +46,7 @@ def short(message: str) -> str:
     return message if len(message) <= MAX_ERROR_MESSAGE else message[: MAX_ERROR_MESSAGE - 1] + "…"
 
 
-def claim(claims: Collection, work: ProductWork, lease_seconds: float) -> int | None:
+def claim(claims: Collection[dict[str, Any]], work: ProductWork, lease_seconds: float) -> int | None:
     """Take the product; its attempt number, or None if it is done or another worker holds it."""
     now = utcnow()
     try:
@@ -61,10 +61,12 @@ def claim(claims: Collection, work: ProductWork, lease_seconds: float) -> int | 
         )
     except DuplicateKeyError:
         return None  # the claim exists and is done or leased: the filter did not match it
-    return document["attempts"]
+    assert document is not None  # an upsert asked for the document AFTER always finds one
+    attempts: int = document["attempts"]
+    return attempts
 
 
-def renew_lease(claims: Collection, work: ProductWork, attempt: int, lease_seconds: float) -> bool:
+def renew_lease(claims: Collection[dict[str, Any]], work: ProductWork, attempt: int, lease_seconds: float) -> bool:
     result = claims.update_one(
         {"_id": claim_id(work.request_id, work.index), "attempts": attempt, "done": False},
         {"$set": {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)}},
@@ -83,7 +85,7 @@ def result_of(outcomes: list[ImageOutcome]) -> dict[str, Any]:
     }
 
 
-def record(claims: Collection, work: ProductWork, attempt: int, outcomes: list[ImageOutcome]) -> bool:
+def record(claims: Collection[dict[str, Any]], work: ProductWork, attempt: int, outcomes: list[ImageOutcome]) -> bool:
     """Keep the product's result, if this attempt still holds the claim."""
     result = claims.update_one(
         {"_id": claim_id(work.request_id, work.index), "attempts": attempt, "done": False},
@@ -92,16 +94,16 @@ def record(claims: Collection, work: ProductWork, attempt: int, outcomes: list[I
     return result.modified_count == 1
 
 
-def unmerged(claims: Collection, request_id: str) -> list[dict[str, Any]]:
+def unmerged(claims: Collection[dict[str, Any]], request_id: str) -> list[dict[str, Any]]:
     return list(claims.find({"request_id": request_id, "merged": False, "done": True}))
 
 
-def mark_merged(claims: Collection, ids: list[str]) -> None:
+def mark_merged(claims: Collection[dict[str, Any]], ids: list[str]) -> None:
     if ids:
         claims.update_many({"_id": {"$in": ids}}, {"$set": {"merged": True}})
 
 
-def release_expired(claims: Collection, now: datetime) -> list[tuple[str, int]]:
+def release_expired(claims: Collection[dict[str, Any]], now: datetime) -> list[tuple[str, int]]:
     """Products whose worker was lost: their lease is cleared so the next claim wins; (request, index) of each."""
     released = []
     for document in claims.find({"done": False, "lease_expires_at": {"$lt": now}}, {"request_id": 1, "index": 1}):
@@ -112,11 +114,11 @@ def release_expired(claims: Collection, now: datetime) -> list[tuple[str, int]]:
     return released
 
 
-def requests_with_stale_results(claims: Collection, older_than: datetime) -> list[str]:
+def requests_with_stale_results(claims: Collection[dict[str, Any]], older_than: datetime) -> list[str]:
     return claims.distinct("request_id", {"done": True, "merged": False, "done_at": {"$lt": older_than}})
 
 
-def settled(claims: Collection, request_id: str) -> set[int]:
+def settled(claims: Collection[dict[str, Any]], request_id: str) -> set[int]:
     """Products of the request that are done or held by a live lease: not to be enqueued again."""
     now = utcnow()
     return {d["index"] for d in claims.find(

@@ -47,7 +47,7 @@ def process_image(context: WorkerContext, work: ProductWork, position: int, not_
         return ImageOutcome(error="internal error while processing this image")
 
 
-def outcome_or_timeout(future: Future) -> ImageOutcome:
+def outcome_or_timeout(future: Future[ImageOutcome]) -> ImageOutcome:
     if future.done():
         return future.result()
     future.cancel()

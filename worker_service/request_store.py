@@ -33,7 +33,7 @@ def work_of(request_id: str, products: list[dict[str, Any]], indexes: list[int] 
 
 # -- requests ---------------------------------------------------------------------------
 
-def start_request(requests: Collection, request_id: str) -> list[ProductWork] | None:
+def start_request(requests: Collection[dict[str, Any]], request_id: str) -> list[ProductWork] | None:
     """Move a pending request to processing; its products, or None if it was not pending."""
     now = utcnow()
     document = requests.find_one_and_update(
@@ -45,7 +45,8 @@ def start_request(requests: Collection, request_id: str) -> list[ProductWork] | 
     return work_of(request_id, document["products"]) if document else None
 
 
-def pending_work(requests: Collection, request_id: str, indexes: list[int] | None = None) -> list[ProductWork]:
+def pending_work(requests: Collection[dict[str, Any]], request_id: str,
+                 indexes: list[int] | None = None) -> list[ProductWork]:
     """Products still pending in the request document (all of them, or those of `indexes`)."""
     document = requests.find_one({"_id": request_id}, PRODUCT_WORK)
     if document is None:
@@ -74,13 +75,15 @@ def merge_update(claims: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str
     return condition, {"$set": fields, "$inc": counters}
 
 
-def still_pending(requests: Collection, request_id: str, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def still_pending(requests: Collection[dict[str, Any]], request_id: str,
+                  claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
     document = requests.find_one({"_id": request_id}, {"products.status": 1})
     statuses = [p["status"] for p in document["products"]] if document else []
     return [c for c in claims if c["index"] < len(statuses) and statuses[c["index"]] == ProductStatus.PENDING.value]
 
 
-def merge_results(requests: Collection, request_id: str, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def merge_results(requests: Collection[dict[str, Any]], request_id: str,
+                  claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fold product results into the request document in one update; the claims now merged.
 
     Safe to run twice or concurrently: the update only applies while every product in it
@@ -96,7 +99,7 @@ def merge_results(requests: Collection, request_id: str, claims: list[dict[str, 
     return []
 
 
-def finalize_request(requests: Collection, request_id: str) -> dict[str, Any] | None:
+def finalize_request(requests: Collection[dict[str, Any]], request_id: str) -> dict[str, Any] | None:
     """Finish a request whose products are all done; the document if this call finished it.
 
     Only one caller can move it out of `processing`, so the webhook is started once.
@@ -127,22 +130,22 @@ def finalize_request(requests: Collection, request_id: str) -> dict[str, Any] | 
 
 # -- what the sweeper looks for ---------------------------------------------------------
 
-def stalled_pending_requests(requests: Collection, older_than: datetime) -> list[str]:
+def stalled_pending_requests(requests: Collection[dict[str, Any]], older_than: datetime) -> list[str]:
     return [d["_id"] for d in requests.find(
         {"status": RequestStatus.PENDING.value, "updated_at": {"$lt": older_than}}, {"_id": 1})]
 
 
-def processing_requests(requests: Collection) -> list[dict[str, Any]]:
+def processing_requests(requests: Collection[dict[str, Any]]) -> list[dict[str, Any]]:
     """Unfinished requests with their counters (not their products)."""
     return list(requests.find({"status": RequestStatus.PROCESSING.value},
                               {"updated_at": 1, "products_total": 1, "products_done": 1}))
 
 
-def touch(requests: Collection, request_id: str) -> None:
+def touch(requests: Collection[dict[str, Any]], request_id: str) -> None:
     requests.update_one({"_id": request_id}, {"$set": {"updated_at": utcnow()}})
 
 
-def due_webhooks(requests: Collection, due_before: datetime) -> list[str]:
+def due_webhooks(requests: Collection[dict[str, Any]], due_before: datetime) -> list[str]:
     now = utcnow()
     return [d["_id"] for d in requests.find(
         {"status": {"$in": FINAL_VALUES}, "webhook.state": WebhookState.PENDING.value,
@@ -153,7 +156,7 @@ def due_webhooks(requests: Collection, due_before: datetime) -> list[str]:
 
 # -- webhooks ---------------------------------------------------------------------------
 
-def claim_webhook(requests: Collection, request_id: str, hold_seconds: float) -> dict[str, Any] | None:
+def claim_webhook(requests: Collection[dict[str, Any]], request_id: str, hold_seconds: float) -> dict[str, Any] | None:
     """Take a due delivery of a finished request; the whole document, or None if not due."""
     now = utcnow()
     return requests.find_one_and_update(
@@ -166,7 +169,7 @@ def claim_webhook(requests: Collection, request_id: str, hold_seconds: float) ->
     )
 
 
-def record_webhook_attempt(requests: Collection, request_id: str, message_id: str, *, attempts: int,
+def record_webhook_attempt(requests: Collection[dict[str, Any]], request_id: str, message_id: str, *, attempts: int,
                            state: WebhookState, status_code: int | None, error: str | None,
                            next_attempt_at: datetime | None) -> bool:
     result = requests.update_one(

@@ -4,9 +4,10 @@ import logging
 import time
 from dataclasses import asdict
 from datetime import timedelta
+from typing import Any
 
 import redis
-from celery import chord
+from celery import Signature, chord
 
 from shared.documents import utcnow
 from shared.queue import (
@@ -33,7 +34,7 @@ def download_url(context: WorkerContext, request_id: str) -> str:
     return f"{context.settings.base_url}/api/v1/download/{request_id}"
 
 
-def product_task(work: ProductWork):
+def product_task(work: ProductWork) -> Signature[None]:
     return process_product.si(asdict(work)).set(queue=IMAGES_QUEUE)
 
 
@@ -48,7 +49,7 @@ def process_request(request_id: str) -> None:
 
 
 @app.task(name=PROCESS_PRODUCT)
-def process_product(work: dict) -> None:
+def process_product(work: dict[str, Any]) -> None:
     context = worker_context()
     settings = context.settings
     product = ProductWork(**work)

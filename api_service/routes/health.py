@@ -1,6 +1,7 @@
 """GET /healthz (the process runs) and GET /readyz (MongoDB and Redis answer)."""
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -19,7 +20,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def answers(ping) -> bool:
+async def answers(ping: Awaitable[object]) -> bool:
     try:
         await asyncio.wait_for(ping, PING_TIMEOUT_SECONDS)
         return True

@@ -1,6 +1,6 @@
 """GET /api/v1/status/{request_id}: progress and products, a page at a time."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
@@ -36,11 +36,11 @@ STATUS_EXAMPLE = {
 DEFAULT_LIMIT = 100
 
 
-def status_json(state: AppState, document: dict) -> bytes:
+def status_json(state: AppState, document: dict[str, Any]) -> bytes:
     return status_view(document, state.storage, state.download_url(document["_id"])).model_dump_json().encode()
 
 
-def seed_first_page(state: AppState, document: dict) -> None:
+def seed_first_page(state: AppState, document: dict[str, Any]) -> None:
     """A new request's first page is known at upload: pollers that come at once need no read."""
     first_page = {**document, "products": document["products"][:DEFAULT_LIMIT]}
     state.status_cache.put((document["_id"], 0, DEFAULT_LIMIT), status_json(state, first_page))

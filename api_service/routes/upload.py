@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import DuplicateKeyError
 
 from api_service import repository
-from api_service.csv_reader import CsvLimits, CsvValidationError, UploadTooLarge, read_products
+from api_service.csv_reader import CsvLimits, CsvValidationError, ProductRow, UploadTooLarge, read_products
 from api_service.errors import ApiError
 from api_service.schemas import UploadAccepted, error_responses
 from api_service.routes.status import seed_first_page
@@ -62,7 +62,7 @@ async def receive(request: Request, state: AppState) -> Upload:
         raise ApiError(400, str(error)) from error
 
 
-async def validate(upload: Upload, state: AppState) -> list:
+async def validate(upload: Upload, state: AppState) -> list[ProductRow]:
     if upload.webhook_url and (problem := webhook_url_problem(upload.webhook_url, state.settings)):
         raise ApiError(400, f"invalid webhook_url: {problem}",
                        errors=[{"line": 0, "column": "webhook_url", "message": problem}])
