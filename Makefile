@@ -8,7 +8,7 @@ DEV := $(VENV)/.dev-installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test bench install clean-data
+.PHONY: run test lint bench install clean-data
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ run: $(RUNTIME)
 
 test: $(DEV)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff (lint and format) over the whole tree; mypy --strict over the services (pyproject.toml).
+lint: $(DEV)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: $(DEV)
 	$(PY) -m benchmarks $(BENCH_ARGS)

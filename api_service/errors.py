@@ -64,8 +64,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": str(error.detail)}, status_code=error.status_code,
-                            headers=getattr(error, "headers", None))
+        return JSONResponse(
+            {"detail": str(error.detail)}, status_code=error.status_code, headers=getattr(error, "headers", None)
+        )
 
     async def dependency_error(request: Request, error: Exception) -> JSONResponse:
         dependency = unavailable_dependency(error)
@@ -73,8 +74,11 @@ def install_error_handlers(app: FastAPI) -> None:
             log.error("%s %s failed", request.method, request.url.path, exc_info=error)
             return internal_error_response()
         log.warning("%s %s: %s is not answering: %s", request.method, request.url.path, dependency, error)
-        return JSONResponse({"detail": f"{dependency} is not answering; try again shortly"}, status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return JSONResponse(
+            {"detail": f"{dependency} is not answering; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     for error_class in (PyMongoError, RedisError, QueueUnavailable):
         app.add_exception_handler(error_class, dependency_error)

@@ -43,8 +43,13 @@ async def mark_products_in_progress(
     if not pending or document["status"] != "processing":
         return
     ids = [f"{document['_id']}:{index}" for index in pending]
-    busy = claims.find({"_id": {"$in": ids}, "$or": [{"done": False, "lease_expires_at": {"$gt": utcnow()}},
-                                                     {"done": True, "merged": False}]}, {"index": 1})
+    busy = claims.find(
+        {
+            "_id": {"$in": ids},
+            "$or": [{"done": False, "lease_expires_at": {"$gt": utcnow()}}, {"done": True, "merged": False}],
+        },
+        {"index": 1},
+    )
     async for claim in busy:
         pending[claim["index"]]["status"] = ProductStatus.PROCESSING.value
 

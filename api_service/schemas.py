@@ -11,12 +11,20 @@ EXAMPLE_BASE = "http://127.0.0.1:8000/api/v1"
 
 
 class UploadAccepted(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "request_id": EXAMPLE_ID, "status": "pending",
-        "status_url": f"{EXAMPLE_BASE}/status/{EXAMPLE_ID}",
-        "download_url": f"{EXAMPLE_BASE}/download/{EXAMPLE_ID}",
-        "products": 2, "images": 3,
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": EXAMPLE_ID,
+                    "status": "pending",
+                    "status_url": f"{EXAMPLE_BASE}/status/{EXAMPLE_ID}",
+                    "download_url": f"{EXAMPLE_BASE}/download/{EXAMPLE_ID}",
+                    "products": 2,
+                    "images": 3,
+                }
+            ]
+        }
+    )
 
     request_id: str
     status: RequestStatus
@@ -39,22 +47,39 @@ class ErrorBody(BaseModel):
 
 
 class CsvErrorBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "detail": "the CSV has 2 errors",
-        "errors": [
-            {"line": 3, "column": "S. No.", "message": "serial number must be a positive integer, got 'x'"},
-            {"line": 4, "column": "Input Image Urls", "message": "'ftp://a/b.jpg' is not an absolute http or https URL"},
-        ],
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": "the CSV has 2 errors",
+                    "errors": [
+                        {"line": 3, "column": "S. No.", "message": "serial number must be a positive integer, got 'x'"},
+                        {
+                            "line": 4,
+                            "column": "Input Image Urls",
+                            "message": "'ftp://a/b.jpg' is not an absolute http or https URL",
+                        },
+                    ],
+                }
+            ]
+        }
+    )
 
     detail: str
     errors: list[CsvErrorItem] = []
 
 
 class WebhookRegistration(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "request_id": EXAMPLE_ID, "webhook_url": "https://shop.example.com/hooks/images",
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": EXAMPLE_ID,
+                    "webhook_url": "https://shop.example.com/hooks/images",
+                }
+            ]
+        }
+    )
 
     request_id: str
     webhook_url: str

@@ -72,8 +72,13 @@ async def read_upload(request: Request, max_file_bytes: int) -> Upload:
     if declared.isdigit() and int(declared) > cap:
         raise BodyTooLarge(max_file_bytes)
 
-    parser = MultiPartParser(request.headers, capped(request.stream(), cap, max_file_bytes),
-                             max_files=1, max_fields=8, max_part_size=MAX_FIELD_BYTES)
+    parser = MultiPartParser(
+        request.headers,
+        capped(request.stream(), cap, max_file_bytes),
+        max_files=1,
+        max_fields=8,
+        max_part_size=MAX_FIELD_BYTES,
+    )
     try:
         form = await parser.parse()
     except MultiPartException as error:
@@ -86,5 +91,6 @@ async def read_upload(request: Request, max_file_bytes: int) -> Upload:
     if size > max_file_bytes:
         await file.close()
         raise BodyTooLarge(max_file_bytes)
-    return Upload(file=file.file, size=size, sha256=sha256_of(file.file),
-                  webhook_url=text_field(form.get("webhook_url")))
+    return Upload(
+        file=file.file, size=size, sha256=sha256_of(file.file), webhook_url=text_field(form.get("webhook_url"))
+    )

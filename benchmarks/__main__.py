@@ -53,7 +53,9 @@ def wait_final(api: str, request_id: str, limit: float = 3600) -> dict:
     raise TimeoutError(f"request {request_id} not final after {limit} s")
 
 
-def image_latencies(stack, host: ImageHost, run: str, request_id: str, products: int, per_product: int) -> tuple[list[float], int]:
+def image_latencies(
+    stack, host: ImageHost, run: str, request_id: str, products: int, per_product: int
+) -> tuple[list[float], int]:
     """Seconds from the image host seeing the download to the output file being stored; and output bytes."""
     folder = stack.data_dir / "media" / request_id
     latencies, output_bytes = [], 0
@@ -84,10 +86,16 @@ def run_request(stack, host: ImageHost, pids: dict[str, int], images: int, per_p
     input_bytes = sum(len(host.image_of(i).data) for i in indexes)
     megapixels = sum(host.image_of(i).megapixels for i in indexes)
     return {
-        "images": len(indexes), "products": products, "latency_ms": latency_ms, "status": final["status"],
-        "images_failed": final["progress"]["images_failed"], "seconds": wall,
-        "images_per_second": len(indexes) / wall, "megapixels_per_second": megapixels / wall,
-        "image_latency_p50_s": percentile(latencies, 0.5), "image_latency_p95_s": percentile(latencies, 0.95),
+        "images": len(indexes),
+        "products": products,
+        "latency_ms": latency_ms,
+        "status": final["status"],
+        "images_failed": final["progress"]["images_failed"],
+        "seconds": wall,
+        "images_per_second": len(indexes) / wall,
+        "megapixels_per_second": megapixels / wall,
+        "image_latency_p50_s": percentile(latencies, 0.5),
+        "image_latency_p95_s": percentile(latencies, 0.95),
         "output_to_input_bytes": output_bytes / input_bytes,
         "worker_cpu_utilisation": cpu / (wall * (os.cpu_count() or 1)),
         "peak_memory_mb": {name: peak / 2**20 for name, peak in memory.peaks.items()},
@@ -114,7 +122,9 @@ def main() -> None:
     parser.add_argument("--per-product", type=int, default=5, help="images per product")
     parser.add_argument("--bandwidth", type=float, default=None, help="bytes/s per connection (default: unlimited)")
     parser.add_argument("--pollers-images", type=int, default=1000, help="images in the request polled by 50 clients")
-    parser.add_argument("--accept-products", type=int, default=10_000, help="products in the CSV whose acceptance is timed")
+    parser.add_argument(
+        "--accept-products", type=int, default=10_000, help="products in the CSV whose acceptance is timed"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     arguments = parser.parse_args()
     sizes = [int(s) for s in arguments.sizes.split(",")]
@@ -124,14 +134,26 @@ def main() -> None:
     corpus = generate()
     cycle = [image.data for image in corpus] * 20
     print("measuring the Pillow ceiling…", flush=True)
-    limits = {"plain_pillow_images_per_second": ceiling.images_per_second(cycle, ceiling.plain_pillow),
-              "service_codec_images_per_second": ceiling.images_per_second(cycle, ceiling.service_codec)}
+    limits = {
+        "plain_pillow_images_per_second": ceiling.images_per_second(cycle, ceiling.plain_pillow),
+        "service_codec_images_per_second": ceiling.images_per_second(cycle, ceiling.service_codec),
+    }
     mean_megapixels = sum(image.megapixels for image in corpus) / len(corpus)
-    report = {"cores": os.cpu_count(), "corpus": {"images": len(corpus), "mean_megapixels": mean_megapixels,
-                                                  "megapixels": [round(i.megapixels, 2) for i in corpus]},
-              "per_product": arguments.per_product, "ceiling": limits, "runs": []}
-    environment = {"ALLOW_PRIVATE_NETWORKS": "true", **{k: v for k, v in os.environ.items() if k in (
-        "WORKER_CONCURRENCY", "DOWNLOAD_CONCURRENCY")}}
+    report = {
+        "cores": os.cpu_count(),
+        "corpus": {
+            "images": len(corpus),
+            "mean_megapixels": mean_megapixels,
+            "megapixels": [round(i.megapixels, 2) for i in corpus],
+        },
+        "per_product": arguments.per_product,
+        "ceiling": limits,
+        "runs": [],
+    }
+    environment = {
+        "ALLOW_PRIVATE_NETWORKS": "true",
+        **{k: v for k, v in os.environ.items() if k in ("WORKER_CONCURRENCY", "DOWNLOAD_CONCURRENCY")},
+    }
     with tempfile.TemporaryDirectory(prefix="bench-") as root, running_stack(Path(root), environment) as stack:
         pids = {"api": stack.pid_of("api"), "worker": stack.pid_of("worker")}
         for latency_ms in latencies:
@@ -140,15 +162,20 @@ def main() -> None:
                     print(f"{images} images at {latency_ms} ms…", flush=True)
                     result = run_request(stack, host, pids, images, arguments.per_product, latency_ms)
                     result["ratio_to_ceiling"] = result["images_per_second"] / limits["plain_pillow_images_per_second"]
-                    result["ratio_to_codec_ceiling"] = result["images_per_second"] / limits["service_codec_images_per_second"]
+                    result["ratio_to_codec_ceiling"] = (
+                        result["images_per_second"] / limits["service_codec_images_per_second"]
+                    )
                     report["runs"].append(result)
                     print(json.dumps(result), flush=True)
         with ImageHost(corpus) as host:
             print("status latency under 50 pollers…", flush=True)
-            report["status_under_50_pollers"] = status_under_pollers(stack, host, arguments.per_product,
-                                                                     arguments.pollers_images)
+            report["status_under_50_pollers"] = status_under_pollers(
+                stack, host, arguments.per_product, arguments.pollers_images
+            )
             print(f"accepting a {arguments.accept_products}-product CSV…", flush=True)
-            report["accept_seconds"] = {str(arguments.accept_products): accept_time(stack, host, arguments.accept_products)}
+            report["accept_seconds"] = {
+                str(arguments.accept_products): accept_time(stack, host, arguments.accept_products)
+            }
     arguments.out.mkdir(parents=True, exist_ok=True)
     (arguments.out / "latest.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFilter
 
 # (format, megapixels): mostly JPEG photos, a few PNG cut-outs and WebP.
-POOL = [("JPEG", mp) for mp in (0.3, 0.5, 0.8, 1.0, 1.2, 1.6, 1.6, 2.0, 2.0, 3.0, 4.0, 6.0, 12.0)] + \
-       [("PNG", mp) for mp in (0.3, 0.5, 1.0)] + [("WEBP", mp) for mp in (0.5, 1.0, 2.0)]
+POOL = (
+    [("JPEG", mp) for mp in (0.3, 0.5, 0.8, 1.0, 1.2, 1.6, 1.6, 2.0, 2.0, 3.0, 4.0, 6.0, 12.0)]
+    + [("PNG", mp) for mp in (0.3, 0.5, 1.0)]
+    + [("WEBP", mp) for mp in (0.5, 1.0, 2.0)]
+)
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -53,7 +56,9 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     if fmt == "PNG":
         # A cut-out product shot: a retouched object (no sensor grain) on a transparent background.
         mask = Image.new("L", image.size, 0)
-        ImageDraw.Draw(mask).ellipse((image.width // 8, image.height // 8, image.width * 7 // 8, image.height * 7 // 8), fill=255)
+        ImageDraw.Draw(mask).ellipse(
+            (image.width // 8, image.height // 8, image.width * 7 // 8, image.height * 7 // 8), fill=255
+        )
         image = image.convert("RGBA")
         image.putalpha(mask)
         image.save(buffer, "PNG")

@@ -16,7 +16,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *_: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         host: ImageHost = self.server.host
         arrived = time.time()
         path = urlsplit(self.path).path
@@ -36,7 +36,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_body(self, data: bytes, bandwidth: float | None) -> None:
         for start in range(0, len(data), CHUNK):
-            chunk = data[start:start + CHUNK]
+            chunk = data[start : start + CHUNK]
             self.wfile.write(chunk)
             if bandwidth:
                 time.sleep(len(chunk) / bandwidth)

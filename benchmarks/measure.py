@@ -1,6 +1,7 @@
 """What the benchmark watches while the service works: memory, CPU, status latency."""
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -27,10 +28,8 @@ def tree_pss(pid: int) -> int:
     which plain RSS would count once per process."""
     total = 0
     for process in process_tree(pid):
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             total += process.memory_full_info().pss
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 
@@ -76,8 +75,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def poll(client: httpx.AsyncClient, url: str, pause: float, deadline: float, latencies: list[float],
-               start_after: float) -> None:
+async def poll(
+    client: httpx.AsyncClient, url: str, pause: float, deadline: float, latencies: list[float], start_after: float
+) -> None:
     await asyncio.sleep(start_after)
     while time.monotonic() < deadline:
         started = time.perf_counter()
@@ -116,6 +116,10 @@ def status_latency(url: str, count: int = 50, pause: float = 0.5, limit: float =
     process.start()
     latencies = results.get(timeout=limit + 60)
     process.join()
-    return {"pollers": count, "interval_s": pause, "requests": len(latencies),
-            "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
-            "p99_ms": 1000 * percentile(latencies, 0.99)}
+    return {
+        "pollers": count,
+        "interval_s": pause,
+        "requests": len(latencies),
+        "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
+        "p99_ms": 1000 * percentile(latencies, 0.99),
+    }

@@ -47,8 +47,19 @@ def embedded_mongodb(data_dir: Path, port: int) -> Program:
     storage.mkdir(parents=True, exist_ok=True)
     return Program(
         name="mongodb",
-        command=[sys.executable, "-m", "secantus", "--host", LOOPBACK, "--port", str(port),
-                 "--storage-path", str(storage), "--log-level", "WARNING"],
+        command=[
+            sys.executable,
+            "-m",
+            "secantus",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--storage-path",
+            str(storage),
+            "--log-level",
+            "WARNING",
+        ],
         priority=10,
         stop_seconds=30,
     )
@@ -59,9 +70,25 @@ def embedded_redis(data_dir: Path, port: int) -> Program:
     storage.mkdir(parents=True, exist_ok=True)
     return Program(
         name="redis",
-        command=[redis_server_binary(), "--bind", LOOPBACK, "--port", str(port),
-                 "--dir", str(storage), "--appendonly", "yes", "--appendfsync", "everysec",
-                 "--save", "", "--daemonize", "no", "--loglevel", "warning"],
+        command=[
+            redis_server_binary(),
+            "--bind",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--dir",
+            str(storage),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
         priority=10,
         stop_seconds=30,
     )
@@ -78,16 +105,40 @@ def application_programs(settings: Settings) -> list[Program]:
     return [
         Program(
             name="api",
-            command=[sys.executable, "-m", "uvicorn", "api_service.main:create_app", "--factory",
-                     "--host", settings.api_host, "--port", str(settings.api_port), "--no-access-log"],
+            command=[
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api_service.main:create_app",
+                "--factory",
+                "--host",
+                settings.api_host,
+                "--port",
+                str(settings.api_port),
+                "--no-access-log",
+            ],
             priority=30,
         ),
         # Niced: under full load the API and the database still answer at once, and the
         # image work takes every cycle they leave.
         Program(
             name="worker",
-            command=["nice", "-n", "10", *celery("worker", "--queues", "images", "--concurrency", str(concurrency),
-                           "--hostname", "images@%h", "--loglevel", "INFO")],
+            command=[
+                "nice",
+                "-n",
+                "10",
+                *celery(
+                    "worker",
+                    "--queues",
+                    "images",
+                    "--concurrency",
+                    str(concurrency),
+                    "--hostname",
+                    "images@%h",
+                    "--loglevel",
+                    "INFO",
+                ),
+            ],
             priority=30,
             stop_seconds=20,
             environment=IMAGE_WORKER_MALLOC,
@@ -95,8 +146,19 @@ def application_programs(settings: Settings) -> list[Program]:
         # Bookkeeping mostly waits on MongoDB: threads, apart from the image processes.
         Program(
             name="control",
-            command=celery("worker", "--queues", "control", "--pool", "threads",
-                           "--concurrency", "8", "--hostname", "control@%h", "--loglevel", "INFO"),
+            command=celery(
+                "worker",
+                "--queues",
+                "control",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "8",
+                "--hostname",
+                "control@%h",
+                "--loglevel",
+                "INFO",
+            ),
             priority=30,
             stop_seconds=20,
         ),
@@ -104,16 +166,25 @@ def application_programs(settings: Settings) -> list[Program]:
         # a worker of their own, so that slow receivers never hold up starting or finishing requests.
         Program(
             name="webhooks",
-            command=celery("worker", "--queues", "webhooks", "--pool", "threads",
-                           "--concurrency", str(settings.webhook_concurrency), "--hostname", "webhooks@%h",
-                           "--loglevel", "INFO"),
+            command=celery(
+                "worker",
+                "--queues",
+                "webhooks",
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(settings.webhook_concurrency),
+                "--hostname",
+                "webhooks@%h",
+                "--loglevel",
+                "INFO",
+            ),
             priority=30,
             stop_seconds=20,
         ),
         Program(
             name="beat",
-            command=celery("beat", "--schedule", str(run_dir / "celerybeat-schedule"),
-                           "--loglevel", "INFO"),
+            command=celery("beat", "--schedule", str(run_dir / "celerybeat-schedule"), "--loglevel", "INFO"),
             priority=40,
         ),
     ]

@@ -41,7 +41,7 @@ class RunningStack:
 
     def environment(self) -> dict[str, str]:
         """The environment supervisord gives its programs (the embedded servers' URLs among it)."""
-        line = next(l for l in self.config.read_text().splitlines() if l.startswith("environment="))
+        line = next(row for row in self.config.read_text().splitlines() if row.startswith("environment="))
         pairs = line.removeprefix("environment=").split(",")
         return {key: value.strip('"') for key, value in (pair.split("=", 1) for pair in pairs)}
 
@@ -80,9 +80,14 @@ def launch(data_dir: Path, log_dir: Path, port: int, environment: dict[str, str]
     for name in ("MONGODB_URL", "REDIS_URL", "PUBLIC_BASE_URL"):
         if name not in environment:
             full.pop(name, None)
-    return subprocess.Popen([sys.executable, "-m", "local_stack", "--log-dir", str(log_dir)],
-                            cwd=PROJECT_ROOT, env=full, start_new_session=True,
-                            stdout=(log_dir.parent / "launcher.log").open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "local_stack", "--log-dir", str(log_dir)],
+        cwd=PROJECT_ROOT,
+        env=full,
+        start_new_session=True,
+        stdout=(log_dir.parent / "launcher.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

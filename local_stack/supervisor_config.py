@@ -38,8 +38,9 @@ def program_section(program: Program, directory: Path, log_to: str) -> str:
     return "\n".join(lines)
 
 
-def render(programs: list[Program], environment: dict[str, str], *, directory: Path,
-           run_dir: Path, log_dir: Path | None) -> str:
+def render(
+    programs: list[Program], environment: dict[str, str], *, directory: Path, run_dir: Path, log_dir: Path | None
+) -> str:
     """supervisord.conf text; logs go to the terminal unless `log_dir` is given."""
     sections = [
         "[supervisord]",

@@ -18,9 +18,7 @@ class RequestStatus(StrEnum):
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset(
-    {RequestStatus.COMPLETED, RequestStatus.COMPLETED_WITH_ERRORS, RequestStatus.FAILED}
-)
+FINAL_STATUSES = frozenset({RequestStatus.COMPLETED, RequestStatus.COMPLETED_WITH_ERRORS, RequestStatus.FAILED})
 
 
 class ProductStatus(StrEnum):

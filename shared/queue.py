@@ -70,8 +70,6 @@ def make_celery(settings: Settings, name: str) -> Celery:
         broker_connection_retry_on_startup=True,
         task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         result_expires=24 * 3600,
-        task_time_limit=PRODUCT_TIME_LIMIT,
-        task_soft_time_limit=PRODUCT_SOFT_TIME_LIMIT,
         timezone="UTC",
         enable_utc=True,
     )

@@ -27,7 +27,7 @@ def url_problem(value: str, max_length: int) -> str | None:
         return "contains a space or control character"
     try:
         parts = urlsplit(value)
-        parts.port  # reading it raises ValueError for a port that is not a number up to 65535
+        _ = parts.port  # reading it raises ValueError for a port that is not a number up to 65535
     except ValueError:
         return "is not a valid URL"
     if parts.scheme.lower() not in ("http", "https"):

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import redis
 from pymongo import MongoClient
 from pymongo.collection import Collection
-
-import redis
 
 from shared.db import claims_collection, requests_collection, sync_client
 from shared.queue import redis_url

@@ -51,11 +51,16 @@ def claim(claims: Collection[dict[str, Any]], work: ProductWork, lease_seconds: 
     now = utcnow()
     try:
         document = claims.find_one_and_update(
-            {"_id": claim_id(work.request_id, work.index), "done": False,
-             "$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lt": now}}]},
-            {"$set": {"lease_expires_at": now + timedelta(seconds=lease_seconds)},
-             "$inc": {"attempts": 1},
-             "$setOnInsert": {"request_id": work.request_id, "index": work.index, "merged": False}},
+            {
+                "_id": claim_id(work.request_id, work.index),
+                "done": False,
+                "$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lt": now}}],
+            },
+            {
+                "$set": {"lease_expires_at": now + timedelta(seconds=lease_seconds)},
+                "$inc": {"attempts": 1},
+                "$setOnInsert": {"request_id": work.request_id, "index": work.index, "merged": False},
+            },
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
@@ -79,7 +84,9 @@ def result_of(outcomes: list[ImageOutcome]) -> dict[str, Any]:
     return {
         "status": (ProductStatus.FAILED if failed == len(outcomes) else ProductStatus.COMPLETED).value,
         "output_keys": [outcome.key for outcome in outcomes],
-        "errors": [{"index": i, "message": short(o.error or "failed")} for i, o in enumerate(outcomes) if o.key is None],
+        "errors": [
+            {"index": i, "message": short(o.error or "failed")} for i, o in enumerate(outcomes) if o.key is None
+        ],
         "images": len(outcomes),
         "images_failed": failed,
     }
@@ -107,8 +114,10 @@ def release_expired(claims: Collection[dict[str, Any]], now: datetime) -> list[t
     """Products whose worker was lost: their lease is cleared so the next claim wins; (request, index) of each."""
     released = []
     for document in claims.find({"done": False, "lease_expires_at": {"$lt": now}}, {"request_id": 1, "index": 1}):
-        result = claims.update_one({"_id": document["_id"], "done": False, "lease_expires_at": {"$lt": now}},
-                                   {"$set": {"lease_expires_at": None}})
+        result = claims.update_one(
+            {"_id": document["_id"], "done": False, "lease_expires_at": {"$lt": now}},
+            {"$set": {"lease_expires_at": None}},
+        )
         if result.modified_count:
             released.append((document["request_id"], document["index"]))
     return released
@@ -121,5 +130,9 @@ def requests_with_stale_results(claims: Collection[dict[str, Any]], older_than: 
 def settled(claims: Collection[dict[str, Any]], request_id: str) -> set[int]:
     """Products of the request that are done or held by a live lease: not to be enqueued again."""
     now = utcnow()
-    return {d["index"] for d in claims.find(
-        {"request_id": request_id, "$or": [{"done": True}, {"lease_expires_at": {"$gt": now}}]}, {"index": 1})}
+    return {
+        d["index"]
+        for d in claims.find(
+            {"request_id": request_id, "$or": [{"done": True}, {"lease_expires_at": {"$gt": now}}]}, {"index": 1}
+        )
+    }

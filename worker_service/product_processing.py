@@ -42,7 +42,7 @@ def process_image(context: WorkerContext, work: ProductWork, position: int, not_
     except ImageRejected as error:
         log.info("%s refused: %s (%s)", where, error.message, redact_credentials(url))
         return ImageOutcome(error=error.message)
-    except Exception:  # noqa: BLE001 - one image's surprise must not fail the others
+    except Exception:
         log.exception("%s: unexpected error (%s)", where, redact_credentials(url))
         return ImageOutcome(error="internal error while processing this image")
 
@@ -64,7 +64,7 @@ def lease_renewal(context: WorkerContext, work: ProductWork, attempt: int) -> It
         while not stopped.wait(lease / 3):
             try:
                 product_claims.renew_lease(context.claims, work, attempt, lease)
-            except Exception:  # noqa: BLE001 - a missed renewal is retried at the next tick
+            except Exception:
                 log.warning("could not renew the lease of %s/%s", work.request_id, work.serial_number, exc_info=True)
 
     renewer = threading.Thread(target=renew, name="lease-renewal", daemon=True)

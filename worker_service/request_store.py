@@ -33,6 +33,7 @@ def work_of(request_id: str, products: list[dict[str, Any]], indexes: list[int] 
 
 # -- requests ---------------------------------------------------------------------------
 
+
 def start_request(requests: Collection[dict[str, Any]], request_id: str) -> list[ProductWork] | None:
     """Move a pending request to processing; its products, or None if it was not pending."""
     now = utcnow()
@@ -45,8 +46,9 @@ def start_request(requests: Collection[dict[str, Any]], request_id: str) -> list
     return work_of(request_id, document["products"]) if document else None
 
 
-def pending_work(requests: Collection[dict[str, Any]], request_id: str,
-                 indexes: list[int] | None = None) -> list[ProductWork]:
+def pending_work(
+    requests: Collection[dict[str, Any]], request_id: str, indexes: list[int] | None = None
+) -> list[ProductWork]:
     """Products still pending in the request document (all of them, or those of `indexes`)."""
     document = requests.find_one({"_id": request_id}, PRODUCT_WORK)
     if document is None:
@@ -75,15 +77,17 @@ def merge_update(claims: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str
     return condition, {"$set": fields, "$inc": counters}
 
 
-def still_pending(requests: Collection[dict[str, Any]], request_id: str,
-                  claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def still_pending(
+    requests: Collection[dict[str, Any]], request_id: str, claims: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     document = requests.find_one({"_id": request_id}, {"products.status": 1})
     statuses = [p["status"] for p in document["products"]] if document else []
     return [c for c in claims if c["index"] < len(statuses) and statuses[c["index"]] == ProductStatus.PENDING.value]
 
 
-def merge_results(requests: Collection[dict[str, Any]], request_id: str,
-                  claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def merge_results(
+    requests: Collection[dict[str, Any]], request_id: str, claims: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Fold product results into the request document in one update; the claims now merged.
 
     Safe to run twice or concurrently: the update only applies while every product in it
@@ -120,8 +124,7 @@ def finalize_request(requests: Collection[dict[str, Any]], request_id: str) -> d
         # The sweeper's grace for a lost delivery counts from here.
         update["webhook.next_attempt_at"] = now
     return requests.find_one_and_update(
-        {"_id": request_id, "status": RequestStatus.PROCESSING.value,
-         "products_done": counts["products_total"]},
+        {"_id": request_id, "status": RequestStatus.PROCESSING.value, "products_done": counts["products_total"]},
         {"$set": update},
         projection={"products": 0},
         return_document=ReturnDocument.AFTER,
@@ -130,15 +133,21 @@ def finalize_request(requests: Collection[dict[str, Any]], request_id: str) -> d
 
 # -- what the sweeper looks for ---------------------------------------------------------
 
+
 def stalled_pending_requests(requests: Collection[dict[str, Any]], older_than: datetime) -> list[str]:
-    return [d["_id"] for d in requests.find(
-        {"status": RequestStatus.PENDING.value, "updated_at": {"$lt": older_than}}, {"_id": 1})]
+    return [
+        d["_id"]
+        for d in requests.find({"status": RequestStatus.PENDING.value, "updated_at": {"$lt": older_than}}, {"_id": 1})
+    ]
 
 
 def processing_requests(requests: Collection[dict[str, Any]]) -> list[dict[str, Any]]:
     """Unfinished requests with their counters (not their products)."""
-    return list(requests.find({"status": RequestStatus.PROCESSING.value},
-                              {"updated_at": 1, "products_total": 1, "products_done": 1}))
+    return list(
+        requests.find(
+            {"status": RequestStatus.PROCESSING.value}, {"updated_at": 1, "products_total": 1, "products_done": 1}
+        )
+    )
 
 
 def touch(requests: Collection[dict[str, Any]], request_id: str) -> None:
@@ -147,35 +156,62 @@ def touch(requests: Collection[dict[str, Any]], request_id: str) -> None:
 
 def due_webhooks(requests: Collection[dict[str, Any]], due_before: datetime) -> list[str]:
     now = utcnow()
-    return [d["_id"] for d in requests.find(
-        {"status": {"$in": FINAL_VALUES}, "webhook.state": WebhookState.PENDING.value,
-         "webhook.next_attempt_at": {"$lt": due_before},
-         "$or": [{"webhook.lease_expires_at": None}, {"webhook.lease_expires_at": {"$lt": now}}]},
-        {"_id": 1})]
+    return [
+        d["_id"]
+        for d in requests.find(
+            {
+                "status": {"$in": FINAL_VALUES},
+                "webhook.state": WebhookState.PENDING.value,
+                "webhook.next_attempt_at": {"$lt": due_before},
+                "$or": [{"webhook.lease_expires_at": None}, {"webhook.lease_expires_at": {"$lt": now}}],
+            },
+            {"_id": 1},
+        )
+    ]
 
 
 # -- webhooks ---------------------------------------------------------------------------
+
 
 def claim_webhook(requests: Collection[dict[str, Any]], request_id: str, hold_seconds: float) -> dict[str, Any] | None:
     """Take a due delivery of a finished request; the whole document, or None if not due."""
     now = utcnow()
     return requests.find_one_and_update(
-        {"_id": request_id, "status": {"$in": FINAL_VALUES}, "webhook.state": WebhookState.PENDING.value,
-         # A second of slack: a delivery scheduled with a countdown may run a hair early.
-         "webhook.next_attempt_at": {"$lte": now + timedelta(seconds=1)},
-         "$or": [{"webhook.lease_expires_at": None}, {"webhook.lease_expires_at": {"$lt": now}}]},
+        {
+            "_id": request_id,
+            "status": {"$in": FINAL_VALUES},
+            "webhook.state": WebhookState.PENDING.value,
+            # A second of slack: a delivery scheduled with a countdown may run a hair early.
+            "webhook.next_attempt_at": {"$lte": now + timedelta(seconds=1)},
+            "$or": [{"webhook.lease_expires_at": None}, {"webhook.lease_expires_at": {"$lt": now}}],
+        },
         {"$set": {"webhook.lease_expires_at": now + timedelta(seconds=hold_seconds)}},
         return_document=ReturnDocument.AFTER,
     )
 
 
-def record_webhook_attempt(requests: Collection[dict[str, Any]], request_id: str, message_id: str, *, attempts: int,
-                           state: WebhookState, status_code: int | None, error: str | None,
-                           next_attempt_at: datetime | None) -> bool:
+def record_webhook_attempt(
+    requests: Collection[dict[str, Any]],
+    request_id: str,
+    message_id: str,
+    *,
+    attempts: int,
+    state: WebhookState,
+    status_code: int | None,
+    error: str | None,
+    next_attempt_at: datetime | None,
+) -> bool:
     result = requests.update_one(
         {"_id": request_id, "webhook.message_id": message_id},
-        {"$set": {"webhook.attempts": attempts, "webhook.state": state.value,
-                  "webhook.last_status_code": status_code, "webhook.last_error": error,
-                  "webhook.next_attempt_at": next_attempt_at, "webhook.lease_expires_at": None}},
+        {
+            "$set": {
+                "webhook.attempts": attempts,
+                "webhook.state": state.value,
+                "webhook.last_status_code": status_code,
+                "webhook.last_error": error,
+                "webhook.next_attempt_at": next_attempt_at,
+                "webhook.lease_expires_at": None,
+            }
+        },
     )
     return result.modified_count == 1

@@ -70,5 +70,7 @@ def plan_sweep(context: WorkerContext) -> SweepPlan:
             plan.merges.add(request["_id"])
         elif request["updated_at"] < stalled_before:
             plan.products += stalled_products(context, request)
-    plan.webhooks = request_store.due_webhooks(context.requests, now - timedelta(seconds=settings.sweep_interval_seconds))
+    plan.webhooks = request_store.due_webhooks(
+        context.requests, now - timedelta(seconds=settings.sweep_interval_seconds)
+    )
     return plan

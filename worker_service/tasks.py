@@ -1,5 +1,6 @@
 """The Celery tasks: thin wrappers that claim work in MongoDB, do it, and record it."""
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict
@@ -16,6 +17,8 @@ from shared.queue import (
     MERGE_RESULTS,
     PROCESS_PRODUCT,
     PROCESS_REQUEST,
+    PRODUCT_SOFT_TIME_LIMIT,
+    PRODUCT_TIME_LIMIT,
     SWEEP,
     enqueue_request,
     enqueue_webhook,
@@ -38,7 +41,8 @@ def product_task(work: ProductWork) -> Signature[None]:
     return process_product.si(asdict(work)).set(queue=IMAGES_QUEUE)
 
 
-@app.task(name=PROCESS_REQUEST)
+# Results nobody reads are not stored; the product tasks' are, since the chord counts them.
+@app.task(name=PROCESS_REQUEST, ignore_result=True)
 def process_request(request_id: str) -> None:
     """Mark the request processing and fan out one task per product; the chord's callback finishes it."""
     works = request_store.start_request(worker_context().requests, request_id)
@@ -48,7 +52,9 @@ def process_request(request_id: str) -> None:
     log.info("request %s: %d products enqueued", request_id, len(works))
 
 
-@app.task(name=PROCESS_PRODUCT)
+# The only kind with time limits: it runs in the prefork pool, which can enforce them (the
+# threads of the control and webhook workers cannot; their waits have deadlines of their own).
+@app.task(name=PROCESS_PRODUCT, soft_time_limit=PRODUCT_SOFT_TIME_LIMIT, time_limit=PRODUCT_TIME_LIMIT)
 def process_product(work: dict[str, Any]) -> None:
     context = worker_context()
     settings = context.settings
@@ -57,8 +63,12 @@ def process_product(work: dict[str, Any]) -> None:
     if attempt is None:
         return
     if attempt > settings.product_max_attempts:
-        log.error("request %s: giving up product %s after %d attempts", product.request_id, product.serial_number,
-                  settings.product_max_attempts)
+        log.error(
+            "request %s: giving up product %s after %d attempts",
+            product.request_id,
+            product.serial_number,
+            settings.product_max_attempts,
+        )
         outcomes = product_processing.given_up(product, settings.product_max_attempts)
     else:
         outcomes = product_processing.process_product(context, product, attempt)
@@ -90,13 +100,11 @@ def space_merges(context: WorkerContext, request_id: str, took: float) -> None:
     database's time for a request of any size.
     """
     hold = max(context.settings.merge_interval_seconds, MERGE_COST_FACTOR * took)
-    try:
+    with contextlib.suppress(redis.RedisError):  # then the next merge simply comes sooner
         context.redis.set(merge_key(request_id), 1, px=int(hold * 1000))
-    except redis.RedisError:
-        pass  # the next merge simply comes sooner
 
 
-@app.task(name=MERGE_RESULTS)
+@app.task(name=MERGE_RESULTS, ignore_result=True)
 def merge_results(request_id: str) -> None:
     """Fold finished products into the request document, and finish the request once all are in.
 
@@ -118,7 +126,7 @@ def merge_results(request_id: str) -> None:
         enqueue_webhook(app, request_id)
 
 
-@app.task(name=DELIVER_WEBHOOK)
+@app.task(name=DELIVER_WEBHOOK, ignore_result=True)
 def deliver_webhook(request_id: str) -> None:
     context = worker_context()
     settings = context.settings
@@ -132,16 +140,21 @@ def deliver_webhook(request_id: str) -> None:
     attempts = webhook["attempts"] + 1
     state, delay = webhooks.after_attempt(result, attempts, settings)
     recorded = request_store.record_webhook_attempt(
-        context.requests, request_id, webhook["message_id"], attempts=attempts, state=state,
-        status_code=result.status_code, error=result.error,
-        next_attempt_at=utcnow() + timedelta(seconds=delay) if delay is not None else None)
-    log.info("webhook of %s: attempt %d %s (%s)", request_id, attempts, state.value,
-             result.status_code or result.error)
+        context.requests,
+        request_id,
+        webhook["message_id"],
+        attempts=attempts,
+        state=state,
+        status_code=result.status_code,
+        error=result.error,
+        next_attempt_at=utcnow() + timedelta(seconds=delay) if delay is not None else None,
+    )
+    log.info("webhook of %s: attempt %d %s (%s)", request_id, attempts, state.value, result.status_code or result.error)
     if recorded and delay is not None:
         enqueue_webhook(app, request_id, countdown=delay)
 
 
-@app.task(name=SWEEP, expires=60)
+@app.task(name=SWEEP, expires=60, ignore_result=True)
 def sweep() -> None:
     plan = plan_sweep(worker_context())
     for request_id in plan.start_requests:

@@ -37,8 +37,11 @@ class DeliveryResult:
 
 def payload(document: dict[str, Any], storage: Storage, download_url: str) -> dict[str, Any]:
     products = [
-        {"serial_number": p["serial_number"], "product_name": p["product_name"],
-         "output_image_urls": output_urls_of(p, storage)}
+        {
+            "serial_number": p["serial_number"],
+            "product_name": p["product_name"],
+            "output_image_urls": output_urls_of(p, storage),
+        }
         for p in document["products"]
     ]
     return {
@@ -78,8 +81,12 @@ def send(url: str, message_id: str, body: str, settings: Settings) -> DeliveryRe
     try:
         with (
             deadline(limit),
-            guarded_client(settings.allow_private_networks, timeout=httpx.Timeout(limit), follow_redirects=False,
-                           wrap_backend=DeadlineNetworkBackend) as client,
+            guarded_client(
+                settings.allow_private_networks,
+                timeout=httpx.Timeout(limit),
+                follow_redirects=False,
+                wrap_backend=DeadlineNetworkBackend,
+            ) as client,
             client.stream("POST", url, content=body.encode(), headers=headers) as response,
         ):
             read_answer(response)

@@ -30,15 +30,20 @@ async def download_csv(request_id: str, state: Annotated[AppState, Depends(servi
         raise ApiError(409, f"the request is {summary['status']}; the output CSV is ready once it is finished")
     rows = output_csv(repository.iterate_products(state.requests, request_id), state.storage)
     return StreamingResponse(
-        rows, media_type="text/csv; charset=utf-8",
+        rows,
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{request_id}.csv"'},
     )
 
 
 router.add_api_route(
-    "/api/v1/download/{request_id}", download_csv, methods=["GET"], response_class=StreamingResponse,
+    "/api/v1/download/{request_id}",
+    download_csv,
+    methods=["GET"],
+    response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {"example": CSV_EXAMPLE}}}, **error_responses(404, 409, 503)},
-    summary="Download the output CSV", tags=["requests"],
+    summary="Download the output CSV",
+    tags=["requests"],
 )
 for alias in ("/api/download/{request_id}", "/output_csv/{request_id}", "/export/{request_id}/"):
     router.add_api_route(alias, download_csv, methods=["GET"], include_in_schema=False)

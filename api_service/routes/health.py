@@ -14,8 +14,11 @@ router = APIRouter(tags=["health"])
 PING_TIMEOUT_SECONDS = 2.0
 
 
-@router.get("/healthz", summary="The API process is running",
-            responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}})
+@router.get(
+    "/healthz",
+    summary="The API process is running",
+    responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -28,12 +31,16 @@ async def answers(ping: Awaitable[object]) -> bool:
         return False
 
 
-@router.get("/readyz", summary="MongoDB and Redis answer", responses={
-    200: {"content": {"application/json": {"example": {"status": "ready", "mongodb": "ok", "redis": "ok"}}}},
-    **error_responses(503)})
+@router.get(
+    "/readyz",
+    summary="MongoDB and Redis answer",
+    responses={
+        200: {"content": {"application/json": {"example": {"status": "ready", "mongodb": "ok", "redis": "ok"}}}},
+        **error_responses(503),
+    },
+)
 async def readyz(state: Annotated[AppState, Depends(services)]) -> JSONResponse:
-    mongodb, redis = await asyncio.gather(
-        answers(state.mongo.admin.command("ping")), answers(state.redis.ping()))
+    mongodb, redis = await asyncio.gather(answers(state.mongo.admin.command("ping")), answers(state.redis.ping()))
     checks = {"mongodb": "ok" if mongodb else "unavailable", "redis": "ok" if redis else "unavailable"}
     if mongodb and redis:
         return JSONResponse({"status": "ready", **checks})

@@ -24,11 +24,17 @@ def stored_file(storage: LocalStorage, key: str) -> Path | None:
         return None
 
 
-@router.get("/media/{key:path}", response_class=FileResponse, responses=error_responses(404),
-            summary="An output image", tags=["media"])
+@router.get(
+    "/media/{key:path}",
+    response_class=FileResponse,
+    responses=error_responses(404),
+    summary="An output image",
+    tags=["media"],
+)
 async def media(key: str, state: Annotated[AppState, Depends(services)]) -> FileResponse:
     path = stored_file(state.storage, key)
     if path is None:
         raise ApiError(404, "not found")
-    return FileResponse(path, media_type=state.storage.content_type_of(path),
-                        headers={"Cache-Control": "public, max-age=86400"})
+    return FileResponse(
+        path, media_type=state.storage.content_type_of(path), headers={"Cache-Control": "public, max-age=86400"}
+    )

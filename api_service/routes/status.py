@@ -15,20 +15,43 @@ from shared.models import StatusView
 router = APIRouter()
 
 STATUS_EXAMPLE = {
-    "request_id": EXAMPLE_ID, "status": "processing",
-    "progress": {"percentage": 66.7, "products_total": 2, "products_done": 1,
-                 "images_total": 3, "images_done": 2, "images_failed": 1},
-    "created_at": "2026-11-21T10:00:00Z", "updated_at": "2026-11-21T10:00:02Z", "completed_at": None,
+    "request_id": EXAMPLE_ID,
+    "status": "processing",
+    "progress": {
+        "percentage": 66.7,
+        "products_total": 2,
+        "products_done": 1,
+        "images_total": 3,
+        "images_done": 2,
+        "images_failed": 1,
+    },
+    "created_at": "2026-11-21T10:00:00Z",
+    "updated_at": "2026-11-21T10:00:02Z",
+    "completed_at": None,
     "download_url": f"http://127.0.0.1:8000/api/v1/download/{EXAMPLE_ID}",
-    "webhook": {"url": "https://shop.example.com/hooks/images", "state": "pending",
-                "attempts": 0, "last_status_code": None},
+    "webhook": {
+        "url": "https://shop.example.com/hooks/images",
+        "state": "pending",
+        "attempts": 0,
+        "last_status_code": None,
+    },
     "products": [
-        {"serial_number": 1, "product_name": "SKU1", "status": "completed",
-         "input_image_urls": ["https://img.example.com/a.jpg", "https://img.example.com/b.jpg"],
-         "output_image_urls": [f"http://127.0.0.1:8000/media/{EXAMPLE_ID}/1-0.jpg", None],
-         "errors": [{"url": "https://img.example.com/b.jpg", "message": "HTTP 404"}]},
-        {"serial_number": 2, "product_name": "SKU2", "status": "processing",
-         "input_image_urls": ["https://img.example.com/c.png"], "output_image_urls": [None], "errors": []},
+        {
+            "serial_number": 1,
+            "product_name": "SKU1",
+            "status": "completed",
+            "input_image_urls": ["https://img.example.com/a.jpg", "https://img.example.com/b.jpg"],
+            "output_image_urls": [f"http://127.0.0.1:8000/media/{EXAMPLE_ID}/1-0.jpg", None],
+            "errors": [{"url": "https://img.example.com/b.jpg", "message": "HTTP 404"}],
+        },
+        {
+            "serial_number": 2,
+            "product_name": "SKU2",
+            "status": "processing",
+            "input_image_urls": ["https://img.example.com/c.png"],
+            "output_image_urls": [None],
+            "errors": [],
+        },
     ],
 }
 
@@ -68,9 +91,13 @@ async def request_status(
 
 
 router.add_api_route(
-    "/api/v1/status/{request_id}", request_status, methods=["GET"], response_model=StatusView,
+    "/api/v1/status/{request_id}",
+    request_status,
+    methods=["GET"],
+    response_model=StatusView,
     responses={200: {"content": {"application/json": {"example": STATUS_EXAMPLE}}}, **error_responses(404, 422, 503)},
-    summary="Status and progress of a request", tags=["requests"],
+    summary="Status and progress of a request",
+    tags=["requests"],
 )
 for alias in ("/api/status/{request_id}", "/status/{request_id}", "/status/{request_id}/"):
     router.add_api_route(alias, request_status, methods=["GET"], response_model=StatusView, include_in_schema=False)

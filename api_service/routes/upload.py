@@ -11,8 +11,8 @@ from pymongo.errors import DuplicateKeyError
 from api_service import repository
 from api_service.csv_reader import CsvLimits, CsvValidationError, ProductRow, UploadTooLarge, read_products
 from api_service.errors import ApiError
-from api_service.schemas import UploadAccepted, error_responses
 from api_service.routes.status import seed_first_page
+from api_service.schemas import UploadAccepted, error_responses
 from api_service.state import AppState, services
 from api_service.upload_stream import BodyTooLarge, MalformedUpload, Upload, read_upload
 from api_service.validation import idempotency_key_problem, webhook_url_problem
@@ -25,17 +25,27 @@ router = APIRouter()
 MULTIPART_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object",
-            "required": ["file"],
-            "properties": {
-                "file": {"type": "string", "format": "binary",
-                         "description": "the product CSV: S. No., Product Name, Input Image Urls"},
-                "webhook_url": {"type": "string", "format": "uri",
-                                "description": "optional: notified with a signed POST when the request is finished",
-                                "example": "https://shop.example.com/hooks/images"},
-            },
-        }}},
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the product CSV: S. No., Product Name, Input Image Urls",
+                        },
+                        "webhook_url": {
+                            "type": "string",
+                            "format": "uri",
+                            "description": "optional: notified with a signed POST when the request is finished",
+                            "example": "https://shop.example.com/hooks/images",
+                        },
+                    },
+                }
+            }
+        },
     }
 }
 
@@ -64,8 +74,9 @@ async def receive(request: Request, state: AppState) -> Upload:
 
 async def validate(upload: Upload, state: AppState) -> list[ProductRow]:
     if upload.webhook_url and (problem := webhook_url_problem(upload.webhook_url, state.settings)):
-        raise ApiError(400, f"invalid webhook_url: {problem}",
-                       errors=[{"line": 0, "column": "webhook_url", "message": problem}])
+        raise ApiError(
+            400, f"invalid webhook_url: {problem}", errors=[{"line": 0, "column": "webhook_url", "message": problem}]
+        )
     try:
         return await run_in_threadpool(read_products, upload.file, CsvLimits.from_settings(state.settings))
     except UploadTooLarge as error:
@@ -88,7 +99,7 @@ async def replay(state: AppState, key: str, sha256: str) -> JSONResponse | None:
 async def enqueue(state: AppState, request_id: str) -> None:
     try:
         await run_in_threadpool(enqueue_request, state.celery, request_id)
-    except Exception:  # noqa: BLE001 - the request is stored; the sweeper enqueues it once Redis answers
+    except Exception:
         log.exception("could not enqueue request %s now; the sweeper will", request_id)
 
 
@@ -104,8 +115,9 @@ async def enqueue(state: AppState, request_id: str) -> None:
 async def upload_csv(
     request: Request,
     state: Annotated[AppState, Depends(services)],
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key",
-                                                  description="makes a retried upload safe")] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", description="makes a retried upload safe")
+    ] = None,
 ) -> JSONResponse:
     """Accepts the CSV at once with a request id; images are processed in the background."""
     if idempotency_key is not None and (problem := idempotency_key_problem(idempotency_key)):
@@ -118,8 +130,13 @@ async def upload_csv(
     finally:
         upload.file.close()
 
-    document = new_request(new_request_id(), rows, webhook_url=upload.webhook_url,
-                           idempotency_key=idempotency_key, file_sha256=upload.sha256)
+    document = new_request(
+        new_request_id(),
+        rows,
+        webhook_url=upload.webhook_url,
+        idempotency_key=idempotency_key,
+        file_sha256=upload.sha256,
+    )
     try:
         await repository.insert_request(state.requests, document)
     except DuplicateKeyError:

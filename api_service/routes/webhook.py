@@ -34,14 +34,20 @@ async def register_webhook(
     if RequestStatus(document["status"]).is_final:
         try:
             await run_in_threadpool(enqueue_webhook, state.celery, registration.request_id)
-        except Exception:  # noqa: BLE001 - recorded as pending; the sweeper delivers it once Redis answers
+        except Exception:
             log.exception("could not enqueue webhook of %s now; the sweeper will", registration.request_id)
     return WebhookRegistration(request_id=registration.request_id, webhook_url=redact_credentials(url))
 
 
 router.add_api_route(
-    "/api/v1/webhook", register_webhook, methods=["POST"], response_model=WebhookRegistration,
-    responses=error_responses(400, 404, 422, 503), summary="Set or replace a request's webhook", tags=["requests"],
+    "/api/v1/webhook",
+    register_webhook,
+    methods=["POST"],
+    response_model=WebhookRegistration,
+    responses=error_responses(400, 404, 422, 503),
+    summary="Set or replace a request's webhook",
+    tags=["requests"],
 )
-router.add_api_route("/api/webhook", register_webhook, methods=["POST"], response_model=WebhookRegistration,
-                     include_in_schema=False)
+router.add_api_route(
+    "/api/webhook", register_webhook, methods=["POST"], response_model=WebhookRegistration, include_in_schema=False
+)

@@ -17,8 +17,9 @@ SAMPLE = """S. No.,Product Name,Input Image Urls
 
 @pytest.fixture()
 def sample_csv(image_server) -> str:
-    return SAMPLE.format(a=image_server.image("photo.jpg"), b=image_server.image("photo2.jpg"),
-                         c=image_server.image("photo.png"))
+    return SAMPLE.format(
+        a=image_server.image("photo.jpg"), b=image_server.image("photo2.jpg"), c=image_server.image("photo.png")
+    )
 
 
 def test_upload_answers_at_once_with_absolute_urls(stack, sample_csv):
@@ -33,7 +34,9 @@ def test_upload_answers_at_once_with_absolute_urls(stack, sample_csv):
 
 
 def test_invalid_rows_are_all_reported_with_line_and_column(stack):
-    text = "S. No.,Product Name,Input Image Urls\n1,A,https://x.test/a.jpg\nx,B,https://x.test/b.jpg\n3,,ftp://x.test/c\n"
+    text = (
+        "S. No.,Product Name,Input Image Urls\n1,A,https://x.test/a.jpg\nx,B,https://x.test/b.jpg\n3,,ftp://x.test/c\n"
+    )
     response = upload(stack.api, text)
     assert response.status_code == 400
     body = response.json()
@@ -44,11 +47,14 @@ def test_invalid_rows_are_all_reported_with_line_and_column(stack):
     assert (4, "Input Image Urls") in where
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (b"Product Name,Input Image Urls\nA,https://x.test/a.jpg\n", "S. No."),
-    (b"S. No.,Product Name,Input Image Urls\n", "no product"),
-    ("S. No.,Product Name,Input Image Urls\n1,Caf\xe9,https://x.test/a.jpg\n".encode("latin-1"), "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"Product Name,Input Image Urls\nA,https://x.test/a.jpg\n", "S. No."),
+        (b"S. No.,Product Name,Input Image Urls\n", "no product"),
+        ("S. No.,Product Name,Input Image Urls\n1,Caf\xe9,https://x.test/a.jpg\n".encode("latin-1"), "UTF-8"),
+    ],
+)
 def test_file_level_errors_are_400(stack, content, fragment):
     response = upload(stack.api, content)
     assert response.status_code == 400, response.text
@@ -69,8 +75,9 @@ def test_a_body_that_is_not_a_multipart_form_is_400(stack):
 
 
 def test_a_form_without_the_file_is_400(stack):
-    response = httpx.post(f"{stack.api}/upload", data={"webhook_url": "https://x.test/hook"},
-                          files={"other": ("a.csv", b"x")})
+    response = httpx.post(
+        f"{stack.api}/upload", data={"webhook_url": "https://x.test/hook"}, files={"other": ("a.csv", b"x")}
+    )
     assert response.status_code == 400
 
 
@@ -147,7 +154,7 @@ def test_output_csv_escapes_formula_cells(stack, image_server):
     assert "attachment" in response.headers["content-disposition"]
     rows = list(csv.reader(io.StringIO(response.text)))
     assert rows[0] == ["S. No.", "Product Name", "Input Image Urls", "Output Image Urls"]
-    assert rows[1][1] == "'=HYPERLINK(\"http://evil.test\")"
+    assert rows[1][1] == '\'=HYPERLINK("http://evil.test")'
     assert rows[2][1] == "'@SUM(A1)"
     assert rows[3][1] == "Plain"
     assert rows[3][3].startswith(f"{stack.base_url}/media/")
@@ -155,9 +162,19 @@ def test_output_csv_escapes_formula_cells(stack, image_server):
 
 def test_aliases_answer_but_are_hidden_from_the_schema(stack, sample_csv):
     schema = httpx.get(f"{stack.base_url}/openapi.json").json()
-    assert set(schema["paths"]) >= {"/api/v1/upload", "/api/v1/status/{request_id}",
-                                    "/api/v1/download/{request_id}", "/api/v1/webhook"}
-    for alias in ("/upload", "/api/upload", "/status/{request_id}", "/output_csv/{request_id}", "/export/{request_id}/"):
+    assert set(schema["paths"]) >= {
+        "/api/v1/upload",
+        "/api/v1/status/{request_id}",
+        "/api/v1/download/{request_id}",
+        "/api/v1/webhook",
+    }
+    for alias in (
+        "/upload",
+        "/api/upload",
+        "/status/{request_id}",
+        "/output_csv/{request_id}",
+        "/export/{request_id}/",
+    ):
         assert alias not in schema["paths"]
     for path in ("/api/upload", "/upload", "/upload/"):
         response = httpx.post(f"{stack.base_url}{path}", files={"file": ("p.csv", sample_csv.encode())})
@@ -168,7 +185,9 @@ def test_aliases_answer_but_are_hidden_from_the_schema(stack, sample_csv):
     wait_final(stack.api, request_id)
     for path in (f"/api/download/{request_id}", f"/output_csv/{request_id}", f"/export/{request_id}/"):
         assert httpx.get(f"{stack.base_url}{path}").status_code == 200, path
-    response = httpx.post(f"{stack.base_url}/api/webhook", json={"request_id": request_id, "webhook_url": "https://x.test/h"})
+    response = httpx.post(
+        f"{stack.base_url}/api/webhook", json={"request_id": request_id, "webhook_url": "https://x.test/h"}
+    )
     assert response.status_code == 200
 
 
@@ -191,8 +210,16 @@ def test_webhook_registration_validates_the_url(stack, sample_csv):
     assert status(stack.api, request_id)["webhook"]["url"] == "https://x.test/h"
 
 
-@pytest.mark.parametrize("path", ["/media/../../etc/passwd", "/media/%2e%2e/%2e%2e/etc/passwd",
-                                  "/media/..%2f..%2fetc%2fpasswd", "/media/nothing-here.jpg", "/media/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/media/../../etc/passwd",
+        "/media/%2e%2e/%2e%2e/etc/passwd",
+        "/media/..%2f..%2fetc%2fpasswd",
+        "/media/nothing-here.jpg",
+        "/media/",
+    ],
+)
 def test_media_is_confined_to_the_media_folder(stack, path):
     response = httpx.get(f"{stack.base_url}{path}")
     assert response.status_code == 404

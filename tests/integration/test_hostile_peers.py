@@ -29,8 +29,14 @@ def webhook_of(stack: Stack, request_id: str) -> dict:
 
 def test_slow_webhook_receivers_delay_no_other_request(hostile_stack, image_server, webhook_receiver):
     stack = hostile_stack
-    slow = [accepted_id(stack.api, product_csv([(1, f"Slow{i}", [image_server.image("tiny.jpg")])]),
-                        webhook_url=f"{image_server.url}/slow_headers/{i}") for i in range(SLOW_RECEIVERS)]
+    slow = [
+        accepted_id(
+            stack.api,
+            product_csv([(1, f"Slow{i}", [image_server.image("tiny.jpg")])]),
+            webhook_url=f"{image_server.url}/slow_headers/{i}",
+        )
+        for i in range(SLOW_RECEIVERS)
+    ]
     for request_id in slow:
         wait_final(stack.api, request_id, timeout=30)
     wait_until(lambda: image_server.hits["/slow_headers/11"], 10, message="the slow receivers to be called")
@@ -38,15 +44,19 @@ def test_slow_webhook_receivers_delay_no_other_request(hostile_stack, image_serv
     # Every slow receiver now holds a delivery for up to its deadline; the next request goes on regardless.
     started = time.monotonic()
     hook = webhook_receiver.hook("beside-slow-ones")
-    request_id = accepted_id(stack.api, product_csv([(1, "Normal", [image_server.image("tiny.jpg")])]),
-                             webhook_url=hook)
+    request_id = accepted_id(
+        stack.api, product_csv([(1, "Normal", [image_server.image("tiny.jpg")])]), webhook_url=hook
+    )
     assert wait_final(stack.api, request_id, timeout=30)["status"] == "completed"
     wait_until(lambda: webhook_receiver.received("beside-slow-ones"), 30, message="the normal webhook")
     assert time.monotonic() - started < WEBHOOK_TIMEOUT * 0.6
 
     # And each slow attempt ends at its deadline, recorded as failed, to be tried again later.
-    first = wait_until(lambda: (w := webhook_of(stack, slow[0]))["attempts"] >= 1 and w, WEBHOOK_TIMEOUT + 10,
-                       message="the first slow attempt to end")
+    first = wait_until(
+        lambda: (w := webhook_of(stack, slow[0]))["attempts"] >= 1 and w,
+        WEBHOOK_TIMEOUT + 10,
+        message="the first slow attempt to end",
+    )
     assert first["state"] == "pending" and first["last_status_code"] is None
 
 
@@ -78,7 +88,7 @@ def test_a_request_of_hostile_image_hosts_is_final_within_its_deadlines(hostile_
         hostile["endless body"]: f"timed out after {DOWNLOAD_TIMEOUT} s",
         hostile["huge answer"]: "image larger than 25 MiB",
         hostile["animation bomb"]: "animation of 55 frames of 2000×2000 (220,000,000 pixels) "
-                                   "is over the 200,000,000-pixel limit",
+        "is over the 200,000,000-pixel limit",
     }
     assert product["output_image_urls"][-1] is not None
     assert body["status"] == "completed_with_errors"
@@ -93,5 +103,8 @@ def test_a_refused_address_is_named_in_the_log_only(hostile_stack, image_server)
     url = "http://0.0.0.0:9/x.jpg"
     body = wait_final(stack.api, accepted_id(stack.api, product_csv([(1, "Nowhere", [url])])), timeout=30)
     assert body["products"][0]["errors"] == [{"url": url, "message": "address not allowed"}]
-    wait_until(lambda: "blocked address: 0.0.0.0 is unspecified" in (stack.log_dir / "worker.log").read_text(), 5,
-               message="the address in the worker's log")
+    wait_until(
+        lambda: "blocked address: 0.0.0.0 is unspecified" in (stack.log_dir / "worker.log").read_text(),
+        5,
+        message="the address in the worker's log",
+    )

@@ -15,17 +15,27 @@ def make_run(environment: dict[str, str], data_dir) -> tuple[subprocess.Complete
         full.pop(name, None)
     started = time.monotonic()
     # The timeout is only a backstop: a launcher that accepted the settings would run until killed.
-    finished = subprocess.run(["make", "--no-print-directory", "run"], cwd=PROJECT_ROOT, env=full,
-                              capture_output=True, text=True, timeout=60, start_new_session=True)
+    finished = subprocess.run(
+        ["make", "--no-print-directory", "run"],
+        cwd=PROJECT_ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
     return finished, time.monotonic() - started
 
 
-@pytest.mark.parametrize(("name", "value", "secret"), [
-    ("WEBHOOK_SECRET", "not-a-secret", True),
-    ("WEBHOOK_SECRET", "whsec_not~base64", True),
-    ("DOWNLOAD_ATTEMPTS", "-1", False),
-    ("MAX_IMAGES_PER_PRODUCT", "0", False),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "secret"),
+    [
+        ("WEBHOOK_SECRET", "not-a-secret", True),
+        ("WEBHOOK_SECRET", "whsec_not~base64", True),
+        ("DOWNLOAD_ATTEMPTS", "-1", False),
+        ("MAX_IMAGES_PER_PRODUCT", "0", False),
+    ],
+)
 def test_an_invalid_setting_stops_make_run_at_once_naming_it(tmp_path, name, value, secret):
     finished, seconds = make_run({name: value}, tmp_path / "data")
     output = finished.stdout + finished.stderr

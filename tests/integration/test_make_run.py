@@ -21,8 +21,14 @@ def make_run(tmp_path_factory):
     for name in ("MONGODB_URL", "REDIS_URL", "PUBLIC_BASE_URL", "MAKEFLAGS", "MAKELEVEL"):
         environment.pop(name, None)
     log = (root / "make-run.log").open("wb")
-    process = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=PROJECT_ROOT, env=environment,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: ready(base_url), 90, message="make run to be ready")
@@ -43,8 +49,7 @@ def test_a_killed_worker_is_started_again_within_seconds(make_run):
     _, _, stack = make_run
     before = wait_until(lambda: stack.pid_of("worker"), 30, message="a worker pid")
     os.kill(before, signal.SIGKILL)
-    after = wait_until(lambda: (p := stack.pid_of("worker")) and p != before and p, 15,
-                       message="a new worker")
+    after = wait_until(lambda: (p := stack.pid_of("worker")) and p != before and p, 15, message="a new worker")
     assert psutil.pid_exists(after)
 
 
@@ -67,8 +72,9 @@ def test_sigterm_to_make_leaves_no_process_behind(make_run):
     tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     assert len(tree) >= 7, [p.name() for p in tree]
     process.send_signal(signal.SIGTERM)
-    gone, alive = psutil.wait_procs(tree, timeout=60)
+    _gone, alive = psutil.wait_procs(tree, timeout=60)
     assert not alive, [(p.pid, p.cmdline()) for p in alive]
-    leftovers = [p for p in psutil.process_iter(["cmdline"])
-                 if any(str(data_dir) in part for part in (p.info["cmdline"] or []))]
+    leftovers = [
+        p for p in psutil.process_iter(["cmdline"]) if any(str(data_dir) in part for part in (p.info["cmdline"] or []))
+    ]
     assert not leftovers

@@ -17,18 +17,26 @@ def fetch_image(url: str) -> Image.Image:
 
 def test_the_sample_request_completes_with_every_image_compressed(stack, image_server):
     names = ["photo.jpg", "photo2.jpg", "photo.png", "photo.webp", "anim.gif", "photo.bmp"]
-    rows = [(1, "SKU1", [image_server.image(n) for n in names[:2]]),
-            (2, "SKU2", [image_server.image(n) for n in names[2:]])]
+    rows = [
+        (1, "SKU1", [image_server.image(n) for n in names[:2]]),
+        (2, "SKU2", [image_server.image(n) for n in names[2:]]),
+    ]
     request_id = accepted_id(stack.api, product_csv(rows))
     body = wait_final(stack.api, request_id)
 
     assert body["status"] == "completed"
     assert body["completed_at"] is not None
-    assert body["progress"] == {"percentage": 100.0, "products_total": 2, "products_done": 2,
-                                "images_total": 6, "images_done": 6, "images_failed": 0}
+    assert body["progress"] == {
+        "percentage": 100.0,
+        "products_total": 2,
+        "products_done": 2,
+        "images_total": 6,
+        "images_done": 6,
+        "images_failed": 0,
+    }
     outputs = [url for product in body["products"] for url in product["output_image_urls"]]
     expected_formats = ["JPEG", "JPEG", "PNG", "WEBP", "GIF", "JPEG"]
-    for name, url, fmt in zip(names, outputs, expected_formats):
+    for name, url, fmt in zip(names, outputs, expected_formats, strict=True):
         source = Image.open(io.BytesIO(image_server.library[name][0]))
         output = fetch_image(url)
         assert output.format == fmt, name
@@ -56,8 +64,9 @@ def test_each_failure_is_recorded_with_its_reason_and_fails_nothing_else(stack, 
         f"{base}/redirect/9/photo.jpg": "redirect",
     }
     good = image_server.image("photo.jpg")
-    request_id = accepted_id(stack.api, product_csv([(1, "Mixed", [good, *failing]),
-                                                      (2, "Fine", [image_server.image("photo2.jpg")])]))
+    request_id = accepted_id(
+        stack.api, product_csv([(1, "Mixed", [good, *failing]), (2, "Fine", [image_server.image("photo2.jpg")])])
+    )
     body = wait_final(stack.api, request_id, timeout=120)
 
     assert body["status"] == "completed_with_errors"
@@ -85,8 +94,12 @@ def test_a_transient_error_is_retried_to_success(stack, image_server):
 
 
 def test_a_request_where_every_image_fails_is_failed(stack, image_server):
-    request_id = accepted_id(stack.api, product_csv([(1, "Gone", [f"{image_server.url}/status/410"]),
-                                                      (2, "Gone too", [f"{image_server.url}/status/403"])]))
+    request_id = accepted_id(
+        stack.api,
+        product_csv(
+            [(1, "Gone", [f"{image_server.url}/status/410"]), (2, "Gone too", [f"{image_server.url}/status/403"])]
+        ),
+    )
     body = wait_final(stack.api, request_id)
     assert body["status"] == "failed"
     assert [p["status"] for p in body["products"]] == ["failed", "failed"]

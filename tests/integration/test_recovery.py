@@ -42,7 +42,9 @@ def stored_files(stack, request_id: str) -> list[str]:
 
 def test_a_worker_killed_mid_product_does_not_lose_the_request(stack, image_server):
     urls = [f"{image_server.url}/delay/3/photo.jpg", image_server.image("photo2.jpg")]
-    request_id = accepted_id(stack.api, product_csv([(1, "Killed", urls), (2, "Other", [image_server.image("tiny.jpg")])]))
+    request_id = accepted_id(
+        stack.api, product_csv([(1, "Killed", urls), (2, "Other", [image_server.image("tiny.jpg")])])
+    )
     wait_until(lambda: being_processed(stack, request_id), 30, message="the product to start")
     kill_image_workers(stack)
     started = time.monotonic()
@@ -55,10 +57,14 @@ def test_a_worker_killed_mid_product_does_not_lose_the_request(stack, image_serv
 
 
 def test_a_product_that_keeps_killing_its_worker_is_given_up(stack, image_server):
-    request_id = accepted_id(stack.api, product_csv([(1, "Poison", [f"{image_server.url}/delay/4/photo.jpg"]),
-                                                      (2, "Fine", [image_server.image("tiny.jpg")])]))
+    request_id = accepted_id(
+        stack.api,
+        product_csv(
+            [(1, "Poison", [f"{image_server.url}/delay/4/photo.jpg"]), (2, "Fine", [image_server.image("tiny.jpg")])]
+        ),
+    )
     for attempt in (1, 2, 3):  # PRODUCT_MAX_ATTEMPTS defaults to 3
-        wait_until(lambda: being_processed(stack, request_id, attempt), 60, message=f"attempt {attempt}")
+        wait_until(lambda a=attempt: being_processed(stack, request_id, a), 60, message=f"attempt {attempt}")
         kill_image_workers(stack)
     body = wait_final(stack.api, request_id, timeout=120)
     poison = body["products"][0]

@@ -25,7 +25,9 @@ def collections(stack):
 
 def started_request(requests, products: int = 3) -> tuple[str, list[ProductWork]]:
     request_id = new_request_id()
-    rows = [Row(i, f"P{i}", (f"https://img.test/{i}.jpg", f"https://img.test/{i}b.jpg")) for i in range(1, products + 1)]
+    rows = [
+        Row(i, f"P{i}", (f"https://img.test/{i}.jpg", f"https://img.test/{i}b.jpg")) for i in range(1, products + 1)
+    ]
     requests.insert_one(new_request(request_id, rows, webhook_url=None, idempotency_key=None, file_sha256="0"))
     return request_id, request_store.start_request(requests, request_id)
 

@@ -15,13 +15,15 @@ def product_csv(rows: list[tuple[int, str, list[str]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def upload(api: str, csv_text: str | bytes, *, webhook_url: str | None = None,
-           idempotency_key: str | None = None) -> httpx.Response:
+def upload(
+    api: str, csv_text: str | bytes, *, webhook_url: str | None = None, idempotency_key: str | None = None
+) -> httpx.Response:
     content = csv_text.encode() if isinstance(csv_text, str) else csv_text
     data = {"webhook_url": webhook_url} if webhook_url else None
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-    return httpx.post(f"{api}/upload", files={"file": ("products.csv", content, "text/csv")},
-                      data=data, headers=headers, timeout=60)
+    return httpx.post(
+        f"{api}/upload", files={"file": ("products.csv", content, "text/csv")}, data=data, headers=headers, timeout=60
+    )
 
 
 def accepted_id(api: str, csv_text: str, **options) -> str:

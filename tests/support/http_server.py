@@ -10,8 +10,13 @@ class QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, *_: object) -> None:
         pass
 
-    def send_bytes(self, status: int, body: bytes, content_type: str = "application/octet-stream",
-                   headers: dict[str, str] | None = None) -> None:
+    def send_bytes(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/octet-stream",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

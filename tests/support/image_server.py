@@ -112,7 +112,7 @@ class Handler(QuietHandler):
     def trickle_bytes(self, data: bytes, interval: float, piece: int = 1) -> None:
         try:
             for start in range(0, len(data), piece):
-                self.wfile.write(data[start:start + piece])
+                self.wfile.write(data[start : start + piece])
                 self.wfile.flush()
                 time.sleep(interval)
         except OSError:

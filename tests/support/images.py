@@ -22,7 +22,9 @@ def decode(data: bytes) -> Image.Image:
 def frames(data: bytes) -> list[tuple[bytes, int]]:
     """What an animation shows: every frame's pixels and duration."""
     with Image.open(io.BytesIO(data)) as image:
-        return [(frame.convert("RGBA").tobytes(), frame.info.get("duration")) for frame in ImageSequence.Iterator(image)]
+        return [
+            (frame.convert("RGBA").tobytes(), frame.info.get("duration")) for frame in ImageSequence.Iterator(image)
+        ]
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -47,7 +49,9 @@ def jpeg_with_metadata() -> bytes:
 def animated_gif(frames: int = 5) -> bytes:
     images = [photo(120, 90, seed=i).convert("P", palette=Image.Palette.ADAPTIVE) for i in range(frames)]
     buffer = io.BytesIO()
-    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=[80 + i for i in range(frames)], loop=0)
+    images[0].save(
+        buffer, "GIF", save_all=True, append_images=images[1:], duration=[80 + i for i in range(frames)], loop=0
+    )
     return buffer.getvalue()
 
 

@@ -137,7 +137,9 @@ def test_check_address_refuses_non_public(address: str, reason: str) -> None:
 
 
 def test_blocked_message_names_the_host_when_it_is_a_name() -> None:
-    with pytest.raises(BlockedAddressError, match="^blocked address: intranet.test resolves to 10.0.0.5, which is private$"):
+    with pytest.raises(
+        BlockedAddressError, match=r"^blocked address: intranet.test resolves to 10.0.0.5, which is private$"
+    ):
         check_address(ipaddress.ip_address("10.0.0.5"), allow_private=False, host="intranet.test")
 
 
@@ -153,7 +155,10 @@ def test_allow_private_still_refuses_unspecified_and_multicast(address: str) -> 
 
 
 def fake_getaddrinfo(answers: dict[str, list[list[str]]]) -> tuple[Callable[..., list[tuple]], dict[str, int]]:
-    """A getaddrinfo that answers the given names with the next list of addresses (the last repeats), and others for real."""
+    """A getaddrinfo that answers the given names with the next list of addresses (the last repeats).
+
+    Other names are resolved for real.
+    """
     real_getaddrinfo = socket.getaddrinfo
     calls: dict[str, int] = {}
 
@@ -182,7 +187,7 @@ def test_resolve_reports_an_unresolvable_name(monkeypatch: pytest.MonkeyPatch) -
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
-    with pytest.raises(UnresolvableHostError, match="^could not resolve host example.invalid$"):
+    with pytest.raises(UnresolvableHostError, match=r"^could not resolve host example.invalid$"):
         resolve("example.invalid", 80)
 
 
@@ -214,9 +219,11 @@ def test_one_private_answer_among_several_refuses_the_name(
 ) -> None:
     getaddrinfo, _ = fake_getaddrinfo({"mixed.test": [["8.8.8.8", "10.0.0.1"]]})
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    with guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client:
-        with pytest.raises(BlockedAddressError) as caught:
-            client.get("http://mixed.test/")
+    with (
+        guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client,
+        pytest.raises(BlockedAddressError) as caught,
+    ):
+        client.get("http://mixed.test/")
     assert str(caught.value) == "blocked address: mixed.test resolves to 10.0.0.1, which is private"
     assert connections.addresses == []
 
@@ -227,14 +234,13 @@ def test_connection_goes_only_to_the_checked_address(
     """DNS rebinding: the name answers a public address, then loopback. Only the checked answer is used."""
     getaddrinfo, calls = fake_getaddrinfo({"rebind.test": [["8.8.8.8"], ["127.0.0.1"]]})
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    with guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client:
-        with pytest.raises(httpx.ConnectError):
-            client.get("http://rebind.test:8080/")
+    with guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client, pytest.raises(httpx.ConnectError):
+        client.get("http://rebind.test:8080/")
         assert connections.addresses == [("8.8.8.8", 8080)]
         assert calls["rebind.test"] == 1
 
         # The next connection resolves again, and is checked again.
-        with pytest.raises(BlockedAddressError, match="rebind.test resolves to 127.0.0.1"):
+        with pytest.raises(BlockedAddressError, match=r"rebind.test resolves to 127.0.0.1"):
             client.get("http://rebind.test:8080/")
     assert connections.addresses == [("8.8.8.8", 8080)]
 
@@ -243,7 +249,9 @@ class RecordingStream(httpcore.NetworkStream):
     def __init__(self) -> None:
         self.server_hostname: str | None = None
 
-    def start_tls(self, ssl_context: object, server_hostname: str | None = None, timeout: float | None = None) -> httpcore.NetworkStream:
+    def start_tls(
+        self, ssl_context: object, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
         self.server_hostname = server_hostname
         raise httpcore.ConnectError("stopped before the handshake (test)")
 
@@ -261,9 +269,8 @@ def test_tls_verifies_the_hostname_not_the_address(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(address_guard, "resolve", lambda host, port: ["93.184.216.34"])
     monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect_tcp)
-    with guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client:
-        with pytest.raises(httpx.ConnectError):
-            client.get("https://images.example/cat.jpg")
+    with guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client, pytest.raises(httpx.ConnectError):
+        client.get("https://images.example/cat.jpg")
     assert connected_to == ["93.184.216.34"]
     assert stream.server_hostname == "images.example"
 
@@ -295,9 +302,7 @@ class LocalServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -314,9 +319,11 @@ def server() -> Iterator[LocalServer]:
 
 def test_local_server_is_refused_unless_private_networks_are_allowed(server: LocalServer) -> None:
     url = f"http://127.0.0.1:{server.port}/ok"
-    with guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client:
-        with pytest.raises(BlockedAddressError, match="^blocked address: 127.0.0.1 is loopback$"):
-            client.get(url)
+    with (
+        guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client,
+        pytest.raises(BlockedAddressError, match=r"^blocked address: 127.0.0.1 is loopback$"),
+    ):
+        client.get(url)
     assert server.paths == []
 
     with guarded_client(True, timeout=TIMEOUT, follow_redirects=False) as client:
@@ -326,16 +333,17 @@ def test_local_server_is_refused_unless_private_networks_are_allowed(server: Loc
 
 @pytest.mark.parametrize("host", LOOPBACK_URL_HOSTS)
 def test_every_spelling_of_loopback_is_refused(server: LocalServer, host: str) -> None:
-    with guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client:
-        with pytest.raises(BlockedAddressError, match="loopback"):
-            client.get(f"http://{host}:{server.port}/ok")
+    with (
+        guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client,
+        pytest.raises(BlockedAddressError, match=r"loopback"),
+    ):
+        client.get(f"http://{host}:{server.port}/ok")
     assert server.paths == []
 
 
 def test_blocked_address_error_is_not_wrapped_by_httpx(server: LocalServer) -> None:
-    with guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client:
-        with pytest.raises(Exception) as caught:
-            client.get(f"http://127.0.0.1:{server.port}/ok")
+    with guarded_client(False, timeout=TIMEOUT, follow_redirects=False) as client, pytest.raises(Exception) as caught:
+        client.get(f"http://127.0.0.1:{server.port}/ok")
     assert type(caught.value) is BlockedAddressError
     assert not isinstance(caught.value, httpx.HTTPError)
 

@@ -48,6 +48,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 def failing_with(error: Exception):
     async def fail(*_, **__):
         raise error
+
     return fail
 
 
@@ -72,11 +73,14 @@ def test_an_unknown_path_or_method_is_json(client, method, path, status):
     assert isinstance(response.json()["detail"], str)
 
 
-@pytest.mark.parametrize("error", [
-    ServerSelectionTimeoutError("no servers"),
-    NetworkTimeout("timed out"),
-    OperationFailure("operation exceeded time limit", code=50),  # MaxTimeMSExpired
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ServerSelectionTimeoutError("no servers"),
+        NetworkTimeout("timed out"),
+        OperationFailure("operation exceeded time limit", code=50),  # MaxTimeMSExpired
+    ],
+)
 def test_a_database_that_does_not_answer_is_a_503_with_retry_after(client, monkeypatch, error):
     monkeypatch.setattr(repository, "find_page", failing_with(error))
     response = client.get("/api/v1/status/some-id")
@@ -108,8 +112,13 @@ def test_the_real_client_gives_up_on_a_database_that_is_not_there_within_seconds
 
 
 def request_with_credentials() -> dict:
-    document = new_request("r1", [Row(1, [SECRET_URL, "https://img.example.com/b.jpg"])],
-                           webhook_url=SECRET_HOOK, idempotency_key=None, file_sha256="0" * 64)
+    document = new_request(
+        "r1",
+        [Row(1, [SECRET_URL, "https://img.example.com/b.jpg"])],
+        webhook_url=SECRET_HOOK,
+        idempotency_key=None,
+        file_sha256="0" * 64,
+    )
     document["products"][0]["errors"] = [{"index": 0, "message": "HTTP 404"}]
     return document
 

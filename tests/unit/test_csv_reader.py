@@ -1,5 +1,6 @@
 """Tests of the product CSV contract as `api_service.csv_reader` enforces it."""
 
+import contextlib
 import csv
 import io
 import tempfile
@@ -98,8 +99,12 @@ def test_limits_come_from_the_settings() -> None:
         max_reported_errors=11,
     )
     assert CsvLimits.from_settings(configured) == CsvLimits(
-        max_products=7, max_images=8, max_images_per_product=5, max_url_length=90,
-        max_product_name_length=10, max_reported_errors=11,
+        max_products=7,
+        max_images=8,
+        max_images_per_product=5,
+        max_url_length=90,
+        max_product_name_length=10,
+        max_reported_errors=11,
     )
 
 
@@ -256,9 +261,7 @@ def test_an_image_url_that_is_not_an_absolute_http_url_is_an_error(url: str, pro
 
 def test_an_image_url_of_2049_characters_is_an_error_showing_its_start() -> None:
     shown = "'https://img.example.com/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'"
-    assert issues(f"{HEADER}\n1,SKU1,{LONG_URL}\n") == [
-        (2, URLS, f"image URL {shown} is longer than 2048 characters")
-    ]
+    assert issues(f"{HEADER}\n1,SKU1,{LONG_URL}\n") == [(2, URLS, f"image URL {shown} is longer than 2048 characters")]
 
 
 @pytest.mark.parametrize(
@@ -331,9 +334,7 @@ def test_a_spilled_cell_that_is_not_a_url_is_an_error_on_its_line() -> None:
 
 def test_extra_cells_are_an_error_when_the_url_column_is_not_last() -> None:
     content = f"Input Image Urls,S. No.,Product Name\n{A},1,SKU1,{B}\n{A},2,SKU2,,\n"
-    assert issues(content) == [
-        (2, None, "the row has 4 cells but the header has 3; quote cells that contain commas")
-    ]
+    assert issues(content) == [(2, None, "the row has 4 cells but the header has 3; quote cells that contain commas")]
 
 
 # Line numbers, blank lines and multi-line cells.
@@ -432,16 +433,7 @@ def test_a_row_the_csv_module_cannot_read_is_an_error_on_its_first_line(
 
 
 def test_every_error_is_reported_at_once_with_its_line_and_column() -> None:
-    content = (
-        f"{HEADER}\n"
-        f"1,SKU1,{A}\n"
-        "x,,ftp://a.jpg\n"
-        "\n"
-        f"1,SKU3,{B}\n"
-        f'4,"Long\nname",{C},not a url\n'
-        "5,SKU5,\n"
-        f"6,SKU6,{A}\n"
-    )
+    content = f'{HEADER}\n1,SKU1,{A}\nx,,ftp://a.jpg\n\n1,SKU3,{B}\n4,"Long\nname",{C},not a url\n5,SKU5,\n6,SKU6,{A}\n'
     error = rejection(content)
     assert error.detail == "the CSV has 6 errors"
     assert [(issue.line, issue.column, issue.message) for issue in error.errors] == [
@@ -544,7 +536,7 @@ def test_a_product_over_the_per_product_image_limit_is_a_row_error_naming_its_li
     ],
 )
 def test_an_error_quoting_an_image_url_never_shows_its_password(url: str, shown: str) -> None:
-    (_, _, message), = issues(f'{HEADER}\n1,SKU1,"{url}"\n')
+    ((_, _, message),) = issues(f'{HEADER}\n1,SKU1,"{url}"\n')
     assert "hunter2" not in message
     assert message.startswith(f"image URL {shown!r}")
 
@@ -563,10 +555,8 @@ def csv_bytes(rows: list[list[str]]) -> bytes:
 
 
 def read_or_reject(data: bytes, limits: CsvLimits = SMALL_LIMITS) -> None:
-    try:
+    with contextlib.suppress(CsvValidationError, UploadTooLarge):
         read(data, limits)
-    except (CsvValidationError, UploadTooLarge):
-        pass
 
 
 @settings(max_examples=300, deadline=None)
@@ -607,10 +597,8 @@ PRODUCT_NAME = (
     )
 )
 def test_valid_products_written_by_csv_writer_are_read_back_exactly(
-    products: list[tuple[int, str, tuple[str, ...]]]
+    products: list[tuple[int, str, tuple[str, ...]]],
 ) -> None:
     rows = [[SERIAL, NAME, URLS]] + [[str(serial), name, ",".join(urls)] for serial, name, urls in products]
-    expected = [
-        ProductRow(serial, name, urls, line) for line, (serial, name, urls) in enumerate(products, start=2)
-    ]
+    expected = [ProductRow(serial, name, urls, line) for line, (serial, name, urls) in enumerate(products, start=2)]
     assert read(csv_bytes(rows)) == expected

@@ -15,8 +15,11 @@ def compose() -> dict:
 
 def test_compose_file_matches_the_compose_specification():
     checker = Path(sys.executable).with_name("check-jsonschema")
-    result = subprocess.run([str(checker), "--builtin-schema", "vendor.compose-spec", str(ROOT / "docker-compose.yml")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(ROOT / "docker-compose.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -41,8 +44,10 @@ def test_application_services_wait_for_healthy_databases_and_share_settings():
 
 def test_webhook_deliveries_have_a_worker_of_their_own():
     services = compose()["services"]
-    queues = {name: services[name]["command"][services[name]["command"].index("--queues") + 1]
-              for name in ("worker", "control", "webhooks")}
+    queues = {
+        name: services[name]["command"][services[name]["command"].index("--queues") + 1]
+        for name in ("worker", "control", "webhooks")
+    }
     assert queues == {"worker": "images", "control": "control", "webhooks": "webhooks"}
 
 

@@ -36,8 +36,9 @@ def finished(document: dict, *, failed: bool) -> dict:
         if failed:
             product["errors"] = [{"index": i, "message": "x" * MAX_ERROR_MESSAGE} for i in range(len(urls))]
         else:
-            product["output_keys"] = [image_key(REQUEST_ID, product["serial_number"], i, "webp")
-                                      for i in range(len(urls))]
+            product["output_keys"] = [
+                image_key(REQUEST_ID, product["serial_number"], i, "webp") for i in range(len(urls))
+            ]
         product["status"] = "failed" if failed else "completed"
         product["attempts"] = 3
     return document
@@ -48,13 +49,20 @@ def largest_documents(products: int, images_per_product: int, budget: int) -> li
     name = "N" * 255
     # Each row spends its share of the file on its name, serial, quotes and commas, the rest on URLs.
     per_url = (budget // products - len(name) - 12) // images_per_product - 1
-    rows = [Row(i, name, tuple(url_of_length(min(per_url, 2048), i * 10 + k) for k in range(images_per_product)))
-            for i in range(1, products + 1)]
+    rows = [
+        Row(i, name, tuple(url_of_length(min(per_url, 2048), i * 10 + k) for k in range(images_per_product)))
+        for i in range(1, products + 1)
+    ]
     assert csv_bytes(rows) <= budget
     sizes = []
     for failed in (False, True):
-        document = new_request(REQUEST_ID, rows, webhook_url="https://h.example.com/" + "w" * 2000,
-                               idempotency_key="k" * 255, file_sha256="0" * 64)
+        document = new_request(
+            REQUEST_ID,
+            rows,
+            webhook_url="https://h.example.com/" + "w" * 2000,
+            idempotency_key="k" * 255,
+            file_sha256="0" * 64,
+        )
         sizes.append(len(bson.encode(finished(document, failed=failed))))
     return sizes
 
@@ -62,8 +70,12 @@ def largest_documents(products: int, images_per_product: int, budget: int) -> li
 def test_the_largest_accepted_request_fits_in_one_document():
     settings = Settings()
     budget = settings.max_upload_bytes
-    shapes = [(settings.max_products, 1), (settings.max_products, settings.max_images_per_request // settings.max_products),
-              (settings.max_images_per_request // 4, 4), (1000, 20)]
+    shapes = [
+        (settings.max_products, 1),
+        (settings.max_products, settings.max_images_per_request // settings.max_products),
+        (settings.max_images_per_request // 4, 4),
+        (1000, 20),
+    ]
     for products, per_product in shapes:
         for size in largest_documents(products, per_product, budget):
             print(f"{products} products x {per_product} images, 10 MiB file: {size / 1024 / 1024:.2f} MiB")

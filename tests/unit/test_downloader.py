@@ -133,7 +133,7 @@ def test_declared_length_over_the_limit_is_refused_before_the_body(server: Scrip
     # The server never sends the body: reading it would end in a timeout, not in TooLarge.
     url = server.route("/huge", declare_length_then_wait(10**9, seconds=3))
     started = time.monotonic()
-    with pytest.raises(TooLarge, match="^image larger than 1000 bytes$"):
+    with pytest.raises(TooLarge, match=r"^image larger than 1000 bytes$"):
         download(url)
     assert time.monotonic() - started < 0.5
     assert server.hits("/huge") == 1
@@ -149,16 +149,19 @@ def test_body_of_exactly_the_limit_is_accepted(server: ScriptedServer) -> None:
     assert download(server.route("/just-fits", reply_without_length(b"x" * 1000))) == b"x" * 1000
 
 
-@pytest.mark.parametrize("misbehaviour", [
-    pytest.param(trickle(interval=0.05, count=200), id="a body a byte at a time"),
-    pytest.param(stall_after(b"some bytes", seconds=5), id="a body that stops"),
-    pytest.param(headers_a_byte_at_a_time(interval=0.02), id="headers a byte at a time"),
-    pytest.param(endless_chunked_body(interval=0.01), id="a chunked body that never ends"),
-])
+@pytest.mark.parametrize(
+    "misbehaviour",
+    [
+        pytest.param(trickle(interval=0.05, count=200), id="a body a byte at a time"),
+        pytest.param(stall_after(b"some bytes", seconds=5), id="a body that stops"),
+        pytest.param(headers_a_byte_at_a_time(interval=0.02), id="headers a byte at a time"),
+        pytest.param(endless_chunked_body(interval=0.01), id="a chunked body that never ends"),
+    ],
+)
 def test_a_slow_host_is_cut_at_the_deadline(server: ScriptedServer, misbehaviour: Step) -> None:
     url = server.route("/slow", misbehaviour)
     started = time.monotonic()
-    with pytest.raises(DownloadTimeout, match="^timed out after 1 s$"):
+    with pytest.raises(DownloadTimeout, match=r"^timed out after 1 s$"):
         download(url, replace(LIMITS, total_timeout=1.0, attempts=1, max_bytes=10**6))
     assert 0.95 <= time.monotonic() - started < 1.4
 
@@ -179,7 +182,7 @@ def test_a_tls_handshake_fed_a_byte_at_a_time_is_cut_at_the_deadline() -> None:
 
         threading.Thread(target=trickle_a_tls_record, daemon=True).start()
         started = time.monotonic()
-        with pytest.raises(DownloadTimeout, match="^timed out after 1 s$"):
+        with pytest.raises(DownloadTimeout, match=r"^timed out after 1 s$"):
             download(f"https://127.0.0.1:{port}/cat.jpg", replace(LIMITS, total_timeout=1.0, attempts=1))
         assert 1.0 <= time.monotonic() - started < 1.4
 
@@ -219,13 +222,13 @@ def test_too_many_redirects_is_refused_and_not_retried(server: ScriptedServer) -
     for hop in range(1, 5):
         server.route(f"/hop{hop}", redirect(f"/hop{hop + 1}"))
     server.route("/hop5", reply(body=b"never reached"))
-    with pytest.raises(TooManyRedirects, match="^more than 3 redirects$"):
+    with pytest.raises(TooManyRedirects, match=r"^more than 3 redirects$"):
         download(server.url("/hop1"))
     assert [server.hits(f"/hop{hop}") for hop in range(1, 6)] == [1, 1, 1, 1, 0]
 
 
 def test_redirect_to_another_scheme_is_refused(server: ScriptedServer) -> None:
-    with pytest.raises(InvalidUrl, match="unsupported URL scheme 'ftp'"):
+    with pytest.raises(InvalidUrl, match=r"unsupported URL scheme 'ftp'"):
         download(server.route("/to-ftp", redirect("ftp://127.0.0.1/cat.jpg")))
 
 
@@ -273,12 +276,16 @@ def test_unresolvable_host_is_refused_and_not_retried(monkeypatch: pytest.Monkey
     monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
     with pytest.raises(HostUnreachable) as caught:
         download("http://images.invalid/cat.jpg")
-    assert (caught.value.message, caught.value.detail) == ("image host not reachable",
-                                                           "could not resolve host images.invalid")
+    assert (caught.value.message, caught.value.detail) == (
+        "image host not reachable",
+        "could not resolve host images.invalid",
+    )
     assert resolutions == ["images.invalid"]
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/cat.jpg", "file:///etc/passwd", "cat.jpg", "http:///cat.jpg", "http://[::1/"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/cat.jpg", "file:///etc/passwd", "cat.jpg", "http:///cat.jpg", "http://[::1/"]
+)
 def test_invalid_urls_are_refused(url: str) -> None:
     with pytest.raises(InvalidUrl):
         download(url)

@@ -64,7 +64,9 @@ def flat_art(width: int, height: int, seed: int) -> Image.Image:
     """A few shapes in eight colours of one palette, index 0 left for transparency."""
     rng = random.Random(seed)
     image = Image.new("P", (width, height), 0)
-    image.putpalette([0, 0, 0, 230, 30, 30, 30, 160, 60, 40, 60, 200, 250, 200, 0, 250, 250, 250, 120, 0, 120, 0, 150, 150])
+    image.putpalette(
+        [0, 0, 0, 230, 30, 30, 30, 160, 60, 40, 60, 200, 250, 200, 0, 250, 250, 250, 120, 0, 120, 0, 150, 150]
+    )
     draw = ImageDraw.Draw(image)
     for _ in range(6):
         x, y = rng.randrange(width), rng.randrange(height)
@@ -359,8 +361,12 @@ def test_gif_animation_is_never_altered() -> None:
         pytest.param(photo(200, 150).quantize(64), "BMP", "RGB", id="BMP palette"),
         pytest.param(photo(200, 150), "TIFF", "RGB", id="TIFF RGB"),
         pytest.param(photo(200, 150).convert("CMYK"), "TIFF", "CMYK", id="TIFF CMYK"),
-        pytest.param(photo(200, 150).convert("L").point(lambda v: v * 257, "I").convert("I;16"), "TIFF", "L",
-                     id="TIFF 16-bit grey"),  # fmt: skip
+        pytest.param(
+            photo(200, 150).convert("L").point(lambda v: v * 257, "I").convert("I;16"),
+            "TIFF",
+            "L",
+            id="TIFF 16-bit grey",
+        ),
     ],
 )
 def test_other_formats_become_jpeg(picture: Image.Image, fmt: str, mode: str) -> None:
@@ -409,8 +415,13 @@ def test_tiff_orientation_is_applied_by_pillow_so_the_jpeg_is_upright() -> None:
 @pytest.mark.parametrize(
     ("source", "fmt", "extension", "content_type"),
     [
-        pytest.param(encode(photo(320, 240), "JPEG", quality=10, optimize=True), "JPEG", "jpg", "image/jpeg",
-                     id="optimised q10 JPEG"),
+        pytest.param(
+            encode(photo(320, 240), "JPEG", quality=10, optimize=True),
+            "JPEG",
+            "jpg",
+            "image/jpeg",
+            id="optimised q10 JPEG",
+        ),
         pytest.param(encode(Image.new("RGB", (1, 1)), "PNG", optimize=True), "PNG", "png", "image/png", id="1x1 PNG"),
         pytest.param(encode(Image.new("RGB", (2, 2)), "BMP"), "BMP", "bmp", "image/bmp", id="tiny BMP"),
     ],

@@ -244,4 +244,3 @@ def test_a_broken_container_raises_a_value_error_the_codec_reports(source: bytes
 
     with pytest.raises(MalformedContainer):
         without_metadata(source, image_format, b"")
-

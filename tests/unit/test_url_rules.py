@@ -37,8 +37,19 @@ def test_an_address_literal_is_read_as_the_resolver_reads_it(host: str, address:
 
 @pytest.mark.parametrize(
     "host",
-    ["img.example.com", "localhost", "08.0.0.1", "4294967296", "1.2.3.4.5", "0x", "1e2", "127.0.0.1.",
-     "", "١٢٧.٠.٠.١", "127.0.0.1 junk"],
+    [
+        "img.example.com",
+        "localhost",
+        "08.0.0.1",
+        "4294967296",
+        "1.2.3.4.5",
+        "0x",
+        "1e2",
+        "127.0.0.1.",
+        "",
+        "١٢٧.٠.٠.١",
+        "127.0.0.1 junk",
+    ],
 )
 def test_a_name_or_a_malformed_literal_is_not_an_address(host: str) -> None:
     assert literal_address(host) is None
@@ -72,8 +83,14 @@ def test_credentials_are_redacted(url: str, shown: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["https://img.example.com/a.jpg", "https://img.example.com/a@b.jpg", "https://img.example.com/?to=a@b",
-     "https://img.example.com/#a@b", "mailto:someone@example.com", "not a url"],
+    [
+        "https://img.example.com/a.jpg",
+        "https://img.example.com/a@b.jpg",
+        "https://img.example.com/?to=a@b",
+        "https://img.example.com/#a@b",
+        "mailto:someone@example.com",
+        "not a url",
+    ],
 )
 def test_a_url_without_credentials_is_left_as_it_is(url: str) -> None:
     assert redact_credentials(url) == url
