@@ -6,6 +6,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
+from shared.db import claim_id
 from shared.documents import utcnow
 from shared.models import ProductStatus
 
@@ -42,7 +43,7 @@ async def mark_products_in_progress(
     pending = {offset + i: p for i, p in enumerate(document["products"]) if p["status"] == ProductStatus.PENDING}
     if not pending or document["status"] != "processing":
         return
-    ids = [f"{document['_id']}:{index}" for index in pending]
+    ids = [claim_id(document["_id"], index) for index in pending]
     busy = claims.find(
         {
             "_id": {"$in": ids},

@@ -25,14 +25,11 @@ class AppState:
     storage: LocalStorage
     status_cache: StatusCache
 
-    def api_url(self, path: str) -> str:
-        return f"{self.settings.base_url}/api/v1/{path}"
-
     def status_url(self, request_id: str) -> str:
-        return self.api_url(f"status/{request_id}")
+        return self.settings.api_url(f"status/{request_id}")
 
     def download_url(self, request_id: str) -> str:
-        return self.api_url(f"download/{request_id}")
+        return self.settings.download_url(request_id)
 
 
 def services(request: Request) -> AppState:

@@ -57,6 +57,11 @@ API_CLIENT_OPTIONS: ClientOptions = {**CLIENT_OPTIONS, "timeoutMS": 5_000}
 WORKER_CLIENT_OPTIONS: ClientOptions = {**CLIENT_OPTIONS, "socketTimeoutMS": 30_000}
 
 
+def claim_id(request_id: str, index: int) -> str:
+    """The id of a product's claim document: the request and the product's index in it."""
+    return f"{request_id}:{index}"
+
+
 def mongodb_url(settings: Settings) -> str:
     if not settings.mongodb_url:
         raise RuntimeError("MONGODB_URL is not set: start the service with `make run`, which sets it")

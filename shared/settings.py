@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from standardwebhooks import Webhook
 
 MiB = 1024 * 1024
+API_PREFIX = "/api/v1"
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
@@ -100,6 +101,13 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         """Absolute base of every URL the service hands out, without a trailing slash."""
         return (self.public_base_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    def api_url(self, path: str) -> str:
+        """The absolute URL of an API path (`status/ID`), as both services hand it out."""
+        return f"{self.base_url}{API_PREFIX}/{path}"
+
+    def download_url(self, request_id: str) -> str:
+        return self.api_url(f"download/{request_id}")
 
     @property
     def media_dir(self) -> Path:

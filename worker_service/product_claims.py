@@ -15,6 +15,7 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
+from shared.db import claim_id
 from shared.documents import utcnow
 from shared.models import ProductStatus
 
@@ -36,10 +37,6 @@ class ProductWork:
 class ImageOutcome:
     key: str | None = None
     error: str | None = None
-
-
-def claim_id(request_id: str, index: int) -> str:
-    return f"{request_id}:{index}"
 
 
 def short(message: str) -> str:

@@ -33,10 +33,6 @@ log = logging.getLogger("worker.tasks")
 MERGE_COST_FACTOR = 25
 
 
-def download_url(context: WorkerContext, request_id: str) -> str:
-    return f"{context.settings.base_url}/api/v1/download/{request_id}"
-
-
 def product_task(work: ProductWork) -> Signature[None]:
     return process_product.si(asdict(work)).set(queue=IMAGES_QUEUE)
 
@@ -135,7 +131,7 @@ def deliver_webhook(request_id: str) -> None:
     if document is None:
         return
     webhook = document["webhook"]
-    body = webhooks.encode(webhooks.payload(document, context.storage, download_url(context, request_id)))
+    body = webhooks.encode(webhooks.payload(document, context.storage, context.settings.download_url(request_id)))
     result = webhooks.send(webhook["url"], webhook["message_id"], body, settings)
     attempts = webhook["attempts"] + 1
     state, delay = webhooks.after_attempt(result, attempts, settings)
