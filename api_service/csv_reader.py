@@ -67,12 +67,14 @@ class CsvIssue:
 
 @dataclass(frozen=True, slots=True)
 class CsvLimits:
-    max_products: int = 10_000
-    max_images: int = 20_000
-    max_images_per_product: int = 100
-    max_url_length: int = 2048
-    max_product_name_length: int = 255
-    max_reported_errors: int = 100
+    """What one upload may hold; the defaults are the settings' (shared/settings.py)."""
+
+    max_products: int
+    max_images: int
+    max_images_per_product: int
+    max_url_length: int
+    max_product_name_length: int
+    max_reported_errors: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "CsvLimits":

@@ -7,8 +7,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.db import claim_id
-from shared.documents import utcnow
-from shared.models import ProductStatus
+from shared.models import ProductStatus, utcnow
 
 WITHOUT_PRODUCTS = {"products": 0}
 PRODUCT_BATCH = 500

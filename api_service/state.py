@@ -11,7 +11,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from api_service.status_cache import StatusCache
 from shared.settings import Settings
-from shared.storage import LocalStorage
+from shared.storage import Storage
 
 
 @dataclass
@@ -22,7 +22,7 @@ class AppState:
     mongo: AsyncMongoClient[dict[str, Any]]
     redis: aioredis.Redis
     celery: Celery
-    storage: LocalStorage
+    storage: Storage
     status_cache: StatusCache
 
     def status_url(self, request_id: str) -> str:

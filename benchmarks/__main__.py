@@ -19,9 +19,10 @@ import httpx
 from benchmarks import ceiling
 from benchmarks.corpus import generate
 from benchmarks.image_host import ImageHost
-from benchmarks.measure import FINAL, PeakMemory, percentile, status_latency, tree_cpu_seconds
+from benchmarks.measure import PeakMemory, percentile, status_latency, tree_cpu_seconds
 from benchmarks.report import markdown
 from local_stack.running import running_stack
+from shared.models import FINAL_STATUS_VALUES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,7 +48,7 @@ def wait_final(api: str, request_id: str, limit: float = 3600) -> dict:
     with httpx.Client(timeout=60) as client:
         while time.monotonic() < deadline:
             body = client.get(f"{api}/status/{request_id}", params={"limit": 1}).json()
-            if body["status"] in FINAL:
+            if body["status"] in FINAL_STATUS_VALUES:
                 return body
             time.sleep(0.25)
     raise TimeoutError(f"request {request_id} not final after {limit} s")

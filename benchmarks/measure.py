@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import httpx
 import psutil
 
-FINAL = {"completed", "completed_with_errors", "failed"}
+from shared.models import FINAL_STATUS_VALUES
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -83,7 +83,7 @@ async def poll(
         started = time.perf_counter()
         response = await client.get(url)
         latencies.append(time.perf_counter() - started)
-        if response.status_code != 200 or response.json()["status"] in FINAL:
+        if response.status_code != 200 or response.json()["status"] in FINAL_STATUS_VALUES:
             return
         await asyncio.sleep(pause)
 

@@ -10,7 +10,6 @@ under MongoDB's 16 MB document limit (see the README).
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared.models import (
@@ -20,11 +19,12 @@ from shared.models import (
     Progress,
     RequestStatus,
     StatusView,
-    WebhookState,
     WebhookView,
     percentage,
+    utcnow,
 )
 from shared.url_rules import redact_credentials
+from shared.webhook_state import new_webhook
 
 
 class ProductInput(Protocol):
@@ -42,10 +42,6 @@ class PublicUrls(Protocol):
     def public_url(self, key: str) -> str: ...
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def new_request_id() -> str:
     return str(uuid.uuid4())
 
@@ -60,21 +56,6 @@ def new_product(row: ProductInput) -> dict[str, Any]:
         "output_keys": [None] * len(urls),
         "errors": [],
         "attempts": 0,
-    }
-
-
-def new_webhook(url: str) -> dict[str, Any]:
-    """A webhook not yet delivered; its message id stays the same for every attempt."""
-    return {
-        "url": url,
-        "state": WebhookState.PENDING.value,
-        "message_id": f"msg_{uuid.uuid4().hex}",
-        "attempts": 0,
-        "last_status_code": None,
-        "last_error": None,
-        # Due at once; the delivery only starts once the request is final.
-        "next_attempt_at": utcnow(),
-        "lease_expires_at": None,
     }
 
 

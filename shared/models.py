@@ -1,6 +1,6 @@
 """The states a request, a product and a webhook go through, and the views clients see of them."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -19,6 +19,13 @@ class RequestStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({RequestStatus.COMPLETED, RequestStatus.COMPLETED_WITH_ERRORS, RequestStatus.FAILED})
+# As stored in MongoDB, for queries on them.
+FINAL_STATUS_VALUES = sorted(status.value for status in FINAL_STATUSES)
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware: every timestamp the service stores or shows is UTC."""
+    return datetime.now(UTC)
 
 
 class ProductStatus(StrEnum):

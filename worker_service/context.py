@@ -20,7 +20,7 @@ from shared.queue import redis_url
 from shared.settings import Settings, get_settings
 from shared.storage import Storage, storage_from_settings
 from worker_service.downloader import Downloader, DownloadLimits
-from worker_service.image_codec import CodecLimits
+from worker_service.image_codec import CodecOptions
 
 
 @dataclass
@@ -52,8 +52,8 @@ class WorkerContext:
         return Downloader(DownloadLimits.from_settings(self.settings))
 
     @cached_property
-    def codec_limits(self) -> CodecLimits:
-        return CodecLimits.from_settings(self.settings)
+    def codec_options(self) -> CodecOptions:
+        return CodecOptions.from_settings(self.settings)
 
     @cached_property
     def codec_slots(self) -> threading.Semaphore:

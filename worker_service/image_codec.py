@@ -34,6 +34,7 @@ from typing import Any
 
 from PIL import ExifTags, GifImagePlugin, Image, ImageFile, ImageSequence, PngImagePlugin
 
+from shared.settings import Settings
 from worker_service.image_metadata import EXIF_HEADER, gif_canvas_size, without_metadata
 
 
@@ -49,16 +50,18 @@ class CompressedImage:
 
 
 @dataclass(frozen=True, slots=True)
-class CodecLimits:
-    quality: int = 50
-    max_pixels: int = 50_000_000
-    max_frames: int = 500
-    max_animation_pixels: int = 200_000_000
-    jpeg_optimize: bool = False
-    png_optimize: bool = False
+class CodecOptions:
+    """How to encode and what to refuse; the defaults are the settings' (shared/settings.py)."""
+
+    quality: int
+    max_pixels: int
+    max_frames: int
+    max_animation_pixels: int
+    jpeg_optimize: bool
+    png_optimize: bool
 
     @classmethod
-    def from_settings(cls, settings: Any) -> CodecLimits:
+    def from_settings(cls, settings: Settings) -> CodecOptions:
         return cls(
             quality=settings.jpeg_quality,
             max_pixels=settings.max_image_pixels,
@@ -168,22 +171,22 @@ _DECODER_FAILURES = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 _BOMB_WARNING_IS_AN_ERROR = ("error", None, Image.DecompressionBombWarning, None, 0)  # a warnings.filters entry
 
 
-def compress(data: bytes, limits: CodecLimits) -> CompressedImage:
+def compress(data: bytes, options: CodecOptions) -> CompressedImage:
     """Re-encode `data`; raise an `ImageRejected` when it can't be stored as an image."""
     source = _sniff_format(data)
     target = source if source in _ENCODERS else _JPEG
-    with _decoding(limits), Image.open(io.BytesIO(data), formats=[source.name]) as im:
+    with _decoding(options), Image.open(io.BytesIO(data), formats=[source.name]) as im:
         # A GIF frame may reach past the screen, which Pillow grows only as it decodes that frame.
         canvas = gif_canvas_size(data) if source is _GIF else im.size
-        _check_pixels(canvas, limits)
+        _check_pixels(canvas, options)
         if source.animated:
-            _check_frames(im, canvas, limits)
+            _check_frames(im, canvas, options)
         size = im.size
         if source is _PNG and _pillow_would_lose_png_data(data, im):
             encoded = None
         else:
             im.load()  # the first frame only; Pillow turns a TIFF upright here, so metadata is read after it
-            encoded = _ENCODERS.get(source, _encode_as_jpeg)(im, limits)
+            encoded = _ENCODERS.get(source, _encode_as_jpeg)(im, options)
         if encoded is None or len(encoded) >= len(data):
             return _result(_kept_source(data, im, source), source, size, source_kept=True)
     return _result(encoded, target, size, source_kept=False)
@@ -214,9 +217,9 @@ def _unsupported_image_format(data: bytes) -> str | None:
 
 
 @contextmanager
-def _decoding(limits: CodecLimits) -> Iterator[None]:
+def _decoding(options: CodecOptions) -> Iterator[None]:
     """Pillow's limits set to ours, and decoder failures turned into rejections."""
-    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    Image.MAX_IMAGE_PIXELS = options.max_pixels
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     # Above MAX_IMAGE_PIXELS Pillow only warns (it raises at twice that); here the warning is a refusal.
     if _BOMB_WARNING_IS_AN_ERROR not in warnings.filters:
@@ -224,7 +227,7 @@ def _decoding(limits: CodecLimits) -> Iterator[None]:
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(_pixels_in_pillow_message(str(exc)), limits.max_pixels) from exc
+        raise ImageTooLarge(_pixels_in_pillow_message(str(exc)), options.max_pixels) from exc
     except _DECODER_FAILURES as exc:
         raise TruncatedImage() from exc
 
@@ -235,22 +238,22 @@ def _pixels_in_pillow_message(message: str) -> int | None:
     return int(match[1]) if match else None
 
 
-def _check_pixels(size: tuple[int, int], limits: CodecLimits) -> None:
+def _check_pixels(size: tuple[int, int], options: CodecOptions) -> None:
     pixels = size[0] * size[1]
-    if pixels > limits.max_pixels:
-        raise ImageTooLarge(pixels, limits.max_pixels)
+    if pixels > options.max_pixels:
+        raise ImageTooLarge(pixels, options.max_pixels)
 
 
-def _check_frames(im: Image.Image, canvas: tuple[int, int], limits: CodecLimits) -> None:
+def _check_frames(im: Image.Image, canvas: tuple[int, int], options: CodecOptions) -> None:
     # n_frames decodes nothing: PNG and WebP give the container's count (acTL, libwebp's demuxer), and
     # GIF walks the frame headers, reading past each frame's LZW data without decompressing it.
     # Measured on the tests' 100 KB, 55-frame 2000x2000 GIF: counted in under 1 ms, where compressing
     # it took 14 s and 350 MB (Pillow's GIF writer holds every frame) before MAX_ANIMATION_PIXELS.
     frames = getattr(im, "n_frames", 1)
-    if frames > limits.max_frames:
-        raise TooManyFrames(frames, limits.max_frames)
-    if frames > 1 and frames * canvas[0] * canvas[1] > limits.max_animation_pixels:
-        raise AnimationTooLarge(frames, canvas, limits.max_animation_pixels)
+    if frames > options.max_frames:
+        raise TooManyFrames(frames, options.max_frames)
+    if frames > 1 and frames * canvas[0] * canvas[1] > options.max_animation_pixels:
+        raise AnimationTooLarge(frames, canvas, options.max_animation_pixels)
 
 
 def _pillow_would_lose_png_data(data: bytes, im: Image.Image) -> bool:
@@ -285,24 +288,24 @@ def _tiff_without_metadata(im: Image.Image) -> bytes:
     )
 
 
-def _encode_jpeg(im: Image.Image, limits: CodecLimits) -> bytes:
-    return _jpeg(im, metadata_from=im, limits=limits)
+def _encode_jpeg(im: Image.Image, options: CodecOptions) -> bytes:
+    return _jpeg(im, metadata_from=im, options=options)
 
 
-def _encode_as_jpeg(im: Image.Image, limits: CodecLimits) -> bytes:
+def _encode_as_jpeg(im: Image.Image, options: CodecOptions) -> bytes:
     """BMP, TIFF...: JPEG in the same colour family, so that the ICC profile still applies."""
-    return _jpeg(_in_jpeg_mode(im), metadata_from=im, limits=limits)
+    return _jpeg(_in_jpeg_mode(im), metadata_from=im, options=options)
 
 
-def _jpeg(pixels: Image.Image, *, metadata_from: Image.Image, limits: CodecLimits) -> bytes:
+def _jpeg(pixels: Image.Image, *, metadata_from: Image.Image, options: CodecOptions) -> bytes:
     # optimize is off by default: on 0.3-12 MP photo-like images at q50 it made files 4-17% smaller
     # (mean 9%) for ~1.4x the decode+encode CPU, and the service is CPU-bound (README, `make bench`).
     # Progressive saved only 1.5% more for another 2.2x: never.
     return _save(
         pixels,
         "JPEG",
-        quality=limits.quality,
-        optimize=limits.jpeg_optimize,
+        quality=options.quality,
+        optimize=options.jpeg_optimize,
         icc_profile=metadata_from.info.get("icc_profile"),
         exif=_orientation_exif(metadata_from),
         comment=b"",
@@ -324,16 +327,16 @@ def _in_jpeg_mode(im: Image.Image) -> Image.Image:
     return flattened
 
 
-def _encode_webp(im: Image.Image, limits: CodecLimits) -> bytes:
-    options: dict[str, Any] = {
-        "quality": limits.quality,
+def _encode_webp(im: Image.Image, options: CodecOptions) -> bytes:
+    save_options: dict[str, Any] = {
+        "quality": options.quality,
         "icc_profile": im.info.get("icc_profile"),
         # WebP's EXIF chunk holds the TIFF structure without the JPEG "Exif\0\0" header.
         "exif": _orientation_exif(im).removeprefix(EXIF_HEADER),
     }
     if getattr(im, "is_animated", False):
-        options |= {"save_all": True, "duration": _webp_durations(im), "loop": im.info.get("loop", 0)}
-    return _save(im, "WEBP", **options)
+        save_options |= {"save_all": True, "duration": _webp_durations(im), "loop": im.info.get("loop", 0)}
+    return _save(im, "WEBP", **save_options)
 
 
 def _webp_durations(im: Image.Image) -> list[int]:
@@ -347,35 +350,35 @@ def _webp_durations(im: Image.Image) -> list[int]:
     return durations
 
 
-def _encode_png(im: Image.Image, limits: CodecLimits) -> bytes:
+def _encode_png(im: Image.Image, options: CodecOptions) -> bytes:
     # Lossless either way. Pillow's optimize (zlib level 9 and a filter search) took 3-5x the
     # CPU of the default level for 0-3% smaller files on product cut-outs (README), so it is a setting.
-    options: dict[str, Any] = {
-        "optimize": limits.png_optimize,
+    save_options: dict[str, Any] = {
+        "optimize": options.png_optimize,
         "icc_profile": im.info.get("icc_profile"),
         "exif": _orientation_exif(im),
     }
     if getattr(im, "is_animated", False):
         # Pillow hands over every frame already composited, so each one simply replaces the canvas.
-        options |= {
+        save_options |= {
             "save_all": True,
             "disposal": PngImagePlugin.Disposal.OP_NONE,
             "blend": PngImagePlugin.Blend.OP_SOURCE,
         }
-    return _save(im, "PNG", **options)
+    return _save(im, "PNG", **save_options)
 
 
-def _encode_gif(im: Image.Image, limits: CodecLimits) -> bytes | None:
+def _encode_gif(im: Image.Image, options: CodecOptions) -> bytes | None:
     """None when Pillow's writer would change what the animation shows.
 
     It re-quantises the frames it reads as RGBA, which shifts colours when there is transparency.
     """
     # Durations, loop count and transparency come from each frame's info; comments are metadata.
-    options: dict[str, Any] = {"optimize": True, "comment": b""}
+    save_options: dict[str, Any] = {"optimize": True, "comment": b""}
     if not getattr(im, "is_animated", False):
-        return _save(im, "GIF", **options)
+        return _save(im, "GIF", **save_options)
     disposals, timeline = _gif_frames(im)
-    encoded = _save(im, "GIF", save_all=True, disposal=disposals, **options)
+    encoded = _save(im, "GIF", save_all=True, disposal=disposals, **save_options)
     with Image.open(io.BytesIO(encoded), formats=["GIF"]) as output:
         _, output_timeline = _gif_frames(output)
     return encoded if output_timeline == timeline else None
@@ -403,7 +406,7 @@ def _gif_frames(im: Image.Image) -> tuple[list[int], list[tuple[bytes, int]]]:
     return disposals, timeline
 
 
-_ENCODERS: dict[_Format, Callable[[Image.Image, CodecLimits], bytes | None]] = {
+_ENCODERS: dict[_Format, Callable[[Image.Image, CodecOptions], bytes | None]] = {
     _JPEG: _encode_jpeg,
     _PNG: _encode_png,
     _GIF: _encode_gif,

@@ -16,8 +16,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from shared.db import claim_id
-from shared.documents import utcnow
-from shared.models import ProductStatus
+from shared.models import ProductStatus, utcnow
 
 # Bounds what a failure adds to the request document (see the README's document-size figures).
 MAX_ERROR_MESSAGE = 120

@@ -31,7 +31,7 @@ def process_image(context: WorkerContext, work: ProductWork, position: int, not_
     try:
         data = context.downloader.fetch(url, not_after)
         with context.codec_slots:
-            image = compress(data, context.codec_limits)
+            image = compress(data, context.codec_options)
         key = image_key(work.request_id, work.serial_number, position, image.extension)
         context.storage.put(key, image.data, image.content_type)
         return ImageOutcome(key=key)

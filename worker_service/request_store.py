@@ -7,17 +7,15 @@ delivered. Finalisation is the one update that moves the request out of `process
 so it happens once.
 """
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
-from shared.documents import utcnow
-from shared.models import FINAL_STATUSES, ProductStatus, RequestStatus, WebhookState, final_status
+from shared.models import ProductStatus, RequestStatus, final_status, utcnow
 from worker_service.product_claims import ProductWork
 
-FINAL_VALUES = [status.value for status in FINAL_STATUSES]
 PRODUCT_WORK = {"products.serial_number": 1, "products.input_image_urls": 1, "products.status": 1}
 MERGE_RETRIES = 5
 
@@ -152,66 +150,3 @@ def processing_requests(requests: Collection[dict[str, Any]]) -> list[dict[str, 
 
 def touch(requests: Collection[dict[str, Any]], request_id: str) -> None:
     requests.update_one({"_id": request_id}, {"$set": {"updated_at": utcnow()}})
-
-
-def due_webhooks(requests: Collection[dict[str, Any]], due_before: datetime) -> list[str]:
-    now = utcnow()
-    return [
-        d["_id"]
-        for d in requests.find(
-            {
-                "status": {"$in": FINAL_VALUES},
-                "webhook.state": WebhookState.PENDING.value,
-                "webhook.next_attempt_at": {"$lt": due_before},
-                "$or": [{"webhook.lease_expires_at": None}, {"webhook.lease_expires_at": {"$lt": now}}],
-            },
-            {"_id": 1},
-        )
-    ]
-
-
-# -- webhooks ---------------------------------------------------------------------------
-
-
-def claim_webhook(requests: Collection[dict[str, Any]], request_id: str, hold_seconds: float) -> dict[str, Any] | None:
-    """Take a due delivery of a finished request; the whole document, or None if not due."""
-    now = utcnow()
-    return requests.find_one_and_update(
-        {
-            "_id": request_id,
-            "status": {"$in": FINAL_VALUES},
-            "webhook.state": WebhookState.PENDING.value,
-            # A second of slack: a delivery scheduled with a countdown may run a hair early.
-            "webhook.next_attempt_at": {"$lte": now + timedelta(seconds=1)},
-            "$or": [{"webhook.lease_expires_at": None}, {"webhook.lease_expires_at": {"$lt": now}}],
-        },
-        {"$set": {"webhook.lease_expires_at": now + timedelta(seconds=hold_seconds)}},
-        return_document=ReturnDocument.AFTER,
-    )
-
-
-def record_webhook_attempt(
-    requests: Collection[dict[str, Any]],
-    request_id: str,
-    message_id: str,
-    *,
-    attempts: int,
-    state: WebhookState,
-    status_code: int | None,
-    error: str | None,
-    next_attempt_at: datetime | None,
-) -> bool:
-    result = requests.update_one(
-        {"_id": request_id, "webhook.message_id": message_id},
-        {
-            "$set": {
-                "webhook.attempts": attempts,
-                "webhook.state": state.value,
-                "webhook.last_status_code": status_code,
-                "webhook.last_error": error,
-                "webhook.next_attempt_at": next_attempt_at,
-                "webhook.lease_expires_at": None,
-            }
-        },
-    )
-    return result.modified_count == 1

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.documents import utcnow
+from shared import webhook_state
+from shared.models import utcnow
 from worker_service import product_claims, request_store
 from worker_service.context import WorkerContext
 from worker_service.product_claims import ProductWork
@@ -70,7 +71,7 @@ def plan_sweep(context: WorkerContext) -> SweepPlan:
             plan.merges.add(request["_id"])
         elif request["updated_at"] < stalled_before:
             plan.products += stalled_products(context, request)
-    plan.webhooks = request_store.due_webhooks(
+    plan.webhooks = webhook_state.due_webhooks(
         context.requests, now - timedelta(seconds=settings.sweep_interval_seconds)
     )
     return plan

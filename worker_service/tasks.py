@@ -10,7 +10,8 @@ from typing import Any
 import redis
 from celery import Signature, chord
 
-from shared.documents import utcnow
+from shared import webhook_state
+from shared.models import utcnow
 from shared.queue import (
     DELIVER_WEBHOOK,
     IMAGES_QUEUE,
@@ -127,15 +128,15 @@ def deliver_webhook(request_id: str) -> None:
     context = worker_context()
     settings = context.settings
     hold = settings.webhook_timeout_seconds + 30
-    document = request_store.claim_webhook(context.requests, request_id, hold)
+    document = webhook_state.claim_webhook(context.requests, request_id, hold)
     if document is None:
         return
     webhook = document["webhook"]
     body = webhooks.encode(webhooks.payload(document, context.storage, context.settings.download_url(request_id)))
     result = webhooks.send(webhook["url"], webhook["message_id"], body, settings)
     attempts = webhook["attempts"] + 1
-    state, delay = webhooks.after_attempt(result, attempts, settings)
-    recorded = request_store.record_webhook_attempt(
+    state, delay = webhook_state.after_attempt(result.delivered, attempts, settings)
+    recorded = webhook_state.record_webhook_attempt(
         context.requests,
         request_id,
         webhook["message_id"],

@@ -16,8 +16,8 @@ import httpx
 from standardwebhooks import Webhook
 
 from shared.address_guard import guarded_client
-from shared.documents import output_urls_of, progress_of, utcnow
-from shared.models import WebhookState
+from shared.documents import output_urls_of, progress_of
+from shared.models import utcnow
 from shared.settings import Settings
 from shared.storage import Storage
 from worker_service.deadline import DeadlineNetworkBackend, deadline
@@ -111,13 +111,3 @@ def read_answer(response: httpx.Response) -> None:
 def describe(error: Exception) -> str:
     cause = error.__cause__ or error.__context__
     return str(cause or error) or type(error).__name__
-
-
-def after_attempt(result: DeliveryResult, attempts_made: int, settings: Settings) -> tuple[WebhookState, float | None]:
-    """The delivery's state after an attempt, and the seconds until the next one (None: no more)."""
-    if result.delivered:
-        return WebhookState.DELIVERED, None
-    if attempts_made >= settings.webhook_max_attempts:
-        return WebhookState.FAILED, None
-    # The base delay, doubling after each failure.
-    return WebhookState.PENDING, settings.webhook_retry_base_seconds * 2 ** (attempts_made - 1)

@@ -1,27 +1,18 @@
-"""GET /media/{key}: locally stored output images, confined to the media folder."""
+"""GET /media/{key}: stored output images, served from this machine or redirected to where they are."""
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from api_service.errors import ApiError
 from api_service.schemas import error_responses
 from api_service.state import AppState, services
-from shared.storage.local import KeyOutsideStorage, LocalStorage
+from shared.storage import Elsewhere, LocalFile
 
 router = APIRouter()
 
-
-def stored_file(storage: LocalStorage, key: str) -> Path | None:
-    """The finished file stored under `key`, or None for any key that names none."""
-    try:
-        path = storage.path_of(key)
-        # Names starting with a dot are files still being written.
-        return path if not path.name.startswith(".") and path.is_file() else None
-    except (KeyOutsideStorage, OSError):  # OSError: a name longer than the file system allows
-        return None
+CACHE_CONTROL = {"Cache-Control": "public, max-age=86400"}
 
 
 @router.get(
@@ -31,10 +22,11 @@ def stored_file(storage: LocalStorage, key: str) -> Path | None:
     summary="An output image",
     tags=["media"],
 )
-async def media(key: str, state: Annotated[AppState, Depends(services)]) -> FileResponse:
-    path = stored_file(state.storage, key)
-    if path is None:
-        raise ApiError(404, "not found")
-    return FileResponse(
-        path, media_type=state.storage.content_type_of(path), headers={"Cache-Control": "public, max-age=86400"}
-    )
+async def media(key: str, state: Annotated[AppState, Depends(services)]) -> Response:
+    match state.storage.locate(key):
+        case LocalFile(path, content_type):
+            return FileResponse(path, media_type=content_type, headers=CACHE_CONTROL)
+        case Elsewhere(url):
+            return RedirectResponse(url, status_code=307)
+        case None:
+            raise ApiError(404, "not found")

@@ -11,10 +11,10 @@ from api_service.errors import ApiError
 from api_service.schemas import WebhookRegistration, error_responses
 from api_service.state import AppState, services
 from api_service.validation import webhook_url_problem
-from shared.documents import new_webhook
 from shared.models import RequestStatus
 from shared.queue import enqueue_webhook
 from shared.url_rules import redact_credentials
+from shared.webhook_state import new_webhook
 
 log = logging.getLogger("api.webhook")
 router = APIRouter()

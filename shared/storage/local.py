@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from shared.storage.base import LocalFile
+
 
 class KeyOutsideStorage(ValueError):
     """A key that would name a file outside the storage folder."""
@@ -42,6 +44,16 @@ class LocalStorage:
             raise KeyOutsideStorage(key)
         return self.root.joinpath(*parts)
 
+    def locate(self, key: str) -> LocalFile | None:
+        try:
+            path = self.path_of(key)
+            # Names starting with a dot are files still being written.
+            if path.name.startswith(".") or not path.is_file():
+                return None
+        except (KeyOutsideStorage, OSError):  # OSError: a name longer than the file system allows
+            return None
+        return LocalFile(path, mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+
     def path_of(self, key: str) -> Path:
         """The file behind `key`, refusing any key that escapes the storage folder or names no file."""
         try:
@@ -51,7 +63,3 @@ class LocalStorage:
         if not path.is_relative_to(self.root) or path == self.root:
             raise KeyOutsideStorage(key)
         return path
-
-    @staticmethod
-    def content_type_of(path: Path) -> str:
-        return mimetypes.guess_type(path.name)[0] or "application/octet-stream"

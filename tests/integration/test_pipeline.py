@@ -6,6 +6,7 @@ import io
 import httpx
 from PIL import Image
 
+from shared.models import FINAL_STATUS_VALUES
 from tests.support.client import accepted_id, product_csv, status, wait_final
 
 
@@ -113,7 +114,7 @@ def test_progress_is_visible_while_products_finish(stack, image_server):
     rows = [(i, f"P{i}", [f"{image_server.url}/delay/1/photo.jpg"]) for i in range(1, 11)]
     request_id = accepted_id(stack.api, product_csv(rows))
     seen = set()
-    while (body := status(stack.api, request_id))["status"] not in {"completed", "completed_with_errors", "failed"}:
+    while (body := status(stack.api, request_id))["status"] not in FINAL_STATUS_VALUES:
         seen.add(body["progress"]["products_done"])
     assert body["status"] == "completed"
     assert len(seen - {0, 10}) >= 1, seen

@@ -4,7 +4,8 @@ import time
 
 import httpx
 
-FINAL = {"completed", "completed_with_errors", "failed"}
+from shared.models import FINAL_STATUS_VALUES
+
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 
 
@@ -42,7 +43,7 @@ def wait_final(api: str, request_id: str, timeout: float = 90) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         body = status(api, request_id, limit=1000)
-        if body["status"] in FINAL:
+        if body["status"] in FINAL_STATUS_VALUES:
             return body
         if time.monotonic() > deadline:
             raise AssertionError(f"request {request_id} not final after {timeout} s: {body['progress']}")

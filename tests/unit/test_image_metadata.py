@@ -7,11 +7,12 @@ import zlib
 import pytest
 from PIL import ExifTags, Image, PngImagePlugin
 
+from shared.settings import Settings
 from tests.support.images import decode, encode, frames, photo, srgb_profile
-from worker_service.image_codec import CodecLimits, CompressedImage, compress
+from worker_service.image_codec import CodecOptions, CompressedImage, compress
 from worker_service.image_metadata import MalformedContainer, without_metadata
 
-LIMITS = CodecLimits()
+LIMITS = CodecOptions.from_settings(Settings(_env_file=None))
 ORIENTATION = ExifTags.Base.Orientation
 XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description City="Lyon"/></rdf:RDF></x:xmpmeta>'
 SECRETS = (b"TestCam", b"Model X", b"Lyon", b"shot at home")  # any of these in the output is a leak

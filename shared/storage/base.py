@@ -1,0 +1,42 @@
+"""The storage interface: what the worker writes and what `/media` serves, whatever the backend.
+
+Tasks only `put` bytes under a key and ask for its `public_url`; the API asks where a
+key's object can be read (`locate`): a file on this machine, served as it is, or a URL
+elsewhere to redirect to. So another backend (S3 or any object store) fits without
+touching either service.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """The object is a finished file on this machine."""
+
+    path: Path
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Elsewhere:
+    """The object is read from another server, at this (possibly short-lived) URL."""
+
+    url: str
+
+
+class Storage(Protocol):
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store `data` under `key`, replacing what was there: writing the same key twice is safe."""
+
+    def public_url(self, key: str) -> str:
+        """The absolute URL a client downloads the object from."""
+
+    def locate(self, key: str) -> LocalFile | Elsewhere | None:
+        """Where the object stored under `key` can be read; None for any key that names none."""
+
+
+def image_key(request_id: str, serial_number: int, position: int, extension: str) -> str:
+    """Fixed by request, product and position, so a retried task overwrites instead of duplicating."""
+    return f"{request_id}/{serial_number}-{position}.{extension}"

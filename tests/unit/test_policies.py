@@ -1,0 +1,85 @@
+"""The service's policies, pinned directly and fast: the webhook retry schedule, a product's result,
+the merge of results into the request document, and the final status of a request."""
+
+import pytest
+
+from shared.models import RequestStatus, WebhookState, final_status, percentage
+from shared.settings import Settings
+from shared.webhook_state import after_attempt
+from worker_service.product_claims import MAX_ERROR_MESSAGE, ImageOutcome, result_of
+from worker_service.request_store import merge_update
+
+SETTINGS = Settings(_env_file=None, webhook_retry_base_seconds=5, webhook_max_attempts=8)
+
+
+def test_a_delivered_webhook_is_not_tried_again() -> None:
+    assert after_attempt(True, 1, SETTINGS) == (WebhookState.DELIVERED, None)
+
+
+def test_a_failed_attempt_is_retried_after_a_delay_that_doubles() -> None:
+    delays = [after_attempt(False, attempts, SETTINGS)[1] for attempts in range(1, 8)]
+    assert delays == [5, 10, 20, 40, 80, 160, 320]
+    assert {after_attempt(False, attempts, SETTINGS)[0] for attempts in range(1, 8)} == {WebhookState.PENDING}
+
+
+def test_the_last_failed_attempt_gives_the_delivery_up() -> None:
+    assert after_attempt(False, 8, SETTINGS) == (WebhookState.FAILED, None)
+
+
+def test_a_products_result_lines_up_with_its_images() -> None:
+    result = result_of([ImageOutcome(key="r/1-0.jpg"), ImageOutcome(error="HTTP 404"), ImageOutcome(key="r/1-2.png")])
+    assert result == {
+        "status": "completed",
+        "output_keys": ["r/1-0.jpg", None, "r/1-2.png"],
+        "errors": [{"index": 1, "message": "HTTP 404"}],
+        "images": 3,
+        "images_failed": 1,
+    }
+
+
+def test_a_product_none_of_whose_images_succeeded_is_failed() -> None:
+    result = result_of([ImageOutcome(error="HTTP 404"), ImageOutcome(error="timed out after 30 s")])
+    assert result["status"] == "failed"
+    assert result["images_failed"] == 2
+
+
+def test_a_long_error_message_is_cut_to_keep_the_document_small() -> None:
+    [error] = result_of([ImageOutcome(error="x" * 1000)])["errors"]
+    assert len(error["message"]) == MAX_ERROR_MESSAGE
+    assert error["message"].endswith("…")
+
+
+def claim(index: int, images: int, failed: int, attempts: int = 1) -> dict[str, object]:
+    outcomes = [ImageOutcome(key=f"r/{index}-{i}.jpg") for i in range(images - failed)]
+    outcomes += [ImageOutcome(error="HTTP 404")] * failed
+    return {"index": index, "attempts": attempts, "result": result_of(outcomes)}
+
+
+def test_a_merge_applies_only_while_every_product_in_it_is_pending() -> None:
+    condition, _ = merge_update([claim(0, 2, 0), claim(3, 1, 1)])
+    assert condition == {"products.0.status": "pending", "products.3.status": "pending"}
+
+
+def test_a_merge_sets_each_products_result_and_adds_up_the_counters() -> None:
+    _, update = merge_update([claim(0, 2, 0, attempts=2), claim(3, 1, 1)])
+    fields = update["$set"]
+    assert fields["products.0.status"] == "completed"
+    assert fields["products.0.output_keys"] == ["r/0-0.jpg", "r/0-1.jpg"]
+    assert fields["products.0.attempts"] == 2
+    assert fields["products.3.status"] == "failed"
+    assert fields["products.3.errors"] == [{"index": 0, "message": "HTTP 404"}]
+    assert "updated_at" in fields
+    assert update["$inc"] == {"products_done": 2, "images_done": 3, "images_failed": 1}
+
+
+@pytest.mark.parametrize(
+    ("failed", "status"),
+    [(0, RequestStatus.COMPLETED), (1, RequestStatus.COMPLETED_WITH_ERRORS), (3, RequestStatus.FAILED)],
+)
+def test_a_requests_final_status_follows_its_failed_images(failed: int, status: RequestStatus) -> None:
+    assert final_status(3, failed) == status
+
+
+def test_percentage_counts_failed_images_as_done_with_one_decimal() -> None:
+    assert percentage(2, 3) == 66.7
+    assert percentage(0, 0) == 100.0
