@@ -101,7 +101,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_stack(root: Path, environment: dict[str, str]) -> Iterator[RunningStack]:
+def running_stack(
+    root: Path, environment: dict[str, str], stop: Callable[[subprocess.Popen[bytes]], None] = stop
+) -> Iterator[RunningStack]:
+    """The stack, ready; `stop` ends it (by default as Ctrl-C would, letting every program finish)."""
     data_dir, log_dir = root / "data", root / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()

@@ -33,69 +33,6 @@ def test_upload_answers_at_once_with_absolute_urls(stack, sample_csv):
     assert body["download_url"] == f"{stack.api}/download/{body['request_id']}"
 
 
-def test_invalid_rows_are_all_reported_with_line_and_column(stack):
-    text = (
-        "S. No.,Product Name,Input Image Urls\n1,A,https://x.test/a.jpg\nx,B,https://x.test/b.jpg\n3,,ftp://x.test/c\n"
-    )
-    response = upload(stack.api, text)
-    assert response.status_code == 400
-    body = response.json()
-    assert isinstance(body["detail"], str)
-    where = {(e["line"], e["column"]) for e in body["errors"]}
-    assert (3, "S. No.") in where
-    assert (4, "Product Name") in where
-    assert (4, "Input Image Urls") in where
-
-
-@pytest.mark.parametrize(
-    "content, fragment",
-    [
-        (b"Product Name,Input Image Urls\nA,https://x.test/a.jpg\n", "S. No."),
-        (b"S. No.,Product Name,Input Image Urls\n", "no product"),
-        ("S. No.,Product Name,Input Image Urls\n1,Caf\xe9,https://x.test/a.jpg\n".encode("latin-1"), "UTF-8"),
-    ],
-)
-def test_file_level_errors_are_400(stack, content, fragment):
-    response = upload(stack.api, content)
-    assert response.status_code == 400, response.text
-    body = response.json()
-    assert fragment.lower() in (body["detail"] + " ".join(e["message"] for e in body["errors"])).lower()
-
-
-def test_invalid_webhook_url_is_400(stack, sample_csv):
-    response = upload(stack.api, sample_csv, webhook_url="not a url")
-    assert response.status_code == 400
-    assert "webhook_url" in response.json()["detail"]
-
-
-def test_a_body_that_is_not_a_multipart_form_is_400(stack):
-    response = httpx.post(f"{stack.api}/upload", content=b"1,2,3", headers={"content-type": "text/csv"})
-    assert response.status_code == 400
-    assert isinstance(response.json()["detail"], str)
-
-
-def test_a_form_without_the_file_is_400(stack):
-    response = httpx.post(
-        f"{stack.api}/upload", data={"webhook_url": "https://x.test/hook"}, files={"other": ("a.csv", b"x")}
-    )
-    assert response.status_code == 400
-
-
-def test_a_file_over_10_mib_is_413(stack):
-    row = "1,SKU,https://img.example.com/" + "a" * 1000 + ".jpg\n"
-    text = "S. No.,Product Name,Input Image Urls\n" + row * (10 * 1024 + 20)
-    response = upload(stack.api, text)
-    assert response.status_code == 413
-    assert "10 MiB" in response.json()["detail"]
-
-
-def test_more_than_10000_products_is_413(stack):
-    rows = "".join(f"{i},SKU{i},https://i.test/{i}.jpg\n" for i in range(1, 10_002))
-    response = upload(stack.api, "S. No.,Product Name,Input Image Urls\n" + rows)
-    assert response.status_code == 413
-    assert "10,000" in response.json()["detail"] or "10000" in response.json()["detail"]
-
-
 def test_unknown_ids_are_404(stack):
     unknown = str(uuid.uuid4())
     for path in (f"status/{unknown}", f"download/{unknown}"):
@@ -191,15 +128,6 @@ def test_aliases_answer_but_are_hidden_from_the_schema(stack, sample_csv):
     assert response.status_code == 200
 
 
-def test_openapi_documents_every_route_with_examples(stack):
-    schema = httpx.get(f"{stack.base_url}/openapi.json").json()
-    upload_body = schema["paths"]["/api/v1/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    assert upload_body["schema"]["properties"]["file"]["format"] == "binary"
-    status_ok = schema["paths"]["/api/v1/status/{request_id}"]["get"]["responses"]["200"]
-    assert "example" in status_ok["content"]["application/json"]
-    assert httpx.get(f"{stack.base_url}/docs").status_code == 200
-
-
 def test_webhook_registration_validates_the_url(stack, sample_csv):
     request_id = accepted_id(stack.api, sample_csv)
     bad = httpx.post(f"{stack.api}/webhook", json={"request_id": request_id, "webhook_url": "ftp://x.test/h"})
@@ -208,21 +136,6 @@ def test_webhook_registration_validates_the_url(stack, sample_csv):
     assert good.status_code == 200
     assert good.json() == {"request_id": request_id, "webhook_url": "https://x.test/h"}
     assert status(stack.api, request_id)["webhook"]["url"] == "https://x.test/h"
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/media/../../etc/passwd",
-        "/media/%2e%2e/%2e%2e/etc/passwd",
-        "/media/..%2f..%2fetc%2fpasswd",
-        "/media/nothing-here.jpg",
-        "/media/",
-    ],
-)
-def test_media_is_confined_to_the_media_folder(stack, path):
-    response = httpx.get(f"{stack.base_url}{path}")
-    assert response.status_code == 404
 
 
 def test_media_serves_stored_images_with_their_type(stack, image_server):

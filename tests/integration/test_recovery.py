@@ -106,7 +106,7 @@ def test_a_server_restarted_mid_request_loses_nothing(stack, image_server, serve
 
 def test_the_whole_service_stopped_and_started_with_work_in_flight(tmp_path, image_server):
     rows = [(i, f"P{i}", [f"{image_server.url}/delay/1/photo.jpg"]) for i in range(1, 13)]
-    with start_stack(tmp_path) as first:
+    with start_stack(tmp_path, graceful_stop=True) as first:
         request_id = accepted_id(first.api, product_csv(rows))
         wait_until(lambda: status(first.api, request_id)["progress"]["products_done"] >= 1, 60, message="progress")
     with start_stack(tmp_path) as second:

@@ -134,6 +134,7 @@ class ScriptedServer:
 
         class QuietServer(ThreadingHTTPServer):
             daemon_threads = True
+            block_on_close = False
 
             def handle_error(self, request: object, client_address: object) -> None:
                 pass  # Clients hanging up early is what several tests are about.

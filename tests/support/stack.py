@@ -1,10 +1,14 @@
 """The real service (supervisord, embedded MongoDB and Redis, API, workers) with test timings."""
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from local_stack.running import PROJECT_ROOT, RunningStack, ready, running_stack, wait_until
+import psutil
+
+from local_stack.running import PROJECT_ROOT, RunningStack, ready, running_stack, stop, wait_until
+from tests.support.hosts import kill_tree
 
 __all__ = ["PROJECT_ROOT", "TEST_ENVIRONMENT", "Stack", "ready", "start_stack", "wait_until"]
 
@@ -27,7 +31,14 @@ TEST_ENVIRONMENT = {
 Stack = RunningStack
 
 
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """Tests have no work to let finish: a stack killed at once ends the test 5 to 10 s sooner."""
+    if process.poll() is None:
+        kill_tree(psutil.Process(process.pid))
+
+
 @contextmanager
-def start_stack(root: Path, extra: dict[str, str] | None = None) -> Iterator[Stack]:
-    with running_stack(root, {**TEST_ENVIRONMENT, **(extra or {})}) as running:
+def start_stack(root: Path, extra: dict[str, str] | None = None, *, graceful_stop: bool = False) -> Iterator[Stack]:
+    """The stack with test timings; `graceful_stop` stops it as Ctrl-C would, rather than killing it."""
+    with running_stack(root, {**TEST_ENVIRONMENT, **(extra or {})}, stop if graceful_stop else kill) as running:
         yield running
