@@ -8,7 +8,7 @@ DEV := $(VENV)/.dev-installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test lint bench install clean-data
+.PHONY: run worker test lint bench install clean-data
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ install: $(RUNTIME)
 # exec: the launcher replaces the shell, so it is make's own child and dies with make.
 run: $(RUNTIME)
 	exec $(PY) -m local_stack
+
+# Only an image worker, for another machine: it needs MONGODB_URL, REDIS_URL and STORAGE_BACKEND=s3.
+worker: $(RUNTIME)
+	exec $(PY) -m local_stack worker
 
 test: $(DEV)
 	$(PY) -m pytest $(PYTEST_ARGS)

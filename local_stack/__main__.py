@@ -1,4 +1,5 @@
-"""Start the whole service in the foreground under supervisord (what `make run` runs).
+"""Start the whole service (`make run`), or only an image worker for another machine
+(`make worker`), in the foreground under supervisord.
 
 Ctrl-C or SIGTERM stops every process it started. The launcher asks the kernel to send
 it SIGTERM if its parent (make) dies, and then becomes supervisord itself, which keeps
@@ -11,10 +12,11 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
 
-from local_stack.processes import stack_programs
+from local_stack.processes import stack_programs, worker_host_problems, worker_host_programs
 from local_stack.supervisor_config import render
 from shared.settings import Settings, invalid_settings
 
@@ -27,23 +29,37 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def refuse(problems: list[str]) -> NoReturn:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print("nothing was started", file=sys.stderr)
+    sys.exit(2)
+
+
 def settings_or_exit() -> Settings:
     """The settings, or exit with status 2 naming every bad one, before anything is started."""
     try:
         return Settings()
     except ValidationError as error:
-        for line in invalid_settings(error):
-            print(line, file=sys.stderr)
-        print("invalid settings: nothing was started", file=sys.stderr)
-        sys.exit(2)
+        refuse(invalid_settings(error))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "role",
+        nargs="?",
+        choices=["all", "worker"],
+        default="all",
+        help="all: the whole service (make run); worker: only an image worker (make worker)",
+    )
     parser.add_argument("--log-dir", type=Path, help="write each program's log here instead of the terminal")
     arguments = parser.parse_args()
 
     settings = settings_or_exit()
+    worker_host = arguments.role == "worker"
+    if worker_host and (problems := worker_host_problems(settings)):
+        refuse(problems)
     settings.data_dir = settings.data_dir.resolve()
     run_dir = settings.data_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -51,12 +67,14 @@ def main() -> None:
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    programs, environment = stack_programs(settings)
+    programs, environment = worker_host_programs(settings) if worker_host else stack_programs(settings)
     config = run_dir / "supervisord.conf"
     config.write_text(render(programs, environment, directory=PROJECT_ROOT, run_dir=run_dir, log_dir=log_dir))
 
     print(f"Starting {', '.join(p.name for p in programs)}; data in {settings.data_dir}", flush=True)
-    print(f"API: {settings.base_url}  (Swagger UI at {settings.base_url}/docs); Ctrl-C stops everything", flush=True)
+    if not worker_host:
+        print(f"API: {settings.base_url}  (Swagger UI at {settings.base_url}/docs)", flush=True)
+    print("Ctrl-C stops everything", flush=True)
     die_with_parent()
     supervisord = Path(sys.executable).with_name("supervisord")
     os.execv(supervisord, [str(supervisord), "--configuration", str(config)])

@@ -98,96 +98,67 @@ def celery(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "celery", "--app", "worker_service.celery_app", *arguments]
 
 
-def application_programs(settings: Settings) -> list[Program]:
+def image_worker_concurrency(settings: Settings) -> int:
     # Two processes per core: while one waits on an image host, the other has the core.
-    concurrency = settings.worker_concurrency or 2 * (os.cpu_count() or 1)
-    run_dir = settings.data_dir / "run"
+    return 2 * (os.cpu_count() or 1) if settings.worker_concurrency is None else settings.worker_concurrency
+
+
+def api_program(settings: Settings) -> Program:
+    uvicorn = ["uvicorn", "api_service.main:create_app", "--factory", "--no-access-log"]
+    address = ["--host", settings.api_host, "--port", str(settings.api_port)]
+    return Program(name="api", command=[sys.executable, "-m", *uvicorn, *address], priority=30)
+
+
+def image_worker_program(settings: Settings) -> Program:
+    # Niced: under full load the API and the database still answer at once, and the
+    # image work takes every cycle they leave.
+    worker = celery("worker", "--queues", "images", "--concurrency", str(image_worker_concurrency(settings)),
+                    "--hostname", "images@%h", "--loglevel", "INFO")  # fmt: skip
+    return Program(name="worker", command=["nice", "-n", "10", *worker], priority=30, stop_seconds=20,
+                   environment=IMAGE_WORKER_MALLOC)  # fmt: skip
+
+
+def threads_worker_program(name: str, queue: str, threads: int) -> Program:
+    command = celery("worker", "--queues", queue, "--pool", "threads", "--concurrency", str(threads),
+                     "--hostname", f"{name}@%h", "--loglevel", "INFO")  # fmt: skip
+    return Program(name=name, command=command, priority=30, stop_seconds=20)
+
+
+def beat_program(settings: Settings) -> Program:
+    schedule = str(settings.data_dir / "run" / "celerybeat-schedule")
+    return Program(name="beat", command=celery("beat", "--schedule", schedule, "--loglevel", "INFO"), priority=40)
+
+
+def application_programs(settings: Settings) -> list[Program]:
+    """The API, the image worker (none with WORKER_CONCURRENCY=0), the control and webhook workers, beat."""
+    image_workers = [image_worker_program(settings)] if image_worker_concurrency(settings) else []
     return [
-        Program(
-            name="api",
-            command=[
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api_service.main:create_app",
-                "--factory",
-                "--host",
-                settings.api_host,
-                "--port",
-                str(settings.api_port),
-                "--no-access-log",
-            ],
-            priority=30,
-        ),
-        # Niced: under full load the API and the database still answer at once, and the
-        # image work takes every cycle they leave.
-        Program(
-            name="worker",
-            command=[
-                "nice",
-                "-n",
-                "10",
-                *celery(
-                    "worker",
-                    "--queues",
-                    "images",
-                    "--concurrency",
-                    str(concurrency),
-                    "--hostname",
-                    "images@%h",
-                    "--loglevel",
-                    "INFO",
-                ),
-            ],
-            priority=30,
-            stop_seconds=20,
-            environment=IMAGE_WORKER_MALLOC,
-        ),
+        api_program(settings),
+        *image_workers,
         # Bookkeeping mostly waits on MongoDB: threads, apart from the image processes.
-        Program(
-            name="control",
-            command=celery(
-                "worker",
-                "--queues",
-                "control",
-                "--pool",
-                "threads",
-                "--concurrency",
-                "8",
-                "--hostname",
-                "control@%h",
-                "--loglevel",
-                "INFO",
-            ),
-            priority=30,
-            stop_seconds=20,
-        ),
+        threads_worker_program("control", "control", 8),
         # Webhook deliveries wait on other people's servers, each for at most its deadline:
         # a worker of their own, so that slow receivers never hold up starting or finishing requests.
-        Program(
-            name="webhooks",
-            command=celery(
-                "worker",
-                "--queues",
-                "webhooks",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(settings.webhook_concurrency),
-                "--hostname",
-                "webhooks@%h",
-                "--loglevel",
-                "INFO",
-            ),
-            priority=30,
-            stop_seconds=20,
-        ),
-        Program(
-            name="beat",
-            command=celery("beat", "--schedule", str(run_dir / "celerybeat-schedule"), "--loglevel", "INFO"),
-            priority=40,
-        ),
+        threads_worker_program("webhooks", "webhooks", settings.webhook_concurrency),
+        beat_program(settings),
     ]
+
+
+def worker_host_problems(settings: Settings) -> list[str]:
+    """Why this machine cannot be a worker host for a service whose API runs on another, if it cannot."""
+    problems = []
+    if not settings.mongodb_url:
+        problems.append("MONGODB_URL is not set: a worker host uses the MongoDB server the API host uses")
+    if not settings.redis_url:
+        problems.append("REDIS_URL is not set: a worker host takes its work from the API host's Redis")
+    if settings.storage_backend != "s3":
+        problems.append("STORAGE_BACKEND=s3 is needed: images stored on this machine's disk could not be served")
+    return problems
+
+
+def worker_host_programs(settings: Settings) -> tuple[list[Program], dict[str, str]]:
+    """`make worker`: only the image worker, against the servers and bucket of the API host."""
+    return [image_worker_program(settings)], {"DATA_DIR": str(settings.data_dir)}
 
 
 def stack_programs(settings: Settings) -> tuple[list[Program], dict[str, str]]:

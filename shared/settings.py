@@ -4,8 +4,9 @@ import base64
 import binascii
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from standardwebhooks import Webhook
 
@@ -87,7 +88,22 @@ class Settings(BaseSettings):
     stall_seconds: float = Field(default=120.0, gt=0)
 
     # Image worker processes; unset means two per CPU core.
-    worker_concurrency: int | None = Field(default=None, ge=1)
+    # 0 starts none: an API-only host, with the image workers on other machines (`make worker`).
+    worker_concurrency: int | None = Field(default=None, ge=0)
+
+    # Where output images are kept: files under DATA_DIR/media, or an S3-compatible bucket
+    # (credentials from the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None
+    # Where clients reach the store, when not at S3_ENDPOINT_URL (signed URLs name this host).
+    s3_public_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_region: str = "us-east-1"
+    # How long a signed URL that /media redirects to stays valid.
+    s3_presigned_url_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+    # Public base of stored images (a public bucket or a CDN); unset: {PUBLIC_BASE_URL}/media.
+    media_base_url: str | None = None
 
     @field_validator("webhook_secret")
     @classmethod
@@ -96,6 +112,12 @@ class Settings(BaseSettings):
         if not value:
             return None
         return standard_webhooks_secret(value)
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Self:
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
+        return self
 
     @property
     def base_url(self) -> str:
@@ -139,10 +161,11 @@ def invalid_settings(error: ValidationError) -> list[str]:
     """One line per bad setting, named by its environment variable; never its value (it may be a secret)."""
     lines = []
     for problem in error.errors(include_url=False, include_input=False):
-        name = str(problem["loc"][0]).upper() if problem["loc"] else "settings"
         # A validator's own ValueError reads better without pydantic's "Value error, " prefix.
         cause = problem.get("ctx", {}).get("error")
-        lines.append(f"{name}: {cause if isinstance(cause, ValueError) else problem['msg']}")
+        message = str(cause) if isinstance(cause, ValueError) else problem["msg"]
+        # A check across settings names them in its message; one of a single setting is named here.
+        lines.append(f"{str(problem['loc'][0]).upper()}: {message}" if problem["loc"] else message)
     return lines
 
 

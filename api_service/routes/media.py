@@ -8,11 +8,9 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from api_service.errors import ApiError
 from api_service.schemas import error_responses
 from api_service.state import AppState, services
-from shared.storage import Elsewhere, LocalFile
+from shared.storage.base import CACHE_CONTROL, Elsewhere, LocalFile
 
 router = APIRouter()
-
-CACHE_CONTROL = {"Cache-Control": "public, max-age=86400"}
 
 
 @router.get(
@@ -25,7 +23,7 @@ CACHE_CONTROL = {"Cache-Control": "public, max-age=86400"}
 async def media(key: str, state: Annotated[AppState, Depends(services)]) -> Response:
     match state.storage.locate(key):
         case LocalFile(path, content_type):
-            return FileResponse(path, media_type=content_type, headers=CACHE_CONTROL)
+            return FileResponse(path, media_type=content_type, headers={"Cache-Control": CACHE_CONTROL})
         case Elsewhere(url):
             return RedirectResponse(url, status_code=307)
         case None:

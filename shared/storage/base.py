@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+# A key's image changes only when a retried product writes it again, with the same content.
+CACHE_CONTROL = "public, max-age=86400"
+
 
 @dataclass(frozen=True, slots=True)
 class LocalFile:

@@ -1,4 +1,4 @@
-"""`make run` refuses invalid settings at once, naming them, before it starts anything."""
+"""`make run` and `make worker` refuse invalid settings at once, naming them, before they start anything."""
 
 import os
 import subprocess
@@ -9,14 +9,14 @@ import pytest
 from tests.support.stack import PROJECT_ROOT
 
 
-def make_run(environment: dict[str, str], data_dir) -> tuple[subprocess.CompletedProcess, float]:
+def make_run(environment: dict[str, str], data_dir, target: str = "run") -> tuple[subprocess.CompletedProcess, float]:
     full = {**os.environ, **environment, "DATA_DIR": str(data_dir)}
     for name in ("MONGODB_URL", "REDIS_URL", "MAKEFLAGS", "MAKELEVEL"):
         full.pop(name, None)
     started = time.monotonic()
     # The timeout is only a backstop: a launcher that accepted the settings would run until killed.
     finished = subprocess.run(
-        ["make", "--no-print-directory", "run"],
+        ["make", "--no-print-directory", target],
         cwd=PROJECT_ROOT,
         env=full,
         capture_output=True,
@@ -51,3 +51,18 @@ def test_every_bad_setting_is_named_in_one_run(tmp_path):
     finished, _ = make_run({"WEBHOOK_SECRET": "not-a-secret", "DOWNLOAD_ATTEMPTS": "-1"}, tmp_path / "data")
     assert finished.returncode != 0
     assert "WEBHOOK_SECRET:" in finished.stderr and "DOWNLOAD_ATTEMPTS:" in finished.stderr, finished.stderr
+
+
+def test_make_worker_refuses_to_start_without_the_shared_servers_and_bucket(tmp_path):
+    finished, seconds = make_run({"STORAGE_BACKEND": "local"}, tmp_path / "data", target="worker")
+    assert finished.returncode == 2, finished.stderr
+    assert seconds < 10, seconds
+    for needed in ("MONGODB_URL is not set", "REDIS_URL is not set", "STORAGE_BACKEND=s3 is needed"):
+        assert needed in finished.stderr, finished.stderr
+    assert not (tmp_path / "data").exists(), "something was started"
+
+
+def test_s3_storage_without_a_bucket_is_refused(tmp_path):
+    finished, _ = make_run({"STORAGE_BACKEND": "s3"}, tmp_path / "data")
+    assert finished.returncode == 2
+    assert "S3_BUCKET must be set when STORAGE_BACKEND=s3" in finished.stderr, finished.stderr

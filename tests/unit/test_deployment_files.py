@@ -37,9 +37,23 @@ def test_application_services_wait_for_healthy_databases_and_share_settings():
     services = compose()["services"]
     for name in ("api", "worker", "control", "webhooks", "beat"):
         depends = services[name]["depends_on"]
-        assert depends == {"mongo": {"condition": "service_healthy"}, "redis": {"condition": "service_healthy"}}
-        assert services[name]["environment"]["MONGODB_URL"].startswith("mongodb://mongo")
-        assert services[name]["environment"]["REDIS_URL"].startswith("redis://redis")
+        assert depends == {
+            "mongo": {"condition": "service_healthy"},
+            "redis": {"condition": "service_healthy"},
+            "bucket": {"condition": "service_completed_successfully"},
+        }
+        environment = services[name]["environment"]
+        assert environment["MONGODB_URL"].startswith("mongodb://mongo")
+        assert environment["REDIS_URL"].startswith("redis://redis")
+        assert environment["STORAGE_BACKEND"] == "s3"
+        assert environment["S3_ENDPOINT_URL"] == "http://s3:8333"
+        assert "volumes" not in services[name], "images go to the bucket, not to a volume of one host"
+
+
+def test_the_store_always_has_credentials():
+    compose_file = compose()
+    assert "-s3.config=/etc/seaweedfs/s3.json" in compose_file["services"]["s3"]["command"]
+    assert "secretKey" in compose_file["configs"]["s3-identities"]["content"]
 
 
 def test_webhook_deliveries_have_a_worker_of_their_own():

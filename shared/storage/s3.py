@@ -1,0 +1,155 @@
+"""Output images in an S3-compatible bucket (AWS S3, SeaweedFS, MinIO…), for several machines.
+
+Objects are private: `/media/{key}` redirects to a short-lived signed URL of the object,
+unless `MEDIA_BASE_URL` names a public bucket or a CDN that clients download from directly.
+"""
+
+import os
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+
+from shared.settings import Settings
+from shared.storage.base import CACHE_CONTROL, Elsewhere
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
+
+# S3 refuses longer keys; a longer one names no object.
+MAX_KEY_BYTES = 1024
+
+CLIENT_CONFIG = Config(
+    # Path-style (`endpoint/bucket/key`): every S3-compatible server answers it, and it needs
+    # no DNS name per bucket.
+    s3={"addressing_style": "path"},
+    # Signed URLs carry their lifetime (X-Amz-Expires); version 2 ones would not.
+    signature_version="s3v4",
+    # A store that does not answer fails the attempt within seconds instead of holding a worker;
+    # the read timeout also covers the store's pause after a whole image was sent.
+    connect_timeout=3,
+    read_timeout=10,
+    # Connection errors, throttling and 5xx are retried with backoff and jitter.
+    retries={"mode": "standard", "max_attempts": 3},
+    # Checksums only where S3 requires them: botocore's default (CRC32 trailers on every
+    # upload) is refused by some S3-compatible servers.
+    request_checksum_calculation="when_required",
+    response_checksum_validation="when_required",
+)
+
+
+class InvalidKey(ValueError):
+    """A key that names no object: absolute, empty, with a `.`, `..` or empty part, a NUL byte, too long."""
+
+
+def folder_prefix(prefix: str) -> str:
+    """`S3_PREFIX` is a folder: `images`, `/images` and `images/` all store under `images/…`."""
+    folder = prefix.strip("/")
+    return f"{folder}/" if folder else ""
+
+
+class S3Storage:
+    """Objects stored under `{prefix}{key}` in `bucket`; credentials from boto3's default chain
+    (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, a profile, an instance role)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        public_base_url: str,
+        *,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        presigned_url_seconds: int = 300,
+    ) -> None:
+        self.bucket = bucket
+        self.public_base_url = public_base_url.rstrip("/")
+        self.prefix = folder_prefix(prefix)
+        self.endpoint_url = endpoint_url
+        # Signed URLs name the host they were signed for: the one clients reach the store at,
+        # which inside a private network may differ from the one the service uses.
+        self.signing = (
+            S3Storage(bucket, public_base_url, prefix=prefix, endpoint_url=public_endpoint_url, region=region)
+            if public_endpoint_url and public_endpoint_url != endpoint_url
+            else self
+        )
+        self.region = region
+        self.presigned_url_seconds = presigned_url_seconds
+        self._client: S3Client | None = None
+        self._client_pid: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, public_base_url: str) -> "S3Storage":
+        if not settings.s3_bucket:  # the settings refuse STORAGE_BACKEND=s3 without one
+            raise ValueError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
+        return cls(
+            settings.s3_bucket,
+            public_base_url,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+            region=settings.s3_region,
+            presigned_url_seconds=settings.s3_presigned_url_seconds,
+        )
+
+    @property
+    def client(self) -> "S3Client":
+        """This process's client, made on first use: a client (its connection pool) must not
+        cross a fork, and the image worker's processes are forked from one parent.
+
+        Two threads racing on the first use may each make one and one is dropped, which is
+        harmless: each comes from its own Session, as boto3's default session is not thread-safe.
+        """
+        if self._client is None or self._client_pid != os.getpid():
+            session = boto3.session.Session()
+            self._client = session.client(
+                "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=CLIENT_CONFIG
+            )
+            self._client_pid = os.getpid()
+        return self._client
+
+    def object_key(self, key: str) -> str:
+        """The bucket's key for `key`, checked by the local backend's rules, so that a key names
+        an object on one backend only if it would on the other."""
+        parts = key.split("/")
+        # An absolute key starts with an empty part.
+        if "\x00" in key or any(part in ("", ".", "..") for part in parts):
+            raise InvalidKey(key)
+        object_key = f"{self.prefix}{key}"
+        if len(object_key.encode()) > MAX_KEY_BYTES:
+            raise InvalidKey(key)
+        return object_key
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        # A PUT replaces the object whole: a reader sees the old image or the new one, never a
+        # part, and a retried product simply writes its key again.
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self.object_key(key),
+            Body=data,
+            ContentType=content_type,
+            CacheControl=CACHE_CONTROL,
+        )
+
+    def public_url(self, key: str) -> str:
+        """`{MEDIA_BASE_URL}/{key}` (so that base names the prefix's folder, prefix included),
+        or the API's `/media/{key}`, which redirects to a signed URL."""
+        return f"{self.public_base_url}/{key}"
+
+    def locate(self, key: str) -> Elsewhere | None:
+        """A signed GET URL of the object, valid `presigned_url_seconds`; None for an invalid key.
+
+        Signing is local, with no request to the store: an object that does not exist is the
+        bucket's own 404 once the client follows the redirect.
+        """
+        try:
+            object_key = self.object_key(key)
+        except InvalidKey:
+            return None
+        url = self.signing.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": object_key},
+            ExpiresIn=self.presigned_url_seconds,
+        )
+        return Elsewhere(url)

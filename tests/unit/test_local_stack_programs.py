@@ -1,0 +1,37 @@
+"""What `make run` and `make worker` start, by the settings."""
+
+import os
+
+from local_stack.processes import stack_programs, worker_host_problems, worker_host_programs
+from shared.settings import Settings
+
+
+def names(settings: Settings) -> list[str]:
+    return [program.name for program in stack_programs(settings)[0]]
+
+
+def test_make_run_starts_everything_with_embedded_servers() -> None:
+    settings = Settings(_env_file=None)
+    assert names(settings) == ["mongodb", "redis", "api", "worker", "control", "webhooks", "beat"]
+    worker = next(p for p in stack_programs(settings)[0] if p.name == "worker")
+    assert worker.command[worker.command.index("--concurrency") + 1] == str(2 * (os.cpu_count() or 1))
+
+
+def test_worker_concurrency_zero_is_an_api_only_host() -> None:
+    settings = Settings(_env_file=None, worker_concurrency=0, mongodb_url="mongodb://db", redis_url="redis://r")
+    assert names(settings) == ["api", "control", "webhooks", "beat"]
+
+
+def test_a_worker_host_runs_only_the_image_worker() -> None:
+    settings = Settings(_env_file=None, mongodb_url="mongodb://db", redis_url="redis://r", storage_backend="s3",
+                        s3_bucket="images", worker_concurrency=3)  # fmt: skip
+    assert worker_host_problems(settings) == []
+    programs, environment = worker_host_programs(settings)
+    assert [p.name for p in programs] == ["worker"]
+    assert programs[0].command[programs[0].command.index("--concurrency") + 1] == "3"
+    assert set(environment) == {"DATA_DIR"}
+
+
+def test_a_worker_host_needs_the_shared_servers_and_a_bucket() -> None:
+    problems = worker_host_problems(Settings(_env_file=None))
+    assert [problem.split(" ")[0] for problem in problems] == ["MONGODB_URL", "REDIS_URL", "STORAGE_BACKEND=s3"]
