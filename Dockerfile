@@ -15,4 +15,6 @@ RUN useradd --system --uid 10001 app && mkdir -p /data && chown app /data
 USER app
 
 EXPOSE 8000
-CMD ["uvicorn", "api_service.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+# The log config puts uvicorn's own lines in the service's format (LOG_FORMAT) too.
+CMD ["uvicorn", "api_service.main:create_app", "--factory", "--log-config", "shared/uvicorn_log_config.json", \
+     "--host", "0.0.0.0", "--port", "8000"]

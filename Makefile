@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
+# The web page's tests drive Debian's Chromium through Playwright (never a browser Playwright downloads).
+CHROMIUM := /usr/bin/chromium
+COMMAND := $(VENV)/bin/image-service
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
@@ -21,7 +24,11 @@ $(DEV): requirements-dev.lock | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	touch $@ $(RUNTIME)
 
-install: $(RUNTIME)
+# The project itself, editable, for its `image-service` command (its code stays where it is).
+$(COMMAND): pyproject.toml $(RUNTIME)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+
+install: $(RUNTIME) $(COMMAND)
 
 # exec: the launcher replaces the shell, so it is make's own child and dies with make.
 run: $(RUNTIME)
@@ -31,7 +38,19 @@ run: $(RUNTIME)
 worker: $(RUNTIME)
 	exec $(PY) -m local_stack worker
 
-test: $(DEV)
+# Installed once, when missing: with apt-get as root, otherwise a message saying how.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Chromium for the web page's tests (apt-get install chromium)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "make test needs Chromium at $(CHROMIUM) for the web page's tests." >&2; \
+		echo "Install it with: sudo apt-get update && sudo apt-get install -y chromium" >&2; \
+		exit 1; \
+	fi
+	@test -x $(CHROMIUM) || { echo "apt-get did not install $(CHROMIUM)" >&2; exit 1; }
+
+test: $(DEV) | $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff (lint and format) over the whole tree; mypy --strict over the services (pyproject.toml).

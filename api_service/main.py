@@ -6,14 +6,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from prometheus_fastapi_instrumentator import Instrumentator
 from pymongo.errors import PyMongoError
 
+from api_service.auth import ApiKeys, caller_owner
+from api_service.cors import install_cors
+from api_service.docs import install_docs
 from api_service.errors import install_error_handlers
-from api_service.routes import download, health, media, status, upload, webhook
+from api_service.http_request_ids import FastAPIWithHttpRequestIds
+from api_service.rate_limits import RateLimits, limit_requests
+from api_service.routes import download, health, images, media, metrics, status, upload, webhook
+from api_service.schemas import error_responses
 from api_service.state import AppState
 from api_service.status_cache import StatusCache
+from api_service.web import install_web_page
+from shared import metrics as service_metrics
 from shared.db import CLAIM_INDEXES, INDEXES, async_claims_collection, async_client, async_requests_collection
+from shared.logging import configure_logging
 from shared.queue import make_celery
 from shared.settings import Settings, get_settings
 from shared.storage import storage_from_settings
@@ -61,14 +71,38 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         indexes.cancel()
+        await app.state.rate_limits.close()
         await mongo.close()
         await redis_client.aclose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = FastAPI(title="Image processing service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPIWithHttpRequestIds(
+        title="Image processing service",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # Served by install_docs instead, with their scripts and styles from this service, not a CDN.
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings or get_settings()
+    configure_logging(app.state.settings.log_format)
     install_error_handlers(app)
-    for module in (upload, status, download, webhook, media, health):
+    app.state.api_keys = ApiKeys(app.state.settings.api_key_list)
+    app.state.rate_limits = RateLimits(app.state.settings)
+    # Every API route, the design documents' aliases (/upload, /status/{id}, ...) too: a key
+    # when API_KEYS is set (api_service.auth), then the request rate limit (api_service.rate_limits).
+    api_guard = [Depends(caller_owner), Depends(limit_requests)]
+    for module in (upload, status, images, download, webhook):
+        app.include_router(module.router, dependencies=api_guard, responses=error_responses(401, 429))
+    # Open: media, health, /metrics, the docs, the schema and the web page at /.
+    for module in (media, health, metrics):
         app.include_router(module.router)
+    install_docs(app)
+    install_web_page(app)
+    service_metrics.forget_earlier_runs()
+    # HTTP requests by route template, exact status and duration; the scrapes themselves not counted.
+    Instrumentator(should_group_status_codes=False, excluded_handlers=["/metrics"]).instrument(app)
+    install_cors(app, app.state.settings.cors_origin_list)
     return app

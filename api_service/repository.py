@@ -21,14 +21,23 @@ async def find_by_idempotency_key(requests: AsyncCollection[dict[str, Any]], key
     return await requests.find_one({"idempotency_key": key}, WITHOUT_PRODUCTS)
 
 
-async def find_summary(requests: AsyncCollection[dict[str, Any]], request_id: str) -> dict[str, Any] | None:
-    return await requests.find_one({"_id": request_id}, WITHOUT_PRODUCTS)
+def request_filter(request_id: str, owner: str | None) -> dict[str, Any]:
+    """The query for one request as its caller may see it: with API keys on (`owner`, the
+    caller's digest from api_service.auth), only a request that caller created matches, so
+    another key's request reads as not found. Use it for every read or change of a request."""
+    return {"_id": request_id} if owner is None else {"_id": request_id, "owner": owner}
+
+
+async def find_summary(
+    requests: AsyncCollection[dict[str, Any]], request_id: str, *, owner: str | None
+) -> dict[str, Any] | None:
+    return await requests.find_one(request_filter(request_id, owner), WITHOUT_PRODUCTS)
 
 
 async def find_page(
-    requests: AsyncCollection[dict[str, Any]], request_id: str, offset: int, limit: int
+    requests: AsyncCollection[dict[str, Any]], request_id: str, offset: int, limit: int, *, owner: str | None
 ) -> dict[str, Any] | None:
-    return await requests.find_one({"_id": request_id}, {"products": {"$slice": [offset, limit]}})
+    return await requests.find_one(request_filter(request_id, owner), {"products": {"$slice": [offset, limit]}})
 
 
 async def mark_products_in_progress(
@@ -71,12 +80,20 @@ async def iterate_products(requests: AsyncCollection[dict[str, Any]], request_id
 
 
 async def replace_webhook(
-    requests: AsyncCollection[dict[str, Any]], request_id: str, webhook: dict[str, Any]
+    requests: AsyncCollection[dict[str, Any]], request_id: str, webhook: dict[str, Any], *, owner: str | None
 ) -> dict[str, Any] | None:
     """Set the request's webhook; returns the request (without products) after the change."""
     return await requests.find_one_and_update(
-        {"_id": request_id},
+        request_filter(request_id, owner),
         {"$set": {"webhook": webhook, "updated_at": utcnow()}},
         projection=WITHOUT_PRODUCTS,
         return_document=ReturnDocument.AFTER,
     )
+
+
+async def find_claims(
+    claims: AsyncCollection[dict[str, Any]], request_id: str, indexes: list[int]
+) -> dict[int, dict[str, Any]]:
+    """The claim documents of these products of the request, by product index (unclaimed ones absent)."""
+    ids = [claim_id(request_id, index) for index in indexes]
+    return {claim["index"]: claim async for claim in claims.find({"_id": {"$in": ids}})}

@@ -89,10 +89,12 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error codes a route can answer."""
     described = {
         400: ("The input is not valid", CsvErrorBody),
+        401: ("No valid API key (only when API_KEYS is set)", ErrorBody),
         404: ("No request with this id", ErrorBody),
         409: ("The request is not finished yet", ErrorBody),
         413: ("The upload is over a size limit", ErrorBody),
         422: ("A parameter is out of range, or the Idempotency-Key was used for another file", ErrorBody),
+        429: ("A rate limit was reached; Retry-After says when to try again", ErrorBody),
         503: ("MongoDB or Redis does not answer", ErrorBody),
     }
     return {code: {"description": described[code][0], "model": described[code][1]} for code in codes}

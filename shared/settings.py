@@ -105,6 +105,22 @@ class Settings(BaseSettings):
     # Public base of stored images (a public bucket or a CDN); unset: {PUBLIC_BASE_URL}/media.
     media_base_url: str | None = None
 
+    # Who may call the API, how often, and from which browser origins.
+    # Comma-separated; when set, every /api route needs one of these keys.
+    api_keys: str | None = None
+    # Per API key, or per client address when keys are off; 0 turns a limit off.
+    rate_limit_uploads_per_minute: int = Field(default=60, ge=0)
+    rate_limit_requests_per_minute: int = Field(default=1200, ge=0)
+    # Comma-separated origins allowed to call the API from a browser.
+    cors_origins: str | None = None
+
+    # What the service tells its operators.
+    log_format: Literal["console", "json"] = "console"
+    # When set, each image worker host serves its Prometheus metrics on this port.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # When set, `make run` also starts Flower (Celery's monitor) on this port.
+    flower_port: int | None = Field(default=None, ge=1, le=65535)
+
     @field_validator("webhook_secret")
     @classmethod
     def _standard_webhooks_secret(cls, value: str | None) -> str | None:
@@ -118,6 +134,14 @@ class Settings(BaseSettings):
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
         return self
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return comma_separated(self.api_keys)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return comma_separated(self.cors_origins)
 
     @property
     def base_url(self) -> str:
@@ -134,6 +158,10 @@ class Settings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
+
+
+def comma_separated(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 def standard_webhooks_secret(value: str) -> str:

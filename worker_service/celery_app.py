@@ -1,9 +1,10 @@
-"""The worker's Celery application and its periodic sweep."""
+"""The worker's Celery application, its periodic sweep and how its programs log."""
 
-import logging
+from celery import signals
 
 from shared.queue import SWEEP, make_celery
 from shared.settings import get_settings
+from worker_service import task_logging
 
 settings = get_settings()
 app = make_celery(settings, "image-worker")
@@ -11,5 +12,8 @@ app.conf.include = ["worker_service.tasks"]
 app.conf.beat_schedule = {
     "sweep": {"task": SWEEP, "schedule": settings.sweep_interval_seconds},
 }
-# httpx logs every request's URL at INFO, credentials included; the worker logs what it needs itself.
-logging.getLogger("httpx").setLevel(logging.WARNING)
+# The service's log format, each task's request on every line it logs (see task_logging).
+signals.setup_logging.connect(task_logging.use_service_logging)
+signals.celeryd_init.connect(task_logging.prepare_worker_logging)
+signals.task_prerun.connect(task_logging.bind_task_context)
+signals.task_postrun.connect(task_logging.clear_task_context)

@@ -47,6 +47,8 @@ class DownloadError(Exception):
     """A download failed; `message` says why, for the end user, and `detail` for the log."""
 
     retryable: bool = False
+    # How many attempts were made before giving up (set by `Downloader.fetch`).
+    attempts: int = 1
 
     def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
@@ -113,6 +115,12 @@ class CompressedResponse(DownloadError):
 
 
 @dataclass(frozen=True)
+class Download:
+    data: bytes
+    attempts: int  # 1 unless transient errors were retried
+
+
+@dataclass(frozen=True)
 class DownloadLimits:
     connect_timeout: float
     total_timeout: float
@@ -155,8 +163,9 @@ class Downloader:
             )
         self._client = client
 
-    def fetch(self, url: str, not_after: float | None = None) -> bytes:
-        """The body of `url`, retried on retryable errors; raises the last `DownloadError`.
+    def fetch(self, url: str, not_after: float | None = None) -> Download:
+        """The body of `url`, retried on retryable errors; raises the last `DownloadError`,
+        its `attempts` set.
 
         `not_after` (monotonic time) ends every attempt and wait there, and then `OutOfTime`.
         """
@@ -164,8 +173,9 @@ class Downloader:
         attempt = 1
         while True:
             try:
-                return self._fetch_once(parsed, _time_until(not_after))
+                return Download(self._fetch_once(parsed, _time_until(not_after)), attempt)
             except DownloadError as error:
+                error.attempts = attempt
                 if not error.retryable or attempt >= self._limits.attempts:
                     raise
                 delay = self._delay_before_retry(error, attempt)

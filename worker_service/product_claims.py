@@ -7,7 +7,7 @@ written under the same attempt number, so a product run twice is recorded once. 
 are later merged into the request document in batches (`request_store.merge_results`).
 """
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +15,7 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from shared.db import claim_id
+from shared.db import IMAGE_LOG, claim_id
 from shared.models import ProductStatus, utcnow
 
 # Bounds what a failure adds to the request document (see the README's document-size figures).
@@ -32,10 +32,27 @@ class ProductWork:
     input_image_urls: list[str]
 
 
+@dataclass
+class ImageDetails:
+    """What the processing log shows of one image, filled in step by step; None where it did not get to."""
+
+    attempts: int | None = None  # download attempts, retries of transient errors included
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    download_ms: float | None = None
+    compress_ms: float | None = None
+    store_ms: float | None = None
+    finished_at: datetime | None = None
+
+
 @dataclass(frozen=True)
 class ImageOutcome:
     key: str | None = None
     error: str | None = None
+    details: ImageDetails = field(default_factory=ImageDetails)
 
 
 def short(message: str) -> str:
@@ -85,20 +102,36 @@ def result_of(outcomes: list[ImageOutcome]) -> dict[str, Any]:
         ],
         "images": len(outcomes),
         "images_failed": failed,
+        "bytes_in": sum(outcome.details.bytes_in or 0 for outcome in outcomes),
+        "bytes_out": sum(outcome.details.bytes_out or 0 for outcome in outcomes),
     }
+
+
+def image_log_of(outcomes: list[ImageOutcome]) -> list[dict[str, Any]]:
+    """Each image's details, by position: kept in the claim, never merged into the request document."""
+    return [asdict(outcome.details) for outcome in outcomes]
 
 
 def record(claims: Collection[dict[str, Any]], work: ProductWork, attempt: int, outcomes: list[ImageOutcome]) -> bool:
     """Keep the product's result, if this attempt still holds the claim."""
     result = claims.update_one(
         {"_id": claim_id(work.request_id, work.index), "attempts": attempt, "done": False},
-        {"$set": {"done": True, "result": result_of(outcomes), "lease_expires_at": None, "done_at": utcnow()}},
+        {
+            "$set": {
+                "done": True,
+                "result": result_of(outcomes),
+                IMAGE_LOG: image_log_of(outcomes),
+                "lease_expires_at": None,
+                "done_at": utcnow(),
+            }
+        },
     )
     return result.modified_count == 1
 
 
 def unmerged(claims: Collection[dict[str, Any]], request_id: str) -> list[dict[str, Any]]:
-    return list(claims.find({"request_id": request_id, "merged": False, "done": True}))
+    # The merge needs results, not the per-image details of the processing log.
+    return list(claims.find({"request_id": request_id, "merged": False, "done": True}, {IMAGE_LOG: 0}))
 
 
 def mark_merged(claims: Collection[dict[str, Any]], ids: list[str]) -> None:

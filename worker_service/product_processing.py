@@ -1,5 +1,6 @@
 """One product: every image downloaded, compressed and stored, each failure kept to itself."""
 
+import contextvars
 import logging
 import threading
 import time
@@ -8,7 +9,10 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 
 from celery.exceptions import SoftTimeLimitExceeded
+from structlog.contextvars import bind_contextvars
 
+from shared import metrics
+from shared.models import utcnow
 from shared.queue import PRODUCT_SOFT_TIME_LIMIT
 from shared.storage import image_key
 from shared.url_rules import redact_credentials
@@ -16,7 +20,7 @@ from worker_service import product_claims
 from worker_service.context import WorkerContext
 from worker_service.downloader import DownloadError
 from worker_service.image_codec import ImageRejected, compress
-from worker_service.product_claims import ImageOutcome, ProductWork
+from worker_service.product_claims import ImageDetails, ImageOutcome, ProductWork
 
 log = logging.getLogger("worker.product")
 
@@ -25,33 +29,62 @@ log = logging.getLogger("worker.product")
 PRODUCT_DEADLINE_SECONDS = PRODUCT_SOFT_TIME_LIMIT - 60
 
 
+def elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def download_compress_store(
+    context: WorkerContext, work: ProductWork, position: int, not_after: float, details: ImageDetails
+) -> str:
+    """The image's storage key; `details` filled in as each step finishes, so a failure keeps what was measured."""
+    started = time.perf_counter()
+    try:
+        download = context.downloader.fetch(work.input_image_urls[position], not_after)
+    finally:
+        details.download_ms = elapsed_ms(started)  # a failed download's time too: how long it took to fail
+    details.attempts, details.bytes_in = download.attempts, len(download.data)
+    with context.codec_slots:
+        started = time.perf_counter()  # after the wait for a slot: the time spent compressing
+        image = compress(download.data, context.codec_options)
+        details.compress_ms = elapsed_ms(started)
+    details.format, details.width, details.height = image.format, image.width, image.height
+    key = image_key(work.request_id, work.serial_number, position, image.extension)
+    started = time.perf_counter()
+    context.storage.put(key, image.data, image.content_type)
+    details.store_ms, details.bytes_out = elapsed_ms(started), len(image.data)
+    return key
+
+
 def process_image(context: WorkerContext, work: ProductWork, position: int, not_after: float) -> ImageOutcome:
     url = work.input_image_urls[position]
     where = f"request {work.request_id}, product {work.serial_number}, image {position}"
+    details = ImageDetails()
+    key, error = None, None
     try:
-        data = context.downloader.fetch(url, not_after)
-        with context.codec_slots:
-            image = compress(data, context.codec_options)
-        key = image_key(work.request_id, work.serial_number, position, image.extension)
-        context.storage.put(key, image.data, image.content_type)
-        return ImageOutcome(key=key)
-    except DownloadError as error:
+        key = download_compress_store(context, work, position, not_after, details)
+    except DownloadError as failure:
         # The detail may say what a name resolved to: the log's business, not the client's.
-        log.info("%s failed: %s (%s)", where, error.detail, redact_credentials(url))
-        return ImageOutcome(error=error.message)
-    except ImageRejected as error:
-        log.info("%s refused: %s (%s)", where, error.message, redact_credentials(url))
-        return ImageOutcome(error=error.message)
+        log.info("%s failed: %s (%s)", where, failure.detail, redact_credentials(url))
+        details.attempts, error = failure.attempts, failure.message
+    except ImageRejected as failure:
+        log.info("%s refused: %s (%s)", where, failure.message, redact_credentials(url))
+        error = failure.message
     except Exception:
         log.exception("%s: unexpected error (%s)", where, redact_credentials(url))
-        return ImageOutcome(error="internal error while processing this image")
+        error = "internal error while processing this image"
+    details.finished_at = utcnow()
+    return ImageOutcome(key=key, error=error, details=details)
+
+
+def failed(message: str) -> ImageOutcome:
+    return ImageOutcome(error=message, details=ImageDetails(finished_at=utcnow()))
 
 
 def outcome_or_timeout(future: Future[ImageOutcome]) -> ImageOutcome:
     if future.done():
         return future.result()
     future.cancel()
-    return ImageOutcome(error="processing took longer than the product's time limit")
+    return failed("processing took longer than the product's time limit")
 
 
 @contextmanager
@@ -76,12 +109,17 @@ def lease_renewal(context: WorkerContext, work: ProductWork, attempt: int) -> It
         renewer.join()
 
 
+def submit_image(context: WorkerContext, work: ProductWork, position: int, not_after: float) -> Future[ImageOutcome]:
+    # Executor threads do not inherit the task's context variables: each image runs in a copy
+    # of them (the request and product the task bound), with its position added to the copy only.
+    image_context = contextvars.copy_context()
+    image_context.run(bind_contextvars, image=position)
+    return context.image_threads.submit(image_context.run, process_image, context, work, position, not_after)
+
+
 def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> list[ImageOutcome]:
     not_after = time.monotonic() + PRODUCT_DEADLINE_SECONDS
-    futures = [
-        context.image_threads.submit(process_image, context, work, position, not_after)
-        for position in range(len(work.input_image_urls))
-    ]
+    futures = [submit_image(context, work, position, not_after) for position in range(len(work.input_image_urls))]
     with lease_renewal(context, work, attempt):
         try:
             return [future.result() for future in futures]
@@ -92,4 +130,17 @@ def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> 
 
 def given_up(work: ProductWork, max_attempts: int) -> list[ImageOutcome]:
     message = f"given up after {max_attempts} attempts: the worker processing this product was lost each time"
-    return [ImageOutcome(error=message) for _ in work.input_image_urls]
+    return [failed(message) for _ in work.input_image_urls]
+
+
+def add_to_metrics(outcomes: list[ImageOutcome]) -> None:
+    """Count a product's images once its result is recorded, so a product run twice counts once."""
+    for outcome in outcomes:
+        details = outcome.details
+        metrics.IMAGES.labels(outcome="stored" if outcome.key else "failed").inc()
+        metrics.BYTES_IN.inc(details.bytes_in or 0)
+        metrics.BYTES_OUT.inc(details.bytes_out or 0)
+        for step, ms in (("download", details.download_ms), ("compress", details.compress_ms),
+                         ("store", details.store_ms)):  # fmt: skip
+            if ms is not None:
+                metrics.IMAGE_STEP_SECONDS.labels(step=step).observe(ms / 1000)

@@ -61,7 +61,7 @@ def merge_update(claims: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str
     """The filter and update that fold these results in, only if none of them is folded in yet."""
     condition: dict[str, Any] = {}
     fields: dict[str, Any] = {"updated_at": utcnow()}
-    counters = {"products_done": 0, "images_done": 0, "images_failed": 0}
+    counters = {"products_done": 0, "images_done": 0, "images_failed": 0, "bytes_in": 0, "bytes_out": 0}
     for claim in claims:
         index, result = claim["index"], claim["result"]
         condition[product_path(index, "status")] = ProductStatus.PENDING.value
@@ -72,6 +72,9 @@ def merge_update(claims: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str
         counters["products_done"] += 1
         counters["images_done"] += result["images"]
         counters["images_failed"] += result["images_failed"]
+        # A result recorded before byte counts were kept has none.
+        counters["bytes_in"] += result.get("bytes_in", 0)
+        counters["bytes_out"] += result.get("bytes_out", 0)
     return condition, {"$set": fields, "$inc": counters}
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import redis
 from celery import Signature, chord
 
-from shared import webhook_state
-from shared.models import utcnow
+from shared import metrics, webhook_state
+from shared.models import WebhookState, utcnow
 from shared.queue import (
     DELIVER_WEBHOOK,
     IMAGES_QUEUE,
@@ -24,14 +24,18 @@ from shared.queue import (
     enqueue_request,
     enqueue_webhook,
 )
-from worker_service import product_claims, product_processing, request_store, webhooks
+from worker_service import product_claims, product_processing, request_store, webhooks, worker_metrics
 from worker_service.celery_app import app
 from worker_service.context import WorkerContext, worker_context
 from worker_service.product_claims import ProductWork
 from worker_service.sweeper import plan_sweep
 
 log = logging.getLogger("worker.tasks")
+# Here rather than with the app: only workers import the tasks (beat and Flower do not).
+worker_metrics.install()
 MERGE_COST_FACTOR = 25
+# A delivery attempt's outcome, by the state it leaves the webhook in.
+ATTEMPT_OUTCOMES = {WebhookState.DELIVERED: "delivered", WebhookState.PENDING: "retry", WebhookState.FAILED: "given_up"}
 
 
 def product_task(work: ProductWork) -> Signature[None]:
@@ -70,6 +74,7 @@ def process_product(work: dict[str, Any]) -> None:
     else:
         outcomes = product_processing.process_product(context, product, attempt)
     if product_claims.record(context.claims, product, attempt, outcomes):
+        product_processing.add_to_metrics(outcomes)
         schedule_merge(context, product.request_id)
 
 
@@ -119,6 +124,7 @@ def merge_results(request_id: str) -> None:
     if document is None:
         return
     log.info("request %s: %s", request_id, document["status"])
+    metrics.REQUESTS_FINISHED.labels(status=document["status"]).inc()
     if document.get("webhook"):
         enqueue_webhook(app, request_id)
 
@@ -136,6 +142,7 @@ def deliver_webhook(request_id: str) -> None:
     result = webhooks.send(webhook["url"], webhook["message_id"], body, settings)
     attempts = webhook["attempts"] + 1
     state, delay = webhook_state.after_attempt(result.delivered, attempts, settings)
+    metrics.WEBHOOK_ATTEMPTS.labels(outcome=ATTEMPT_OUTCOMES[state]).inc()
     recorded = webhook_state.record_webhook_attempt(
         context.requests,
         request_id,

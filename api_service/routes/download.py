@@ -4,8 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
+from structlog.contextvars import bind_contextvars
 
 from api_service import repository
+from api_service.auth import Owner
 from api_service.errors import ApiError
 from api_service.output_csv import output_csv
 from api_service.schemas import error_responses
@@ -21,9 +23,12 @@ CSV_EXAMPLE = (
 )
 
 
-async def download_csv(request_id: str, state: Annotated[AppState, Depends(services)]) -> StreamingResponse:
+async def download_csv(
+    request_id: str, state: Annotated[AppState, Depends(services)], owner: Owner
+) -> StreamingResponse:
     """One row per product in serial order; an empty slot where an image failed."""
-    summary = await repository.find_summary(state.requests, request_id)
+    bind_contextvars(request_id=request_id)
+    summary = await repository.find_summary(state.requests, request_id, owner=owner)
     if summary is None:
         raise ApiError(404, "request not found")
     if not RequestStatus(summary["status"]).is_final:

@@ -4,8 +4,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from structlog.contextvars import bind_contextvars
 
 from api_service import repository
+from api_service.auth import Owner
 from api_service.errors import ApiError
 from api_service.schemas import EXAMPLE_ID, error_responses
 from api_service.state import AppState, services
@@ -24,6 +26,8 @@ STATUS_EXAMPLE = {
         "images_total": 3,
         "images_done": 2,
         "images_failed": 1,
+        "bytes_in": 481230,
+        "bytes_out": 152811,
     },
     "created_at": "2026-11-21T10:00:00Z",
     "updated_at": "2026-11-21T10:00:02Z",
@@ -66,25 +70,29 @@ def status_json(state: AppState, document: dict[str, Any]) -> bytes:
 def seed_first_page(state: AppState, document: dict[str, Any]) -> None:
     """A new request's first page is known at upload: pollers that come at once need no read."""
     first_page = {**document, "products": document["products"][:DEFAULT_LIMIT]}
-    state.status_cache.put((document["_id"], 0, DEFAULT_LIMIT), status_json(state, first_page))
+    key = (document["_id"], 0, DEFAULT_LIMIT, document.get("owner"))
+    state.status_cache.put(key, status_json(state, first_page))
 
 
 async def request_status(
     request_id: str,
     state: Annotated[AppState, Depends(services)],
+    owner: Owner,
     offset: Annotated[int, Query(ge=0, description="first product to list, in serial order")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="products to list")] = DEFAULT_LIMIT,
 ) -> Response:
     """The request's state, progress and a page of its products in serial order."""
+    bind_contextvars(request_id=request_id)
 
     async def load() -> bytes | None:
-        document = await repository.find_page(state.requests, request_id, offset, limit)
+        document = await repository.find_page(state.requests, request_id, offset, limit, owner=owner)
         if document is None:
             return None
         await repository.mark_products_in_progress(state.claims, document, offset)
         return status_json(state, document)
 
-    body = await state.status_cache.get((request_id, offset, limit), load)
+    # Cached per caller: another key's answer (its 404 included) is never served to this one.
+    body = await state.status_cache.get((request_id, offset, limit, owner), load)
     if body is None:
         raise ApiError(404, "request not found")
     return Response(body, media_type="application/json")

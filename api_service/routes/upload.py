@@ -7,15 +7,19 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pymongo.errors import DuplicateKeyError
+from structlog.contextvars import bind_contextvars
 
 from api_service import repository
+from api_service.auth import Owner, scoped_idempotency_key
 from api_service.csv_reader import CsvLimits, CsvValidationError, ProductRow, UploadTooLarge, read_products
 from api_service.errors import ApiError
+from api_service.rate_limits import limit_uploads
 from api_service.routes.status import seed_first_page
 from api_service.schemas import UploadAccepted, error_responses
 from api_service.state import AppState, services
 from api_service.upload_stream import BodyTooLarge, MalformedUpload, Upload, read_upload
 from api_service.validation import idempotency_key_problem, webhook_url_problem
+from shared import metrics
 from shared.documents import new_request, new_request_id
 from shared.queue import enqueue_request
 
@@ -111,10 +115,12 @@ async def enqueue(state: AppState, request_id: str) -> None:
     summary="Upload a product CSV",
     openapi_extra=MULTIPART_BODY,
     tags=["requests"],
+    dependencies=[Depends(limit_uploads)],
 )
 async def upload_csv(
     request: Request,
     state: Annotated[AppState, Depends(services)],
+    owner: Owner,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", description="makes a retried upload safe")
     ] = None,
@@ -122,6 +128,9 @@ async def upload_csv(
     """Accepts the CSV at once with a request id; images are processed in the background."""
     if idempotency_key is not None and (problem := idempotency_key_problem(idempotency_key)):
         raise ApiError(400, problem)
+    if idempotency_key:
+        # Scoped to the caller's key: two clients using the same Idempotency-Key never meet.
+        idempotency_key = scoped_idempotency_key(idempotency_key, owner)
     upload = await receive(request, state)
     try:
         if idempotency_key and (previous := await replay(state, idempotency_key, upload.sha256)):
@@ -136,7 +145,9 @@ async def upload_csv(
         webhook_url=upload.webhook_url,
         idempotency_key=idempotency_key,
         file_sha256=upload.sha256,
+        owner=owner,
     )
+    bind_contextvars(request_id=document["_id"])
     try:
         await repository.insert_request(state.requests, document)
     except DuplicateKeyError:
@@ -144,10 +155,19 @@ async def upload_csv(
         if idempotency_key and (previous := await replay(state, idempotency_key, upload.sha256)):
             return previous
         raise
+    # Counted once stored: from here on the request is processed, whatever happens to the API.
+    metrics.REQUESTS_ACCEPTED.inc()
     seed_first_page(state, document)
     await enqueue(state, document["_id"])
     return accepted(state, document)
 
 
 for alias in ("/api/upload", "/upload", "/upload/"):
-    router.add_api_route(alias, upload_csv, methods=["POST"], status_code=202, include_in_schema=False)
+    router.add_api_route(
+        alias,
+        upload_csv,
+        methods=["POST"],
+        status_code=202,
+        include_in_schema=False,
+        dependencies=[Depends(limit_uploads)],
+    )

@@ -5,8 +5,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
+from structlog.contextvars import bind_contextvars
 
 from api_service import repository
+from api_service.auth import Owner
 from api_service.errors import ApiError
 from api_service.schemas import WebhookRegistration, error_responses
 from api_service.state import AppState, services
@@ -21,13 +23,14 @@ router = APIRouter()
 
 
 async def register_webhook(
-    registration: WebhookRegistration, state: Annotated[AppState, Depends(services)]
+    registration: WebhookRegistration, state: Annotated[AppState, Depends(services)], owner: Owner
 ) -> WebhookRegistration:
     """Replaces any earlier webhook; if the request is already finished, delivery starts now."""
+    bind_contextvars(request_id=registration.request_id)
     url = registration.webhook_url.strip()
     if problem := webhook_url_problem(url, state.settings):
         raise ApiError(400, f"invalid webhook_url: {problem}")
-    document = await repository.replace_webhook(state.requests, registration.request_id, new_webhook(url))
+    document = await repository.replace_webhook(state.requests, registration.request_id, new_webhook(url), owner=owner)
     if document is None:
         raise ApiError(404, "request not found")
     state.status_cache.forget(registration.request_id)

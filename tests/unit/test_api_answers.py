@@ -138,7 +138,7 @@ def test_the_output_csv_keeps_the_urls_as_uploaded(tmp_path):
 
 
 def test_the_webhook_answer_never_shows_a_password(client, monkeypatch):
-    async def replaced(_, request_id, webhook):
+    async def replaced(_, request_id, webhook, *, owner):
         return {"_id": request_id, "status": "processing", "webhook": webhook}
 
     monkeypatch.setattr(repository, "replace_webhook", replaced)

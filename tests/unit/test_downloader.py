@@ -29,6 +29,7 @@ from worker_service.downloader import (
     BlockedAddress,
     CompressedResponse,
     ConnectionFailed,
+    Download,
     Downloader,
     DownloadLimits,
     DownloadTimeout,
@@ -60,7 +61,7 @@ def server() -> Iterator[ScriptedServer]:
 
 def download(url: str, limits: DownloadLimits = LIMITS) -> bytes:
     with Downloader(limits) as downloader:
-        return downloader.fetch(url)
+        return downloader.fetch(url).data
 
 
 @pytest.fixture
@@ -99,14 +100,15 @@ def test_client_error_is_not_retried(server: ScriptedServer) -> None:
 
 def test_server_errors_are_retried_until_success(server: ScriptedServer) -> None:
     url = server.route("/flaky", reply(500), reply(500), reply(body=b"third time"))
-    assert download(url) == b"third time"
+    with Downloader(LIMITS) as downloader:
+        assert downloader.fetch(url) == Download(b"third time", attempts=3)
     assert server.hits("/flaky") == 3
 
 
 def test_gives_up_after_the_last_attempt(server: ScriptedServer) -> None:
     with pytest.raises(HttpStatusError) as caught:
         download(server.route("/down", reply(503)))
-    assert (caught.value.status_code, caught.value.retryable) == (503, True)
+    assert (caught.value.status_code, caught.value.retryable, caught.value.attempts) == (503, True, 3)
     assert server.hits("/down") == 3
 
 
@@ -190,9 +192,9 @@ def test_a_tls_handshake_fed_a_byte_at_a_time_is_cut_at_the_deadline() -> None:
 def test_a_pooled_connection_outlives_the_deadline_of_an_earlier_download(server: ScriptedServer) -> None:
     url = server.route("/again", reply(body=b"ok"))
     with Downloader(replace(LIMITS, total_timeout=0.3)) as downloader:
-        assert downloader.fetch(url) == b"ok"
+        assert downloader.fetch(url).data == b"ok"
         time.sleep(0.5)  # the first download's deadline passes while its connection waits in the pool
-        assert downloader.fetch(url) == b"ok"
+        assert downloader.fetch(url).data == b"ok"
 
 
 def test_no_attempt_or_wait_runs_past_the_callers_time(server: ScriptedServer) -> None:
@@ -295,7 +297,7 @@ def test_one_downloader_serves_several_threads(server: ScriptedServer) -> None:
     url = server.route("/shared", reply(body=b"same"))
     with Downloader(LIMITS) as downloader:
         results: list[bytes] = []
-        threads = [threading.Thread(target=lambda: results.append(downloader.fetch(url))) for _ in range(8)]
+        threads = [threading.Thread(target=lambda: results.append(downloader.fetch(url).data)) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:

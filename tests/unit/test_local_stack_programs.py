@@ -35,3 +35,21 @@ def test_a_worker_host_runs_only_the_image_worker() -> None:
 def test_a_worker_host_needs_the_shared_servers_and_a_bucket() -> None:
     problems = worker_host_problems(Settings(_env_file=None))
     assert [problem.split(" ")[0] for problem in problems] == ["MONGODB_URL", "REDIS_URL", "STORAGE_BACKEND=s3"]
+
+
+def test_each_program_records_its_metrics_in_a_directory_of_its_own(tmp_path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    directories = {
+        program.name: program.environment.get("PROMETHEUS_MULTIPROC_DIR") for program in stack_programs(settings)[0]
+    }
+    for name in ("api", "worker", "control", "webhooks"):
+        assert directories[name] == str(tmp_path / "run" / "metrics" / name)
+    assert directories["beat"] is None and directories["mongodb"] is None
+
+
+def test_flower_runs_only_with_a_port_and_then_the_workers_send_task_events() -> None:
+    assert "flower" not in names(Settings(_env_file=None))
+    assert all("--task-events" not in p.command for p in stack_programs(Settings(_env_file=None))[0])
+    programs = {p.name: p for p in stack_programs(Settings(_env_file=None, flower_port=5555))[0]}
+    assert programs["flower"].command[-3:] == ["flower", "--port=5555", "--address=127.0.0.1"]
+    assert all("--task-events" in programs[name].command for name in ("worker", "control", "webhooks"))

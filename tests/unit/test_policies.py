@@ -6,7 +6,7 @@ import pytest
 from shared.models import RequestStatus, WebhookState, final_status, percentage
 from shared.settings import Settings
 from shared.webhook_state import after_attempt
-from worker_service.product_claims import MAX_ERROR_MESSAGE, ImageOutcome, result_of
+from worker_service.product_claims import MAX_ERROR_MESSAGE, ImageDetails, ImageOutcome, image_log_of, result_of
 from worker_service.request_store import merge_update
 
 SETTINGS = Settings(_env_file=None, webhook_retry_base_seconds=5, webhook_max_attempts=8)
@@ -34,6 +34,8 @@ def test_a_products_result_lines_up_with_its_images() -> None:
         "errors": [{"index": 1, "message": "HTTP 404"}],
         "images": 3,
         "images_failed": 1,
+        "bytes_in": 0,
+        "bytes_out": 0,
     }
 
 
@@ -49,8 +51,37 @@ def test_a_long_error_message_is_cut_to_keep_the_document_small() -> None:
     assert error["message"].endswith("…")
 
 
+def test_a_products_result_adds_up_the_bytes_its_images_took_in_and_out() -> None:
+    stored = ImageOutcome(key="r/1-0.jpg", details=ImageDetails(bytes_in=1000, bytes_out=400))
+    # Downloaded, then refused by the codec: its bytes came in, none went out.
+    refused = ImageOutcome(error="not an image", details=ImageDetails(bytes_in=50))
+    unreachable = ImageOutcome(error="HTTP 404", details=ImageDetails(attempts=1))
+    result = result_of([stored, refused, unreachable])
+    assert (result["bytes_in"], result["bytes_out"]) == (1050, 400)
+
+
+def test_each_images_details_are_kept_by_position_for_the_processing_log() -> None:
+    details = ImageDetails(attempts=2, format="JPEG", width=640, height=480, bytes_in=1000, bytes_out=400,
+                           download_ms=12.5, compress_ms=30.1, store_ms=1.2)  # fmt: skip
+    log = image_log_of([ImageOutcome(key="r/1-0.jpg", details=details), ImageOutcome(error="HTTP 404")])
+    assert log[0] == {
+        "attempts": 2,
+        "format": "JPEG",
+        "width": 640,
+        "height": 480,
+        "bytes_in": 1000,
+        "bytes_out": 400,
+        "download_ms": 12.5,
+        "compress_ms": 30.1,
+        "store_ms": 1.2,
+        "finished_at": None,
+    }
+    assert set(log[1].values()) == {None}
+
+
 def claim(index: int, images: int, failed: int, attempts: int = 1) -> dict[str, object]:
-    outcomes = [ImageOutcome(key=f"r/{index}-{i}.jpg") for i in range(images - failed)]
+    outcomes = [ImageOutcome(key=f"r/{index}-{i}.jpg", details=ImageDetails(bytes_in=100, bytes_out=40))
+                for i in range(images - failed)]  # fmt: skip
     outcomes += [ImageOutcome(error="HTTP 404")] * failed
     return {"index": index, "attempts": attempts, "result": result_of(outcomes)}
 
@@ -69,7 +100,20 @@ def test_a_merge_sets_each_products_result_and_adds_up_the_counters() -> None:
     assert fields["products.3.status"] == "failed"
     assert fields["products.3.errors"] == [{"index": 0, "message": "HTTP 404"}]
     assert "updated_at" in fields
-    assert update["$inc"] == {"products_done": 2, "images_done": 3, "images_failed": 1}
+    assert update["$inc"] == {
+        "products_done": 2,
+        "images_done": 3,
+        "images_failed": 1,
+        "bytes_in": 200,
+        "bytes_out": 80,
+    }
+
+
+def test_a_merge_counts_no_bytes_for_a_result_recorded_before_bytes_were_counted() -> None:
+    old = claim(0, 1, 0)
+    del old["result"]["bytes_in"], old["result"]["bytes_out"]
+    _, update = merge_update([old])
+    assert (update["$inc"]["bytes_in"], update["$inc"]["bytes_out"]) == (0, 0)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,93 @@
+"""Metrics: the API's /metrics counts every program of its host, across pool children that are replaced;
+the image worker serves the same on WORKER_METRICS_PORT; Flower runs beside them."""
+
+import signal
+
+import httpx
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from local_stack.processes import free_port
+from tests.support.client import accepted_id, product_csv, wait_final
+from tests.support.stack import start_stack, wait_until
+
+WORKER_METRICS_PORT = free_port()
+FLOWER_PORT = free_port()
+
+
+@pytest.fixture(scope="module")
+def metered_stack(tmp_path_factory):
+    ports = {"WORKER_METRICS_PORT": str(WORKER_METRICS_PORT), "FLOWER_PORT": str(FLOWER_PORT)}
+    with start_stack(tmp_path_factory.mktemp("metered"), ports) as running:
+        yield running
+
+
+def samples(url: str) -> dict[tuple[str, frozenset], float]:
+    text = httpx.get(url, timeout=10).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(scraped: dict, name: str, **labels: str) -> float:
+    return scraped.get((name, frozenset(labels.items())), 0.0)
+
+
+def replace_a_pool_child(worker_pid: int) -> None:
+    """SIGKILL one pool process of the image worker and wait for Celery to start another."""
+    worker = psutil.Process(worker_pid)
+    victim = worker.children()[0]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    wait_until(
+        lambda: len([child for child in worker.children() if child.pid != victim.pid]) == 2,
+        30,
+        message="a new pool process",
+    )
+
+
+def test_metrics_count_every_image_across_a_replaced_pool_child(metered_stack, image_server):
+    stack = metered_stack
+    first = [(1, "A", [image_server.image("photo.jpg"), f"{image_server.url}/status/404"]),
+             (2, "B", [image_server.image("photo.png")])]  # fmt: skip
+    second = [(1, "C", [image_server.image("photo2.jpg")]),
+              (2, "D", [image_server.image("photo.webp"), f"{image_server.url}/status/410"])]  # fmt: skip
+    progress = [wait_final(stack.api, accepted_id(stack.api, product_csv(first)))["progress"]]
+    replace_a_pool_child(stack.pid_of("worker"))
+    progress.append(wait_final(stack.api, accepted_id(stack.api, product_csv(second)))["progress"])
+
+    scraped = samples(f"{stack.base_url}/metrics")
+    assert value(scraped, "image_service_images_total", outcome="stored") == 4
+    assert value(scraped, "image_service_images_total", outcome="failed") == 2
+    assert value(scraped, "image_service_bytes_in_total") == sum(p["bytes_in"] for p in progress)
+    assert value(scraped, "image_service_bytes_out_total") == sum(p["bytes_out"] for p in progress)
+    assert value(scraped, "image_service_image_step_seconds_count", step="download") == 6
+    assert value(scraped, "image_service_image_step_seconds_count", step="compress") == 4
+    assert value(scraped, "image_service_requests_accepted_total") == 2
+    assert value(scraped, "image_service_requests_finished_total", status="completed_with_errors") == 2
+    for queue in ("images", "control", "webhooks"):
+        assert ("image_service_queue_depth", frozenset({("queue", queue)})) in scraped
+    upload = {("handler", "/api/v1/upload"), ("method", "POST"), ("status", "202")}
+    assert value(scraped, "http_requests_total", **dict(upload)) == 2
+    assert any(name == "http_request_duration_seconds_count" for name, _ in scraped)
+
+    # A host without an API: the image worker serves the same totals itself.
+    served = samples(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics")
+    for outcome in ("stored", "failed"):
+        assert value(served, "image_service_images_total", outcome=outcome) == value(
+            scraped, "image_service_images_total", outcome=outcome
+        )
+
+
+def test_flower_runs_beside_the_stack_and_serves_its_metrics(metered_stack):
+    def flower_metrics() -> str:
+        try:
+            response = httpx.get(f"http://127.0.0.1:{FLOWER_PORT}/metrics", timeout=5)
+        except httpx.HTTPError:
+            return ""
+        return response.text if response.status_code == 200 else ""
+
+    assert "flower_" in wait_until(flower_metrics, 60, interval=1, message="Flower's /metrics")
