@@ -6,14 +6,17 @@ products never merged into their request, requests whose products are all in but
 were never finalised, stalled requests, and webhook deliveries that are due but not running.
 """
 
+from __future__ import annotations
+
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from shared import webhook_state
 from shared.models import utcnow
+from shared.settings import Settings
 from worker_service import product_claims, request_store
 from worker_service.context import WorkerContext
 from worker_service.product_claims import ProductWork
@@ -54,24 +57,52 @@ def stalled_products(context: WorkerContext, request: dict[str, Any]) -> list[Pr
     return works
 
 
+@dataclass(frozen=True)
+class Cutoffs:
+    """The moments before which the sweeper takes something for lost."""
+
+    now: datetime
+    # A request with no progress since then may have lost its queued messages.
+    stalled_before: datetime
+    # A merge is scheduled within the merge interval of a result; results older than this were not merged.
+    merge_due_before: datetime
+    # A due delivery that nobody has taken up within a sweep.
+    webhook_due_before: datetime
+
+    @classmethod
+    def at(cls, now: datetime, settings: Settings) -> Cutoffs:
+        sweep = timedelta(seconds=settings.sweep_interval_seconds)
+        return cls(
+            now=now,
+            stalled_before=now - timedelta(seconds=settings.stall_seconds),
+            merge_due_before=now - timedelta(seconds=settings.merge_interval_seconds) - sweep,
+            webhook_due_before=now - sweep,
+        )
+
+
+def processing_request_needs(request: dict[str, Any], cutoffs: Cutoffs) -> Literal["finalise", "restart"] | None:
+    """What an unfinished request needs from the sweeper: its last merge (every product is in),
+    its pending products enqueued again (no progress for a while), or nothing."""
+    if request["products_done"] >= request["products_total"]:
+        return "finalise"
+    if request["updated_at"] < cutoffs.stalled_before:
+        return "restart"
+    return None
+
+
 def plan_sweep(context: WorkerContext) -> SweepPlan:
-    now = utcnow()
-    settings = context.settings
+    cutoffs = Cutoffs.at(utcnow(), context.settings)
     plan = SweepPlan()
-    stalled_before = now - timedelta(seconds=settings.stall_seconds)
-    for request_id in request_store.stalled_pending_requests(context.requests, stalled_before):
+    for request_id in request_store.stalled_pending_requests(context.requests, cutoffs.stalled_before):
         request_store.touch(context.requests, request_id)
         plan.start_requests.append(request_id)
-    plan.products = lost_products(context, now)
-    # A merge is scheduled within the merge interval of a result; older ones were lost.
-    merge_due = now - timedelta(seconds=settings.merge_interval_seconds + settings.sweep_interval_seconds)
-    plan.merges.update(product_claims.requests_with_stale_results(context.claims, merge_due))
+    plan.products = lost_products(context, cutoffs.now)
+    plan.merges.update(product_claims.requests_with_stale_results(context.claims, cutoffs.merge_due_before))
     for request in request_store.processing_requests(context.requests):
-        if request["products_done"] >= request["products_total"]:
-            plan.merges.add(request["_id"])
-        elif request["updated_at"] < stalled_before:
-            plan.products += stalled_products(context, request)
-    plan.webhooks = webhook_state.due_webhooks(
-        context.requests, now - timedelta(seconds=settings.sweep_interval_seconds)
-    )
+        match processing_request_needs(request, cutoffs):
+            case "finalise":
+                plan.merges.add(request["_id"])
+            case "restart":
+                plan.products += stalled_products(context, request)
+    plan.webhooks = webhook_state.due_webhooks(context.requests, cutoffs.webhook_due_before)
     return plan

@@ -1,5 +1,7 @@
 """The service's policies, pinned directly and fast: the webhook retry schedule, a product's result,
-the merge of results into the request document, and the final status of a request."""
+the merge of results into the request document, the final status of a request, and the sweep."""
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -8,6 +10,7 @@ from shared.settings import Settings
 from shared.webhook_state import after_attempt
 from worker_service.product_claims import MAX_ERROR_MESSAGE, ImageDetails, ImageOutcome, image_log_of, result_of
 from worker_service.request_store import merge_update
+from worker_service.sweeper import Cutoffs, processing_request_needs
 
 SETTINGS = Settings(_env_file=None, webhook_retry_base_seconds=5, webhook_max_attempts=8)
 
@@ -127,3 +130,25 @@ def test_a_requests_final_status_follows_its_failed_images(failed: int, status: 
 def test_percentage_counts_failed_images_as_done_with_one_decimal() -> None:
     assert percentage(2, 3) == 66.7
     assert percentage(0, 0) == 100.0
+
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+SWEEP_SETTINGS = Settings(_env_file=None, stall_seconds=120, merge_interval_seconds=1, sweep_interval_seconds=10)
+
+
+def test_the_sweepers_cutoffs_follow_the_settings() -> None:
+    cutoffs = Cutoffs.at(NOW, SWEEP_SETTINGS)
+    assert cutoffs.stalled_before == NOW - timedelta(seconds=120)
+    assert cutoffs.merge_due_before == NOW - timedelta(seconds=11)
+    assert cutoffs.webhook_due_before == NOW - timedelta(seconds=10)
+
+
+@pytest.mark.parametrize(
+    ("done", "idle_seconds", "needs"),
+    [(3, 0, "finalise"), (3, 600, "finalise"), (2, 121, "restart"), (2, 119, None), (0, 0, None)],
+)
+def test_an_unfinished_request_is_finalised_when_all_is_in_or_restarted_when_stalled(
+    done: int, idle_seconds: int, needs: str | None
+) -> None:
+    request = {"products_done": done, "products_total": 3, "updated_at": NOW - timedelta(seconds=idle_seconds)}
+    assert processing_request_needs(request, Cutoffs.at(NOW, SWEEP_SETTINGS)) == needs
