@@ -153,6 +153,9 @@ def main() -> None:
     }
     environment = {
         "ALLOW_PRIVATE_NETWORKS": "true",
+        # Every poller and upload comes from this one address: the rate limits would measure themselves.
+        "RATE_LIMIT_UPLOADS_PER_MINUTE": "0",
+        "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
         **{k: v for k, v in os.environ.items() if k in ("WORKER_CONCURRENCY", "DOWNLOAD_CONCURRENCY")},
     }
     with tempfile.TemporaryDirectory(prefix="bench-") as root, running_stack(Path(root), environment) as stack:

@@ -8,7 +8,7 @@ from concurrent.futures import ProcessPoolExecutor
 from PIL import Image
 
 from shared.settings import Settings
-from worker_service.image_codec import CodecLimits, compress
+from worker_service.image_codec import CodecOptions, compress
 
 _images: list[bytes] = []
 
@@ -29,7 +29,7 @@ def plain_pillow(index: int) -> int:
 
 def service_codec(index: int) -> int:
     """The service's own codec: the same Pillow work plus its metadata and format rules."""
-    return len(compress(_images[index], CodecLimits.from_settings(Settings())).data)
+    return len(compress(_images[index], CodecOptions.from_settings(Settings())).data)
 
 
 def images_per_second(images: list[bytes], work, processes: int | None = None) -> float:
