@@ -28,7 +28,7 @@ $(DEV): requirements-dev.lock | $(PY)
 $(COMMAND): pyproject.toml $(RUNTIME)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 
-install: $(RUNTIME) $(COMMAND)
+install: $(COMMAND)
 
 # exec: the launcher replaces the shell, so it is make's own child and dies with make.
 run: $(RUNTIME)

@@ -66,9 +66,8 @@ def unauthorized(detail: str) -> HTTPException:
 
 
 def api_keys_of(request: Request) -> ApiKeys:
-    keys: ApiKeys | None = getattr(request.app.state, "api_keys", None)
-    if keys is None:
-        keys = request.app.state.api_keys = ApiKeys(request.app.state.settings.api_key_list)
+    # create_app sets it; Starlette types app.state as Any.
+    keys: ApiKeys = request.app.state.api_keys
     return keys
 
 

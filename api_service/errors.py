@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as QueueUnavailable
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 log = logging.getLogger("api.errors")
 
 RETRY_AFTER_SECONDS = 5
-MONGODB_UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+MONGODB_UNAVAILABLE = ConnectionFailure  # timeouts of every kind say so in `error.timeout`
 REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, QueueUnavailable)
 
 

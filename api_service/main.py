@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 from pymongo.errors import PyMongoError
 
-from api_service.auth import ApiKeys, caller_owner
+from api_service.auth import ApiKeys
 from api_service.cors import install_cors
 from api_service.docs import install_docs
 from api_service.errors import install_error_handlers
@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limits = RateLimits(app.state.settings)
     # Every API route, the design documents' aliases (/upload, /status/{id}, ...) too: a key
     # when API_KEYS is set (api_service.auth), then the request rate limit (api_service.rate_limits).
-    api_guard = [Depends(caller_owner), Depends(limit_requests)]
+    # (limit_requests depends on caller_owner, which FastAPI runs once per request.)
+    api_guard = [Depends(limit_requests)]
     for module in (upload, status, images, download, webhook):
         app.include_router(module.router, dependencies=api_guard, responses=error_responses(401, 429))
     # Open: media, health, /metrics, the docs, the schema and the web page at /.

@@ -129,9 +129,8 @@ def per_minute(amount: int, namespace: str) -> RateLimitItem | None:
 
 
 def rate_limits_of(request: Request) -> RateLimits:
-    limits: RateLimits | None = getattr(request.app.state, "rate_limits", None)
-    if limits is None:
-        limits = request.app.state.rate_limits = RateLimits(request.app.state.settings)
+    # create_app sets it; Starlette types app.state as Any.
+    limits: RateLimits = request.app.state.rate_limits
     return limits
 
 

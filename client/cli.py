@@ -121,12 +121,13 @@ def follow(service: Service, request_id: str) -> dict[str, Any]:
 def poll(service: Service, request_id: str, show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     last = None
     while True:
-        body = service.status(request_id)
+        # Progress needs no products: the smallest page, the one every poller shares.
+        body = service.status(request_id, products=1)
         if body["progress"] != last:
             show(body)
             last = body["progress"]
         if body["status"] in FINAL_STATUSES:
-            return body
+            return service.status(request_id)  # with its products, for the summary
         time.sleep(POLL_SECONDS)
 
 

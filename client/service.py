@@ -59,9 +59,9 @@ class Service:
                 time.sleep(RETRY_PAUSE_SECONDS * attempt)
         return self._json(self._send("POST", f"{API}/upload", **options))
 
-    def status(self, request_id: str) -> dict[str, Any]:
-        """The request's state and its first 1000 products."""
-        return self._json(self._send("GET", f"{API}/status/{request_id}", params={"limit": 1000}))
+    def status(self, request_id: str, products: int = 1000) -> dict[str, Any]:
+        """The request's state and its first `products` products (at most 1000)."""
+        return self._json(self._send("GET", f"{API}/status/{request_id}", params={"limit": products}))
 
     def download(self, request_id: str, output: Path) -> None:
         response = self._send("GET", f"{API}/download/{request_id}")

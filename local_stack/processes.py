@@ -133,8 +133,9 @@ def image_worker_program(settings: Settings) -> Program:
                    environment={**IMAGE_WORKER_MALLOC, **metrics_directory(settings, "worker")})  # fmt: skip
 
 
-def threads_worker_program(settings: Settings, name: str, queue: str, threads: int) -> Program:
-    command = celery("worker", "--queues", queue, "--pool", "threads", "--concurrency", str(threads),
+def threads_worker_program(settings: Settings, name: str, threads: int) -> Program:
+    """A worker of threads for the queue of its own name."""
+    command = celery("worker", "--queues", name, "--pool", "threads", "--concurrency", str(threads),
                      "--hostname", f"{name}@%h", "--loglevel", "INFO", *task_events(settings))  # fmt: skip
     return Program(name=name, command=command, priority=30, stop_seconds=20,
                    environment=metrics_directory(settings, name))  # fmt: skip
@@ -163,10 +164,10 @@ def application_programs(settings: Settings) -> list[Program]:
         api_program(settings),
         *image_workers,
         # Bookkeeping mostly waits on MongoDB: threads, apart from the image processes.
-        threads_worker_program(settings, "control", "control", 8),
+        threads_worker_program(settings, "control", 8),
         # Webhook deliveries wait on other people's servers, each for at most its deadline:
         # a worker of their own, so that slow receivers never hold up starting or finishing requests.
-        threads_worker_program(settings, "webhooks", "webhooks", settings.webhook_concurrency),
+        threads_worker_program(settings, "webhooks", settings.webhook_concurrency),
         beat_program(settings),
         *flower,
     ]

@@ -10,14 +10,11 @@ level, logger, event and the bound context).
 import logging
 import sys
 from pathlib import Path
-from typing import Literal
 
 import structlog
 from structlog.typing import Processor
 
-from shared.settings import get_settings
-
-LogFormat = Literal["console", "json"]
+from shared.settings import LogFormat, get_settings
 
 # uvicorn configures logging before it loads the app, so its own lines need this file (--log-config).
 UVICORN_LOG_CONFIG = Path(__file__).with_name("uvicorn_log_config.json")

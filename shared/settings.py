@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from standardwebhooks import Webhook
 
 MiB = 1024 * 1024
+LogFormat = Literal["console", "json"]
 API_PREFIX = "/api/v1"
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
@@ -115,7 +116,7 @@ class Settings(BaseSettings):
     cors_origins: str | None = None
 
     # What the service tells its operators.
-    log_format: Literal["console", "json"] = "console"
+    log_format: LogFormat = "console"
     # When set, each image worker host serves its Prometheus metrics on this port.
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # When set, `make run` also starts Flower (Celery's monitor) on this port.

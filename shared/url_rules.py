@@ -63,6 +63,8 @@ def redact_credentials(url: str) -> str:
     found by hand rather than with urlsplit, which refuses some malformed URLs: those are the
     very ones an error message quotes.
     """
+    if "@" not in url:  # nearly every URL: no work on the status path
+        return url
     scheme, separator, rest = url.partition("://")
     if not separator:
         return url

@@ -263,10 +263,10 @@ class Downloader:
         return bytes(body)
 
     def _timeout_error(self, error: httpx.TransportError, attempt: Deadline, time_left: float) -> DownloadError:
-        detail = f"{type(error).__name__}: {error}"
-        if attempt.expired() and time_left < self._limits.total_timeout:
-            return OutOfTime()
+        detail = _detail(error)
         if attempt.expired():
+            if time_left < self._limits.total_timeout:
+                return OutOfTime()
             return DownloadTimeout(f"timed out after {self._limits.total_timeout:g} s", detail)
         if isinstance(error, httpx.ConnectTimeout):
             return DownloadTimeout(f"connection timed out after {self._limits.connect_timeout:g} s", detail)
@@ -277,11 +277,14 @@ def _time_until(not_after: float | None) -> float:
     return float("inf") if not_after is None else not_after - time.monotonic()
 
 
+def _detail(error: httpx.TransportError) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
 def _connection_failed(error: httpx.TransportError) -> ConnectionFailed:
-    detail = f"{type(error).__name__}: {error}"
     if isinstance(error, httpx.ConnectError):
-        return ConnectionFailed("image host not reachable", detail)
-    return ConnectionFailed("the connection to the image host broke off", detail)
+        return ConnectionFailed("image host not reachable", _detail(error))
+    return ConnectionFailed("the connection to the image host broke off", _detail(error))
 
 
 def parse_http_url(url: str) -> httpx.URL:

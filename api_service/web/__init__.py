@@ -8,11 +8,9 @@ and asks for one, which the script sends as `Authorization: Bearer`.
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-
-from api_service.auth import api_keys_of
 
 STATIC_DIR = Path(__file__).parent / "static"
 ASSETS_URL = "/web"
@@ -39,7 +37,10 @@ def install_web_page(app: FastAPI) -> None:
         raise RuntimeError(f"{STATIC_DIR / 'index.html'} lacks {KEYS_OFF}")
     app.mount(ASSETS_URL, StaticFiles(directory=STATIC_DIR), name="web")
 
+    # The keys are fixed for the app's life: the page is made once.
+    if app.state.api_keys.enabled:
+        page = page.replace(KEYS_OFF, KEYS_REQUIRED)
+
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
-    async def web_page(request: Request) -> HTMLResponse:
-        keys_required = api_keys_of(request).enabled
-        return HTMLResponse(page.replace(KEYS_OFF, KEYS_REQUIRED) if keys_required else page, headers=HEADERS)
+    async def web_page() -> HTMLResponse:
+        return HTMLResponse(page, headers=HEADERS)
