@@ -182,6 +182,9 @@ def worker_host_problems(settings: Settings) -> list[str]:
         problems.append("REDIS_URL is not set: a worker host takes its work from the API host's Redis")
     if settings.storage_backend != "s3":
         problems.append("STORAGE_BACKEND=s3 is needed: images stored on this machine's disk could not be served")
+    if settings.worker_concurrency == 0:
+        # Celery would read --concurrency 0 as one process per core.
+        problems.append("WORKER_CONCURRENCY=0 starts no image worker: a worker host needs at least 1")
     return problems
 
 

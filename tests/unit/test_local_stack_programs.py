@@ -32,6 +32,14 @@ def test_a_worker_host_runs_only_the_image_worker() -> None:
     assert set(environment) == {"DATA_DIR"}
 
 
+def test_a_worker_host_without_image_workers_is_refused() -> None:
+    settings = Settings(_env_file=None, mongodb_url="mongodb://db", redis_url="redis://r", storage_backend="s3",
+                        s3_bucket="images", worker_concurrency=0)  # fmt: skip
+    assert worker_host_problems(settings) == [
+        "WORKER_CONCURRENCY=0 starts no image worker: a worker host needs at least 1"
+    ]
+
+
 def test_a_worker_host_needs_the_shared_servers_and_a_bucket() -> None:
     problems = worker_host_problems(Settings(_env_file=None))
     assert [problem.split(" ")[0] for problem in problems] == ["MONGODB_URL", "REDIS_URL", "STORAGE_BACKEND=s3"]
