@@ -1,9 +1,13 @@
 """`make bench`: end-to-end throughput of the service against the Pillow ceiling, in one run.
 
-It generates a fixed-seed corpus, serves it from a local image host with a set latency,
-starts the service exactly as `make run` does (embedded MongoDB and Redis), uploads CSVs of
-P products × K images through the public API and polls until they are final. In the same
-run it measures the ceiling: Pillow alone on the same images, one process per core.
+For each corpus (`--corpora`: "mixed", the original one, and "photos", ordinary 0.5–2 MP product
+photos) it generates the fixed-seed images, measures the ceiling — Pillow alone on the same
+images, one process per core — then serves them from a local image host with a set latency
+and uploads CSVs of P products × K images through the public API of the service, started
+exactly as `make run` does (embedded MongoDB and Redis), until each request is final. Each
+request names a local webhook receiver, so the time from its last image stored to it being
+final is measured both in its status and by its webhook. Then a burst: many small requests
+at once under 50 pollers, with what each program of the stack costs meanwhile.
 Results go to benchmarks/results/latest.json and latest.md.
 """
 
@@ -14,48 +18,26 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from benchmarks import ceiling
-from benchmarks.corpus import generate
+from benchmarks.burst import Burst, run_burst
+from benchmarks.corpus import CORPORA, CorpusImage, CorpusSpec, burst_spec, formats
 from benchmarks.image_host import ImageHost
-from benchmarks.measure import PeakMemory, percentile, status_latency, tree_cpu_seconds
+from benchmarks.measure import PeakMemory, cpu_shares, cpu_snapshot, percentile, status_latency, wait_until_idle
 from benchmarks.report import markdown
-from local_stack.running import running_stack
-from shared.models import FINAL_STATUS_VALUES
+from benchmarks.service import last_stored_at, product_csv, since, upload, wait_final
+from benchmarks.webhook_receiver import WEBHOOK_WAIT_S, WebhookReceiver
+from local_stack.running import RunningStack, running_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def product_csv(host: ImageHost, run: str, products: int, per_product: int) -> str:
-    lines = ["S. No.,Product Name,Input Image Urls"]
-    for product in range(products):
-        urls = ",".join(host.url(run, product * per_product + k) for k in range(per_product))
-        lines.append(f'{product + 1},SKU{product + 1},"{urls}"')
-    return "\n".join(lines) + "\n"
-
-
-def upload(api: str, csv_text: str) -> tuple[str, float]:
-    started = time.perf_counter()
-    response = httpx.post(f"{api}/upload", files={"file": ("bench.csv", csv_text.encode(), "text/csv")}, timeout=120)
-    elapsed = time.perf_counter() - started
-    response.raise_for_status()
-    return response.json()["request_id"], elapsed
-
-
-def wait_final(api: str, request_id: str, limit: float = 3600) -> dict:
-    deadline = time.monotonic() + limit
-    with httpx.Client(timeout=60) as client:
-        while time.monotonic() < deadline:
-            body = client.get(f"{api}/status/{request_id}", params={"limit": 1}).json()
-            if body["status"] in FINAL_STATUS_VALUES:
-                return body
-            time.sleep(0.25)
-    raise TimeoutError(f"request {request_id} not final after {limit} s")
+# The programs whose CPU the benchmark reports; those of the stack that do the work of a request.
+PROGRAMS = ("api", "worker", "control", "webhooks", "mongodb", "redis")
+# The ceiling decodes and encodes at least this many images (the mixed corpus 20 times over),
+# enough for a steady rate whatever the corpus.
+CEILING_IMAGES = 380
 
 
 def image_latencies(
-    stack, host: ImageHost, run: str, request_id: str, products: int, per_product: int
+    stack: RunningStack, host: ImageHost, run: str, request_id: str, products: int, per_product: int
 ) -> tuple[list[float], int]:
     """Seconds from the image host seeing the download to the output file being stored; and output bytes."""
     folder = stack.data_dir / "media" / request_id
@@ -72,85 +54,172 @@ def image_latencies(
     return latencies, output_bytes
 
 
-def run_request(stack, host: ImageHost, pids: dict[str, int], images: int, per_product: int, latency_ms: int) -> dict:
+def run_request(
+    stack: RunningStack,
+    host: ImageHost,
+    webhook: WebhookReceiver,
+    pids: dict[str, int],
+    run: str,
+    images: int,
+    per_product: int,
+) -> dict:
     products = images // per_product
-    run = f"n{images}-l{latency_ms}"
     indexes = range(products * per_product)
-    cpu_before = tree_cpu_seconds(pids["worker"])
-    with PeakMemory(pids) as memory:
+    cpu_before = cpu_snapshot(pids)
+    with PeakMemory({name: pids[name] for name in ("api", "worker")}) as memory:
         started = time.perf_counter()
-        request_id, _ = upload(stack.api, product_csv(host, run, products, per_product))
-        final = wait_final(stack.api, request_id)
+        request_id, _ = upload(stack.api, product_csv(host, run, products, per_product), webhook.url)
+        folder = stack.data_dir / "media" / request_id
+        final = wait_final(stack.api, request_id, folder, len(indexes))
         wall = time.perf_counter() - started
-    cpu = tree_cpu_seconds(pids["worker"]) - cpu_before
+    shares = cpu_shares(cpu_before, cpu_snapshot(pids), wall)
+    stored_at = last_stored_at(folder)
+    webhook_at = webhook.wait_for(request_id, WEBHOOK_WAIT_S)
     latencies, output_bytes = image_latencies(stack, host, run, request_id, products, per_product)
     input_bytes = sum(len(host.image_of(i).data) for i in indexes)
     megapixels = sum(host.image_of(i).megapixels for i in indexes)
     return {
         "images": len(indexes),
         "products": products,
-        "latency_ms": latency_ms,
-        "status": final["status"],
-        "images_failed": final["progress"]["images_failed"],
+        "latency_ms": round(host.latency * 1000),
+        "status": final.status["status"],
+        "images_failed": final.status["progress"]["images_failed"],
         "seconds": wall,
         "images_per_second": len(indexes) / wall,
         "megapixels_per_second": megapixels / wall,
         "image_latency_p50_s": percentile(latencies, 0.5),
         "image_latency_p95_s": percentile(latencies, 0.95),
+        # From the mtime of the request's last output file to the first status poll that saw
+        # the request final, and to its webhook reaching the receiver.
+        "last_stored_to_final_status_s": since(final.seen_at, stored_at),
+        "last_stored_to_webhook_s": since(webhook_at, stored_at),
         "output_to_input_bytes": output_bytes / input_bytes,
-        "worker_cpu_utilisation": cpu / (wall * (os.cpu_count() or 1)),
+        "worker_cpu_utilisation": shares["worker"],
+        "cpu_share": shares,
         "peak_memory_mb": {name: peak / 2**20 for name, peak in memory.peaks.items()},
     }
 
 
-def status_under_pollers(stack, host: ImageHost, per_product: int, images: int) -> dict:
+def measure_ceiling(corpus: list[CorpusImage], pids: dict[str, int], at_least: int) -> dict[str, float]:
+    """Pillow alone on the corpus (whole, as often as needed for `at_least` images), while the stack idles
+    beside it: its share of the machine meanwhile is kept, to show it took none of the ceiling's."""
+    cycle = [image.data for image in corpus] * -(-at_least // len(corpus))
+    wait_until_idle(pids)
+    before, started = cpu_snapshot(pids), time.perf_counter()
+    limits = {
+        "plain_pillow_images_per_second": ceiling.images_per_second(cycle, ceiling.plain_pillow),
+        "service_codec_images_per_second": ceiling.images_per_second(cycle, ceiling.service_codec),
+    }
+    idle = cpu_shares(before, cpu_snapshot(pids), time.perf_counter() - started)
+    return {**limits, "stack_cpu_share": sum(idle.values())}
+
+
+def describe(spec: CorpusSpec, corpus: list[CorpusImage]) -> dict:
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "images": len(corpus),
+        "formats": formats(corpus),
+        "mean_megapixels": sum(image.megapixels for image in corpus) / len(corpus),
+        "megapixels": [round(image.megapixels, 2) for image in corpus],
+    }
+
+
+def with_ratios(result: dict, limits: dict[str, float]) -> dict:
+    rate = result["images_per_second"]
+    return {
+        **result,
+        "ratio_to_ceiling": rate / limits["plain_pillow_images_per_second"] if rate else None,
+        "ratio_to_codec_ceiling": rate / limits["service_codec_images_per_second"] if rate else None,
+    }
+
+
+def measure_corpus(
+    stack: RunningStack,
+    webhook: WebhookReceiver,
+    pids: dict[str, int],
+    spec: CorpusSpec,
+    corpus: list[CorpusImage],
+    arguments: argparse.Namespace,
+) -> dict:
+    """The corpus's ceiling, then its runs at every latency × size."""
+    print(f"{spec.name}: measuring the Pillow ceiling…", flush=True)
+    limits = measure_ceiling(corpus, pids, arguments.ceiling_images)
+    section = {"corpus": describe(spec, corpus), "ceiling": limits, "runs": []}
+    for latency_ms in arguments.latencies:
+        with ImageHost(corpus, latency_ms / 1000, arguments.bandwidth) as host:
+            for images in arguments.sizes:
+                print(f"{spec.name}: {images} images at {latency_ms} ms…", flush=True)
+                run = f"{spec.name}-n{images}-l{latency_ms}"
+                result = run_request(stack, host, webhook, pids, run, images, arguments.per_product)
+                section["runs"].append(with_ratios(result, limits))
+                print(json.dumps(section["runs"][-1]), flush=True)
+    return section
+
+
+def measure_burst(
+    stack: RunningStack, webhook: WebhookReceiver, pids: dict[str, int], burst: Burst, ceiling_images: int
+) -> dict:
+    spec = burst_spec(burst.products)
+    print(f"burst: generating {burst.products} products' images…", flush=True)
+    corpus = spec.generate()
+    print("burst: measuring the Pillow ceiling…", flush=True)
+    limits = measure_ceiling(corpus, pids, ceiling_images)
+    print(f"burst: {burst.requests} requests of {burst.products} products at once…", flush=True)
+    with ImageHost(corpus) as host:
+        result = run_burst(stack, host, webhook, pids, burst)
+    return {"corpus": describe(spec, corpus), "ceiling": limits, **with_ratios(result, limits)}
+
+
+def status_under_pollers(stack: RunningStack, host: ImageHost, per_product: int, images: int) -> dict:
     products = images // per_product
     request_id, _ = upload(stack.api, product_csv(host, "pollers", products, per_product))
     return status_latency(f"{stack.api}/status/{request_id}", count=50)
 
 
-def accept_time(stack, host: ImageHost, products: int) -> float:
+def accept_time(stack: RunningStack, host: ImageHost, products: int) -> float:
     lines = ["S. No.,Product Name,Input Image Urls"]
     lines += [f"{i},SKU{i},{host.url('accept', i)}" for i in range(1, products + 1)]
     _, elapsed = upload(stack.api, "\n".join(lines) + "\n")
     return elapsed
 
 
-def main() -> None:
+def numbers(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def corpus_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CORPORA]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"corpora are {', '.join(CORPORA)}; not {', '.join(unknown) or 'none'}")
+    return names
+
+
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="300,1000,3000", help="images per request, comma-separated")
-    parser.add_argument("--latencies", default="0,200", help="image host latency per request in ms, comma-separated")
+    parser.add_argument("--corpora", type=corpus_names, default=list(CORPORA), help="comma-separated: mixed,photos")
+    parser.add_argument("--sizes", type=numbers, default=[300, 1000, 3000], help="images per request, comma-separated")
+    parser.add_argument("--latencies", type=numbers, default=[0, 200], help="image host latency in ms, comma-separated")
     parser.add_argument("--per-product", type=int, default=5, help="images per product")
     parser.add_argument("--bandwidth", type=float, default=None, help="bytes/s per connection (default: unlimited)")
     parser.add_argument("--pollers-images", type=int, default=1000, help="images in the request polled by 50 clients")
     parser.add_argument(
         "--accept-products", type=int, default=10_000, help="products in the CSV whose acceptance is timed"
     )
+    parser.add_argument("--burst-requests", type=int, default=30, help="requests uploaded at once (0: no burst)")
+    parser.add_argument("--burst-products", type=int, default=10, help="products per burst request, 2 images each")
+    parser.add_argument("--burst-pollers", type=int, default=50, help="clients polling the burst's requests")
+    parser.add_argument(
+        "--ceiling-images", type=int, default=CEILING_IMAGES, help="images each ceiling measurement works through"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    arguments = parser.parse_args()
-    sizes = [int(s) for s in arguments.sizes.split(",")]
-    latencies = [int(s) for s in arguments.latencies.split(",")]
+    return parser.parse_args()
 
-    print("generating the corpus…", flush=True)
-    corpus = generate()
-    cycle = [image.data for image in corpus] * 20
-    print("measuring the Pillow ceiling…", flush=True)
-    limits = {
-        "plain_pillow_images_per_second": ceiling.images_per_second(cycle, ceiling.plain_pillow),
-        "service_codec_images_per_second": ceiling.images_per_second(cycle, ceiling.service_codec),
-    }
-    mean_megapixels = sum(image.megapixels for image in corpus) / len(corpus)
-    report = {
-        "cores": os.cpu_count(),
-        "corpus": {
-            "images": len(corpus),
-            "mean_megapixels": mean_megapixels,
-            "megapixels": [round(i.megapixels, 2) for i in corpus],
-        },
-        "per_product": arguments.per_product,
-        "ceiling": limits,
-        "runs": [],
-    }
+
+def main() -> None:
+    arguments = parse_arguments()
+    report: dict = {"cores": os.cpu_count(), "per_product": arguments.per_product, "corpora": {}}
     environment = {
         "ALLOW_PRIVATE_NETWORKS": "true",
         # Every poller and upload comes from this one address: the rate limits would measure themselves.
@@ -158,24 +227,29 @@ def main() -> None:
         "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
         **{k: v for k, v in os.environ.items() if k in ("WORKER_CONCURRENCY", "DOWNLOAD_CONCURRENCY")},
     }
-    with tempfile.TemporaryDirectory(prefix="bench-") as root, running_stack(Path(root), environment) as stack:
-        pids = {"api": stack.pid_of("api"), "worker": stack.pid_of("worker")}
-        for latency_ms in latencies:
-            with ImageHost(corpus, latency_ms / 1000, arguments.bandwidth) as host:
-                for images in sizes:
-                    print(f"{images} images at {latency_ms} ms…", flush=True)
-                    result = run_request(stack, host, pids, images, arguments.per_product, latency_ms)
-                    result["ratio_to_ceiling"] = result["images_per_second"] / limits["plain_pillow_images_per_second"]
-                    result["ratio_to_codec_ceiling"] = (
-                        result["images_per_second"] / limits["service_codec_images_per_second"]
-                    )
-                    report["runs"].append(result)
-                    print(json.dumps(result), flush=True)
-        with ImageHost(corpus) as host:
-            print("status latency under 50 pollers…", flush=True)
-            report["status_under_50_pollers"] = status_under_pollers(
-                stack, host, arguments.per_product, arguments.pollers_images
-            )
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as root,
+        running_stack(Path(root), environment) as stack,
+        WebhookReceiver() as webhook,
+    ):
+        pids = {name: pid for name in PROGRAMS if (pid := stack.pid_of(name))}
+        corpora = {}
+        for name in arguments.corpora:
+            print(f"{name}: generating the corpus…", flush=True)
+            corpora[name] = CORPORA[name].generate()
+            report["corpora"][name] = measure_corpus(stack, webhook, pids, CORPORA[name], corpora[name], arguments)
+        # Before the acceptance test, whose 10,000 products the workers then start on.
+        if arguments.burst_requests and arguments.burst_products:
+            burst = Burst(arguments.burst_requests, arguments.burst_products, arguments.burst_pollers)
+            report["burst"] = measure_burst(stack, webhook, pids, burst, arguments.ceiling_images)
+            print(json.dumps(report["burst"]), flush=True)
+        first = arguments.corpora[0]
+        with ImageHost(corpora[first]) as host:
+            print(f"status latency under 50 pollers ({first})…", flush=True)
+            report["status_under_50_pollers"] = {
+                **status_under_pollers(stack, host, arguments.per_product, arguments.pollers_images),
+                "corpus": first,
+            }
             print(f"accepting a {arguments.accept_products}-product CSV…", flush=True)
             report["accept_seconds"] = {
                 str(arguments.accept_products): accept_time(stack, host, arguments.accept_products)

@@ -11,11 +11,14 @@ from shared.settings import Settings
 from worker_service.image_codec import CodecOptions, compress
 
 _images: list[bytes] = []
+_options: CodecOptions | None = None
 
 
 def _load(images: list[bytes]) -> None:
-    global _images
+    global _images, _options
     _images = images
+    # Once per process, as the worker does: reading the settings costs more than a small JPEG.
+    _options = CodecOptions.from_settings(Settings())
 
 
 def plain_pillow(index: int) -> int:
@@ -29,7 +32,8 @@ def plain_pillow(index: int) -> int:
 
 def service_codec(index: int) -> int:
     """The service's own codec: the same Pillow work plus its metadata and format rules."""
-    return len(compress(_images[index], CodecOptions.from_settings(Settings())).data)
+    assert _options is not None  # set by _load, the pool's initializer
+    return len(compress(_images[index], _options).data)
 
 
 def images_per_second(images: list[bytes], work, processes: int | None = None) -> float:

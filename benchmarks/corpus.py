@@ -1,7 +1,13 @@
-"""A fixed-seed corpus of product photos: JPEG from 0.3 to 12 megapixels, some PNG and WebP."""
+"""Fixed-seed corpora of product photos.
+
+"mixed" (the original): JPEG from 0.3 to 12 megapixels, some PNG and WebP. "photos": what most
+shops upload, JPEG of 0.5 to 2 megapixels only. "burst": per product one small JPEG and one
+PNG cut-out, for many small requests at once.
+"""
 
 import io
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFilter
@@ -12,6 +18,10 @@ POOL = (
     + [("PNG", mp) for mp in (0.3, 0.5, 1.0)]
     + [("WEBP", mp) for mp in (0.5, 1.0, 2.0)]
 )
+# Ordinary product photos: JPEG only, 0.5 to 2 MP, each size once (each its own seed).
+PHOTOS_POOL = [("JPEG", mp) for mp in (0.5, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0)]
+# One product of a burst: a small photo and a cut-out.
+BURST_PRODUCT = [("JPEG", 0.8), ("PNG", 0.5)]
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -67,10 +77,39 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def generate(seed: int = 2026) -> list[CorpusImage]:
+def generate(seed: int = 2026, pool: list[tuple[str, float]] = POOL) -> list[CorpusImage]:
     corpus = []
-    for index, (fmt, megapixels) in enumerate(POOL):
+    for index, (fmt, megapixels) in enumerate(pool):
         width, height = dimensions(megapixels)
         data = encode(photo(width, height, seed + index, grain=0 if fmt == "PNG" else 0.12), fmt)
         corpus.append(CorpusImage(f"{index}.{EXTENSIONS[fmt]}", data, CONTENT_TYPES[fmt], width, height))
     return corpus
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    name: str
+    description: str
+    pool: list[tuple[str, float]]
+    # Image i has seed + i: corpora with seeds far enough apart share no image.
+    seed: int
+
+    def generate(self) -> list[CorpusImage]:
+        return generate(self.seed, self.pool)
+
+
+MIXED = CorpusSpec("mixed", "the original corpus: JPEG photos from 0.3 to 12 MP, PNG cut-outs and WebP", POOL, 2026)
+PHOTOS = CorpusSpec(
+    "photos", "ordinary product photos: JPEG only, 0.5 to 2 MP, quality 90 with sensor grain", PHOTOS_POOL, 3026
+)
+CORPORA = {spec.name: spec for spec in (MIXED, PHOTOS)}
+
+
+def burst_spec(products: int) -> CorpusSpec:
+    """Two images per product, each product its own: a JPEG of 0.8 MP and a PNG cut-out of 0.5 MP."""
+    return CorpusSpec("burst", "per product a 0.8 MP JPEG and a 0.5 MP PNG cut-out", BURST_PRODUCT * products, 4026)
+
+
+def formats(corpus: list[CorpusImage]) -> dict[str, int]:
+    """Images by format, as the report lists them."""
+    return dict(Counter(image.name.rsplit(".", 1)[1] for image in corpus))

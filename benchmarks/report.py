@@ -1,38 +1,121 @@
-"""The benchmark's figures as a markdown table."""
+"""The benchmark's figures as markdown: one table per corpus, then the burst and the API's own figures."""
+
+RUN_HEADER = [
+    "| images | host latency | seconds | images/s | MP/s | ratio to ceiling | ratio to codec ceiling "
+    "| image latency p50 / p95 | last stored → final (status / webhook) | output/input bytes | worker CPU "
+    "| peak memory (PSS) API / worker |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+]
+BURST_HEADER = [
+    "| requests × products × images | upload p50 / max | first upload → last final (status / webhook) "
+    "| images/s | ratio to ceiling | ratio to codec ceiling | status p50 / p99 "
+    "| last stored → final, p50 / max | images failed | peak worker PSS |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+]
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    """A figure, or a dash where it is unknown (a webhook that never came, say)."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def sections(report: dict) -> dict[str, dict]:
+    """The report's corpora; a report from before there were several has its one corpus at the top."""
+    if "corpora" in report:
+        return report["corpora"]
+    return {"mixed": {"corpus": report["corpus"], "ceiling": report["ceiling"], "runs": report["runs"]}}
+
+
+def corpus_line(corpus: dict) -> str:
+    kinds = ", ".join(f"{count} {kind}" for kind, count in corpus.get("formats", {}).items())
+    return f"{corpus['images']} images{f' ({kinds})' if kinds else ''}, mean {corpus['mean_megapixels']:.2f} MP"
+
+
+def ceiling_line(ceiling: dict) -> str:
+    idle = ceiling.get("stack_cpu_share")
+    beside = f" (the idle stack beside it: {100 * idle:.1f} % of the machine)" if idle is not None else ""
+    return (
+        f"Ceiling (Pillow alone, one process per core): {ceiling['plain_pillow_images_per_second']:.1f} images/s; "
+        f"with the service's codec (same Pillow calls plus its metadata rules): "
+        f"{ceiling['service_codec_images_per_second']:.1f} images/s{beside}."
+    )
+
+
+def run_row(run: dict) -> str:
+    rss = run["peak_memory_mb"]
+    final = f"{number(run.get('last_stored_to_final_status_s'))} / {number(run.get('last_stored_to_webhook_s'))} s"
+    return (
+        f"| {run['images']} | {run['latency_ms']} ms | {run['seconds']:.1f} | {run['images_per_second']:.1f} "
+        f"| {run['megapixels_per_second']:.1f} | {number(run['ratio_to_ceiling'])} "
+        f"| {number(run['ratio_to_codec_ceiling'])} "
+        f"| {run['image_latency_p50_s']:.2f} / {run['image_latency_p95_s']:.2f} s | {final} "
+        f"| {run['output_to_input_bytes']:.2f} | {100 * run['worker_cpu_utilisation']:.0f} % "
+        f"| {rss.get('api', 0):.0f} / {rss.get('worker', 0):.0f} MB |"
+    )
+
+
+def growth_lines(runs: list[dict]) -> list[str]:
+    lines = []
+    for latency in sorted({run["latency_ms"] for run in runs}):
+        seconds = {run["images"]: run["seconds"] for run in runs if run["latency_ms"] == latency}
+        if len(seconds) > 1:
+            smallest, largest = min(seconds), max(seconds)
+            lines.append(
+                f"Growth at {latency} ms: {largest} images cost {seconds[largest] / seconds[smallest]:.2f}× "
+                f"what {smallest} cost ({largest / smallest:.0f}× the images)."
+            )
+    return lines
+
+
+def corpus_section(name: str, section: dict) -> list[str]:
+    corpus = section["corpus"]
+    heading = f"## Corpus “{name}”" + (f": {corpus['description']}" if corpus.get("description") else "")
+    lines = [heading, "", f"{corpus_line(corpus)}.", ceiling_line(section["ceiling"]), "", *RUN_HEADER]
+    lines += [run_row(run) for run in section["runs"]]
+    growth = growth_lines(section["runs"])
+    return [*lines, *(["", *growth] if growth else []), ""]
+
+
+def spread(figures: dict) -> str:
+    return f"{number(figures['p50'])} / {number(figures['max'])}"
+
+
+def burst_section(burst: dict) -> list[str]:
+    corpus = burst["corpus"]
+    pollers = burst["status_under_pollers"]
+    shares = ", ".join(f"{name} {100 * share:.1f} %" for name, share in burst["cpu_share"].items())
+    to_final = f"{number(burst['seconds_to_last_final_status'], 1)} / {number(burst['seconds_to_last_webhook'], 1)} s"
+    row = (
+        f"| {burst['requests']} × {burst['products_per_request']} × 2 = {burst['images']} "
+        f"| {spread(burst['upload_seconds'])} s | {to_final} | {number(burst['images_per_second'], 1)} "
+        f"| {number(burst['ratio_to_ceiling'])} | {number(burst['ratio_to_codec_ceiling'])} "
+        f"| {pollers['p50_ms']:.1f} / {pollers['p99_ms']:.1f} ms "
+        f"| status {spread(burst['last_stored_to_final_status_s'])}, "
+        f"webhook {spread(burst['last_stored_to_webhook_s'])} s "
+        f"| {burst['images_failed']} | {burst['peak_worker_pss_mb']:.0f} MB |"
+    )
+    return [
+        f"## Burst: {burst['requests']} requests of {burst['products_per_request']} products uploaded at once",
+        "",
+        f"{corpus_line(corpus)}: {corpus['description']}. {pollers['pollers']} pollers, each every "
+        f"{pollers['interval_s']:g} s, on the requests' status until every one is final "
+        f"({pollers['requests']} requests); the status figures are as those pollers saw them.",
+        ceiling_line(burst["ceiling"]),
+        "",
+        *BURST_HEADER,
+        row,
+        "",
+        f"CPU during the burst, by program, as a share of the whole machine (every core busy = 100 %): {shares}.",
+        "",
+    ]
 
 
 def markdown(report: dict) -> str:
-    ceiling = report["ceiling"]
-    lines = [
-        f"Machine: {report['cores']} cores. Corpus: {report['corpus']['images']} images, "
-        f"mean {report['corpus']['mean_megapixels']:.2f} MP, {report['per_product']} images per product.",
-        f"Ceiling (Pillow alone, one process per core): {ceiling['plain_pillow_images_per_second']:.1f} images/s; "
-        f"with the service's codec (same Pillow calls plus its metadata rules): "
-        f"{ceiling['service_codec_images_per_second']:.1f} images/s.",
-        "",
-        "| images | host latency | seconds | images/s | MP/s | ratio to ceiling | ratio to codec ceiling "
-        "| image latency p50 / p95 | output/input bytes | worker CPU | peak memory (PSS) API / worker |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for run in report["runs"]:
-        rss = run["peak_memory_mb"]
-        lines.append(
-            f"| {run['images']} | {run['latency_ms']} ms | {run['seconds']:.1f} | {run['images_per_second']:.1f} "
-            f"| {run['megapixels_per_second']:.1f} | {run['ratio_to_ceiling']:.2f} "
-            f"| {run['ratio_to_codec_ceiling']:.2f} "
-            f"| {run['image_latency_p50_s']:.2f} / {run['image_latency_p95_s']:.2f} s "
-            f"| {run['output_to_input_bytes']:.2f} | {100 * run['worker_cpu_utilisation']:.0f} % "
-            f"| {rss.get('api', 0):.0f} / {rss.get('worker', 0):.0f} MB |"
-        )
-    lines.append("")
-    for latency in sorted({run["latency_ms"] for run in report["runs"]}):
-        runs = {run["images"]: run["seconds"] for run in report["runs"] if run["latency_ms"] == latency}
-        if len(runs) > 1:
-            smallest, largest = min(runs), max(runs)
-            lines.append(
-                f"Growth at {latency} ms: {largest} images cost {runs[largest] / runs[smallest]:.2f}× "
-                f"what {smallest} cost ({largest / smallest:.0f}× the images)."
-            )
+    lines = [f"Machine: {report['cores']} cores. {report['per_product']} images per product.", ""]
+    for name, section in sections(report).items():
+        lines += corpus_section(name, section)
+    if report.get("burst"):
+        lines += burst_section(report["burst"])
     pollers = report.get("status_under_50_pollers")
     if pollers:
         lines.append(
