@@ -22,6 +22,7 @@ from api_service.state import AppState
 from api_service.status_cache import StatusCache
 from api_service.web import install_web_page
 from shared import metrics as service_metrics
+from shared import request_events
 from shared.db import CLAIM_INDEXES, INDEXES, async_claims_collection, async_client, async_requests_collection
 from shared.logging import configure_logging
 from shared.queue import make_celery
@@ -67,13 +68,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.services = state
     indexes = asyncio.create_task(create_indexes_when_ready(state))
+    news_client = request_events.listening_client(settings.redis_url or "")
+    news = asyncio.create_task(request_events.listen_for_finished(news_client, state.status_cache.forget))
     try:
         yield
     finally:
         indexes.cancel()
+        news.cancel()
         await app.state.rate_limits.close()
         await mongo.close()
         await redis_client.aclose()
+        await news_client.aclose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -4,6 +4,7 @@ The API uses PyMongo's async client and the worker the sync one; both run the sa
 queries, so the index definitions live here once.
 """
 
+from datetime import datetime
 from typing import Any, TypedDict
 
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, MongoClient
@@ -62,6 +63,17 @@ WORKER_CLIENT_OPTIONS: ClientOptions = {**CLIENT_OPTIONS, "socketTimeoutMS": 30_
 def claim_id(request_id: str, index: int) -> str:
     """The id of a product's claim document: the request and the product's index in it."""
     return f"{request_id}:{index}"
+
+
+def no_live_lease(now: datetime) -> dict[str, Any]:
+    """The condition on a lease's expiry field that no live lease holds: null, missing or past.
+
+    One condition on the field rather than an $or of two, for the embedded MongoDB-compatible
+    server: it finds a document by `_id` only when no top-level $or sits beside it, and scans
+    the whole collection otherwise (measured: 20 ms per product claim among 2,000 claims, growing
+    with them, against 1 ms). Whoever filters by `_id` in this file's collections avoids $or.
+    """
+    return {"$not": {"$gt": now}}
 
 
 def mongodb_url(settings: Settings) -> str:

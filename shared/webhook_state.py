@@ -13,6 +13,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
+from shared.db import no_live_lease
 from shared.models import FINAL_STATUS_VALUES, WebhookState, utcnow
 from shared.settings import Settings
 
@@ -51,7 +52,7 @@ def due_webhooks(requests: Collection[dict[str, Any]], due_before: datetime) -> 
                 "status": {"$in": FINAL_STATUS_VALUES},
                 "webhook.state": WebhookState.PENDING.value,
                 "webhook.next_attempt_at": {"$lt": due_before},
-                "$or": [{"webhook.lease_expires_at": None}, {"webhook.lease_expires_at": {"$lt": now}}],
+                "webhook.lease_expires_at": no_live_lease(now),
             },
             {"_id": 1},
         )
@@ -68,7 +69,7 @@ def claim_webhook(requests: Collection[dict[str, Any]], request_id: str, hold_se
             "webhook.state": WebhookState.PENDING.value,
             # A second of slack: a delivery scheduled with a countdown may run a hair early.
             "webhook.next_attempt_at": {"$lte": now + timedelta(seconds=1)},
-            "$or": [{"webhook.lease_expires_at": None}, {"webhook.lease_expires_at": {"$lt": now}}],
+            "webhook.lease_expires_at": no_live_lease(now),
         },
         {"$set": {"webhook.lease_expires_at": now + timedelta(seconds=hold_seconds)}},
         return_document=ReturnDocument.AFTER,

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from celery import Signature, chord
 
-from shared import metrics, webhook_state
+from shared import metrics, request_events, webhook_state
 from shared.models import WebhookState, utcnow
 from shared.queue import (
     DELIVER_WEBHOOK,
@@ -124,6 +124,7 @@ def merge_results(request_id: str) -> None:
     if document is None:
         return
     log.info("request %s: %s", request_id, document["status"])
+    request_events.announce_finished(context.redis, request_id)
     metrics.REQUESTS_FINISHED.labels(status=document["status"]).inc()
     if document.get("webhook"):
         enqueue_webhook(app, request_id)
