@@ -41,12 +41,13 @@ def image_latencies(
 ) -> tuple[list[float], int]:
     """Seconds from the image host seeing the download to the output file being stored; and output bytes."""
     folder = stack.data_dir / "media" / request_id
+    arrivals = host.arrivals  # fetched from the host's process: once, not per image
     latencies, output_bytes = [], 0
     for product in range(products):
         for k in range(per_product):
             index = product * per_product + k
             stored = list(folder.glob(f"{product + 1}-{k}.*"))
-            arrived = host.arrivals.get(f"/img/{index % len(host.corpus)}/{run}-{index}")
+            arrived = arrivals.get(f"/img/{index % len(host.corpus)}/{run}-{index}")
             if stored and arrived:
                 stat = stored[0].stat()
                 latencies.append(stat.st_mtime - arrived)
@@ -65,14 +66,16 @@ def run_request(
 ) -> dict:
     products = images // per_product
     indexes = range(products * per_product)
-    cpu_before = cpu_snapshot(pids)
+    # The image host too: in a process of its own, as a real one would be on another machine.
+    watched = {**pids, "image_host": host.pid}
+    cpu_before = cpu_snapshot(watched)
     with PeakMemory({name: pids[name] for name in ("api", "worker")}) as memory:
         started = time.perf_counter()
         request_id, _ = upload(stack.api, product_csv(host, run, products, per_product), webhook.url)
         folder = stack.data_dir / "media" / request_id
         final = wait_final(stack.api, request_id, folder, len(indexes))
         wall = time.perf_counter() - started
-    shares = cpu_shares(cpu_before, cpu_snapshot(pids), wall)
+    shares = cpu_shares(cpu_before, cpu_snapshot(watched), wall)
     stored_at = last_stored_at(folder)
     webhook_at = webhook.wait_for(request_id, WEBHOOK_WAIT_S)
     latencies, output_bytes = image_latencies(stack, host, run, request_id, products, per_product)

@@ -73,12 +73,13 @@ def run_burst(
     stack: RunningStack, host: ImageHost, webhook: WebhookReceiver, pids: dict[str, int], burst: Burst
 ) -> dict:
     csvs = [product_csv(host, f"burst-{r}", burst.products, PER_PRODUCT) for r in range(burst.requests)]
+    watched = {**pids, "image_host": host.pid}
     with PeakMemory({"worker": pids["worker"]}) as memory:
-        cpu_before, cpu_from = cpu_snapshot(pids), time.time()
+        cpu_before, cpu_from = cpu_snapshot(watched), time.time()
         sent = upload_at_once(stack.api, csvs, webhook.url)
         urls = [f"{stack.api}/status/{s.request_id}" for s in sent]
         polled = poll_statuses(urls, burst.pollers, burst.interval_s)
-        cpu_after, cpu_to = cpu_snapshot(pids), time.time()
+        cpu_after, cpu_to = cpu_snapshot(watched), time.time()
     request_ids = [s.request_id for s in sent]
     first_sent = min(s.sent_at for s in sent)
     final_at = [polled.final_at.get(url) for url in urls]

@@ -67,13 +67,23 @@ def growth_lines(runs: list[dict]) -> list[str]:
     return lines
 
 
+def host_cpu_line(runs: list[dict]) -> list[str]:
+    """The image host's CPU in each run: a process of its own beside the service, as a share of the machine."""
+    shares = [
+        f"{run['images']} images at {run['latency_ms']} ms {100 * run['cpu_share']['image_host']:.1f} %"
+        for run in runs
+        if "image_host" in run.get("cpu_share", {})
+    ]
+    return [f"Image host CPU, as a share of the whole machine: {', '.join(shares)}."] if shares else []
+
+
 def corpus_section(name: str, section: dict) -> list[str]:
     corpus = section["corpus"]
     heading = f"## Corpus “{name}”" + (f": {corpus['description']}" if corpus.get("description") else "")
     lines = [heading, "", f"{corpus_line(corpus)}.", ceiling_line(section["ceiling"]), "", *RUN_HEADER]
     lines += [run_row(run) for run in section["runs"]]
-    growth = growth_lines(section["runs"])
-    return [*lines, *(["", *growth] if growth else []), ""]
+    notes = host_cpu_line(section["runs"]) + growth_lines(section["runs"])
+    return [*lines, *(["", *notes] if notes else []), ""]
 
 
 def spread(figures: dict) -> str:
@@ -83,7 +93,10 @@ def spread(figures: dict) -> str:
 def burst_section(burst: dict) -> list[str]:
     corpus = burst["corpus"]
     pollers = burst["status_under_pollers"]
-    shares = ", ".join(f"{name} {100 * share:.1f} %" for name, share in burst["cpu_share"].items())
+    programs = {name: share for name, share in burst["cpu_share"].items() if name != "image_host"}
+    shares = ", ".join(f"{name} {100 * share:.1f} %" for name, share in programs.items())
+    host = burst["cpu_share"].get("image_host")
+    host_line = f" Image host CPU: {100 * host:.1f} % of the machine." if host is not None else ""
     to_final = f"{number(burst['seconds_to_last_final_status'], 1)} / {number(burst['seconds_to_last_webhook'], 1)} s"
     row = (
         f"| {burst['requests']} × {burst['products_per_request']} × 2 = {burst['images']} "
@@ -105,7 +118,8 @@ def burst_section(burst: dict) -> list[str]:
         *BURST_HEADER,
         row,
         "",
-        f"CPU during the burst, by program, as a share of the whole machine (every core busy = 100 %): {shares}.",
+        f"CPU during the burst, by program, as a share of the whole machine (every core busy = 100 %): {shares}."
+        + host_line,
         "",
     ]
 

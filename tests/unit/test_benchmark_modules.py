@@ -6,6 +6,8 @@ import importlib
 import io
 import os
 import pkgutil
+import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +16,8 @@ from PIL import Image
 
 import benchmarks
 from benchmarks.__main__ import corpus_names
-from benchmarks.corpus import CORPORA, burst_spec, formats
+from benchmarks.corpus import CORPORA, CorpusImage, burst_spec, formats
+from benchmarks.image_host import ImageHost
 from benchmarks.measure import cpu_shares, poller_targets
 from benchmarks.report import markdown
 from benchmarks.service import COARSE_POLL_S, FINE_POLL_S, last_stored_at, poll_interval
@@ -89,6 +92,76 @@ def test_the_webhook_receiver_notes_the_first_delivery_of_each_request() -> None
         assert receiver.wait_for("r2", timeout=0.01) is None
 
 
+def read_response(reader: io.BufferedReader) -> tuple[str, dict[str, str], bytes]:
+    """One HTTP/1.1 answer off a socket: its status line, headers (lower-case names) and body."""
+    status = reader.readline().decode().rstrip("\r\n")
+    headers = {}
+    while (line := reader.readline().decode().rstrip("\r\n")) != "":
+        name, _, value = line.partition(":")
+        headers[name.lower()] = value.strip()
+    return status, headers, reader.read(int(headers["content-length"]))
+
+
+def tiny_corpus() -> list[CorpusImage]:
+    return [
+        CorpusImage("0.jpg", b"\xff\xd8jpeg" * 5000, "image/jpeg", 1, 1),
+        CorpusImage("1.png", b"\x89PNG" * 20, "image/png", 1, 1),
+    ]
+
+
+def test_the_image_host_serves_images_over_kept_alive_connections_and_notes_arrivals() -> None:
+    corpus = tiny_corpus()
+    with ImageHost(corpus, latency=0.05) as host, socket.create_connection(("127.0.0.1", host.port)) as connection:
+        assert host.pid != os.getpid(), "a process of its own"
+        assert os.getsid(host.pid) == host.pid, "and a session of its own"
+        reader = connection.makefile("rb")
+        path = host.url("run", 3).split(str(host.port), 1)[1]
+        assert path == "/img/1/run-3"
+        started, wall_started = time.monotonic(), time.time()
+        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, headers, body = read_response(reader)
+        assert time.monotonic() - started >= 0.05, "the host's latency"
+        assert status == "HTTP/1.1 200 OK" and body == corpus[1].data
+        assert headers == {"content-type": "image/png", "content-length": str(len(corpus[1].data))}
+        # The same connection again, then two requests pipelined in one write: answered in order.
+        connection.sendall(b"GET /img/0/run-4?size=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(reader)[2] == corpus[0].data
+        connection.sendall(b"GET /img/5/run-5 HTTP/1.1\r\n\r\nGET /img/1/run-3 HTTP/1.1\r\n\r\n")
+        assert [read_response(reader)[2] for _ in range(2)] == [corpus[1].data, corpus[1].data]
+        for other in ("/", "/img/1", "/img/x/run-1", "/images/1/run-1", "/favicon.ico"):
+            connection.sendall(f"GET {other} HTTP/1.1\r\n\r\n".encode())
+            assert read_response(reader)[0] == "HTTP/1.1 404 Not Found", other
+        connection.sendall(b"GET /img/0/run-6 HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert read_response(reader)[2] == corpus[0].data and reader.read() == b"", "closed when asked"
+        first = host.arrivals
+        assert set(first) == {"/img/1/run-3", "/img/0/run-4", "/img/5/run-5", "/img/0/run-6"}
+        assert wall_started <= first["/img/1/run-3"] <= time.time()
+        assert host.arrivals["/img/1/run-3"] == first["/img/1/run-3"], "the first arrival is kept"
+    assert host.arrivals == first, "after the block, the last ones fetched"
+    assert host.process is not None and host.process.poll() is not None, "the host's process has ended"
+
+
+def test_the_image_host_serves_64_connections_at_once_and_keeps_to_its_bandwidth() -> None:
+    corpus = tiny_corpus()
+    with ImageHost(corpus, latency=0.02) as host:
+        connections = [socket.create_connection(("127.0.0.1", host.port)) for _ in range(64)]
+        try:
+            for i, connection in enumerate(connections):
+                connection.sendall(f"GET /img/{i}/many-{i} HTTP/1.1\r\n\r\n".encode())
+            bodies = [read_response(connection.makefile("rb"))[2] for connection in connections]
+        finally:
+            for connection in connections:
+                connection.close()
+        assert bodies == [corpus[i % 2].data for i in range(64)]
+        assert len(host.arrivals) == 64
+    large = [CorpusImage("large.jpg", bytes(range(256)) * 800, "image/jpeg", 1, 1)]
+    with ImageHost(large, bandwidth=1_000_000) as host:
+        started = time.monotonic()
+        response = httpx.get(host.url("slow", 0))
+        # 204,800 bytes at 1 MB/s in 64 KiB chunks: three pauses of 65 ms before the last chunk.
+        assert response.content == large[0].data and time.monotonic() - started >= 0.19
+
+
 def fake_run(images: int, latency_ms: int, seconds: float, webhook: float | None) -> dict:
     return {
         "images": images,
@@ -104,6 +177,7 @@ def fake_run(images: int, latency_ms: int, seconds: float, webhook: float | None
         "last_stored_to_webhook_s": webhook,
         "output_to_input_bytes": 0.3,
         "worker_cpu_utilisation": 0.8,
+        "cpu_share": {"worker": 0.4, "image_host": 0.004 * latency_ms / 100 + 0.01},
         "peak_memory_mb": {"api": 80, "worker": 400},
     }
 
@@ -158,7 +232,7 @@ def test_the_report_has_a_table_per_corpus_and_the_burst() -> None:
             "status_under_pollers": {"pollers": 50, "interval_s": 0.5, "requests": 900, "p50_ms": 4.0, "p99_ms": 40.0},
             "last_stored_to_final_status_s": spread,
             "last_stored_to_webhook_s": {"p50": 0.1, "max": None, "missing": 1},
-            "cpu_share": {"worker": 0.7, "mongodb": 0.12, "api": 0.08, "redis": 0.01},
+            "cpu_share": {"worker": 0.7, "mongodb": 0.12, "api": 0.08, "redis": 0.01, "image_host": 0.006},
             "peak_worker_pss_mb": 410.0,
         },
         "status_under_50_pollers": {"pollers": 50, "interval_s": 0.5, "requests": 3000, "p50_ms": 4, "p99_ms": 38},
@@ -172,6 +246,8 @@ def test_the_report_has_a_table_per_corpus_and_the_burst() -> None:
     assert "| 0.43 / 0.21 s |" in text and "| 0.43 / – s |" in text, "a webhook that never came is a dash"
     assert "| 30 × 10 × 2 = 600 |" in text and "| 12.0 / 11.8 s |" in text and "| 0.71 |" in text
     assert "mongodb 12.0 %" in text and "worker 70.0 %" in text
+    assert "redis 1.0 %. Image host CPU: 0.6 % of the machine." in text
+    assert text.count("Image host CPU, as a share of the whole machine: 20 images at 0 ms 1.0 %, 40 images") == 2
     assert "| 4.0 / 40.0 ms |" in text
     assert "Accepting a 10,000-product CSV: 0.23 s." in text
     tables = tables_of(text)
