@@ -100,8 +100,9 @@ def celery(*arguments: str) -> list[str]:
 
 
 def image_worker_concurrency(settings: Settings) -> int:
-    # Two processes per core: while one waits on an image host, the other has the core.
-    return 2 * (os.cpu_count() or 1) if settings.worker_concurrency is None else settings.worker_concurrency
+    # Products at once, in threads: enough that, while most wait on image hosts 200 ms away,
+    # the codec processes (one per core) always have an image ready.
+    return 8 * (os.cpu_count() or 1) if settings.worker_concurrency is None else settings.worker_concurrency
 
 
 def metrics_directory(settings: Settings, program: str) -> dict[str, str]:
@@ -124,20 +125,23 @@ def api_program(settings: Settings) -> Program:
                    environment=metrics_directory(settings, "api"))  # fmt: skip
 
 
+def worker_command(settings: Settings, queue: str, threads: int) -> list[str]:
+    """A Celery worker of threads for one queue (every worker: its waits have deadlines of their own)."""
+    return celery("worker", "--queues", queue, "--pool", "threads", "--concurrency", str(threads),
+                  "--hostname", f"{queue}@%h", "--loglevel", "INFO", *task_events(settings))  # fmt: skip
+
+
 def image_worker_program(settings: Settings) -> Program:
-    # Niced: under full load the API and the database still answer at once, and the
-    # image work takes every cycle they leave.
-    worker = celery("worker", "--queues", "images", "--concurrency", str(image_worker_concurrency(settings)),
-                    "--hostname", "images@%h", "--loglevel", "INFO", *task_events(settings))  # fmt: skip
+    # Niced, its codec processes too: under full load the API and the database still answer
+    # at once, and the image work takes every cycle they leave.
+    worker = worker_command(settings, "images", image_worker_concurrency(settings))
     return Program(name="worker", command=["nice", "-n", "10", *worker], priority=30, stop_seconds=20,
                    environment={**IMAGE_WORKER_MALLOC, **metrics_directory(settings, "worker")})  # fmt: skip
 
 
 def threads_worker_program(settings: Settings, name: str, threads: int) -> Program:
-    """A worker of threads for the queue of its own name."""
-    command = celery("worker", "--queues", name, "--pool", "threads", "--concurrency", str(threads),
-                     "--hostname", f"{name}@%h", "--loglevel", "INFO", *task_events(settings))  # fmt: skip
-    return Program(name=name, command=command, priority=30, stop_seconds=20,
+    """A worker for the queue of its own name."""
+    return Program(name=name, command=worker_command(settings, name, threads), priority=30, stop_seconds=20,
                    environment=metrics_directory(settings, name))  # fmt: skip
 
 

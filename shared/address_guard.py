@@ -262,6 +262,7 @@ def guarded_client(
     follow_redirects: bool,
     max_redirects: int = 0,
     wrap_backend: BackendWrapper | None = None,
+    limits: httpx.Limits = _DEFAULT_LIMITS,
 ) -> httpx.Client:
     """An `httpx.Client` that only connects to allowed addresses and ignores proxy settings from the environment.
 
@@ -269,7 +270,7 @@ def guarded_client(
     by one image host must not follow a later request of another customer to it.
     """
     return httpx.Client(
-        transport=GuardedTransport(allow_private, wrap_backend=wrap_backend),
+        transport=GuardedTransport(allow_private, wrap_backend=wrap_backend, limits=limits),
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         timeout=timeout,
         follow_redirects=follow_redirects,

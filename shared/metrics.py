@@ -2,7 +2,7 @@
 
 Each program of a host (the API, each Celery worker) records in a directory of its own,
 its `PROMETHEUS_MULTIPROC_DIR` (prometheus_client's multiprocess mode: one file per process,
-so what a Celery pool child counted outlives it), all under one root. Whoever serves the
+so another process can read them), all under one root. Whoever serves the
 metrics (the API's /metrics, or the image worker on WORKER_METRICS_PORT on a host without an
 API) merges every program directory under that root into one answer.
 """

@@ -8,9 +8,10 @@ from celery import Celery
 
 from shared.settings import Settings
 
-# Image work is CPU-bound and runs in processes; the short bookkeeping tasks (starting
-# and finishing a request, the sweeper) and webhook deliveries, which mostly wait on the
-# network, run in a separate worker, so they never queue behind thousands of images.
+# Image work runs in a worker of its own (its codec in processes of its own); the short
+# bookkeeping tasks (starting and finishing a request, the sweeper) and webhook deliveries,
+# which mostly wait on the network, run in separate workers, so they never queue behind
+# thousands of images.
 IMAGES_QUEUE = "images"
 CONTROL_QUEUE = "control"
 WEBHOOKS_QUEUE = "webhooks"
@@ -27,11 +28,9 @@ TASK_ROUTES = {
     "webhooks.*": {"queue": WEBHOOKS_QUEUE},
 }
 
-# A product task runs well below this (downloads are bounded to 30 s each, and the
+# A product task ends well within this (its waits stop 840 s after it starts, and its
 # lease is renewed while it runs); a message unacknowledged for longer is given back
 # to the queue by Redis. Lost work is found sooner by the sweeper, from MongoDB.
-PRODUCT_SOFT_TIME_LIMIT = 900
-PRODUCT_TIME_LIMIT = 960
 VISIBILITY_TIMEOUT = 3600
 
 # A Redis that stops answering must not hold an upload: each command gives up after 2 s

@@ -47,8 +47,11 @@ class Settings(BaseSettings):
     jpeg_optimize: bool = False
     # Pillow's PNG optimize: 0-3% smaller for 3-5x the CPU per PNG (README).
     png_optimize: bool = False
-    # Images decoded and encoded at once in one worker process; bounds its memory.
-    codec_concurrency: int = Field(default=1, ge=1, le=16)
+    # Processes of an image worker that decode and encode, one image each at a time; unset means
+    # one per CPU core. They bound the worker's decoded pictures, hence its memory.
+    codec_concurrency: int | None = Field(default=None, ge=1, le=64)
+    # A codec process working on one image for longer is killed and replaced; the image fails.
+    codec_timeout_seconds: float = Field(default=120.0, gt=0)
 
     # Upload limits.
     max_upload_bytes: int = Field(default=10 * MiB, ge=1)
@@ -66,7 +69,8 @@ class Settings(BaseSettings):
     download_max_redirects: int = Field(default=5, ge=0)
     download_attempts: int = Field(default=3, ge=1)
     download_backoff_seconds: float = Field(default=0.5, ge=0)
-    download_concurrency: int = Field(default=8, ge=1, le=64)
+    # Images an image worker fetches at once, each held until it is compressed and stored.
+    download_concurrency: int = Field(default=64, ge=1, le=1024)
 
     # Image decoding limits.
     max_image_pixels: int = Field(default=50_000_000, ge=1)
@@ -88,7 +92,7 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=10.0, gt=0)
     stall_seconds: float = Field(default=120.0, gt=0)
 
-    # Image worker processes; unset means two per CPU core.
+    # Products an image worker works on at once (its threads); unset means eight per CPU core.
     # 0 starts none: an API-only host, with the image workers on other machines (`make worker`).
     worker_concurrency: int | None = Field(default=None, ge=0)
 

@@ -1,24 +1,24 @@
-"""What a worker process holds: one set of clients per process, made after the fork.
+"""What a worker process holds: its clients, its image threads and its codec processes, made on first use.
 
-PyMongo clients and httpx connection pools must not cross a fork, so each Celery
-pool process builds its own on first use.
+Made after any fork: PyMongo clients and httpx connection pools must not cross one.
 """
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import redis
+from celery.signals import worker_init, worker_shutdown
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
 from shared.db import claims_collection, requests_collection, sync_client
-from shared.queue import redis_url
+from shared.queue import IMAGES_QUEUE, redis_url
 from shared.settings import Settings, get_settings
 from shared.storage import Storage, storage_from_settings
+from worker_service.codec_pool import CodecPool
 from worker_service.downloader import Downloader, DownloadLimits
 from worker_service.image_codec import CodecOptions
 
@@ -52,19 +52,22 @@ class WorkerContext:
         return Downloader(DownloadLimits.from_settings(self.settings))
 
     @cached_property
-    def codec_options(self) -> CodecOptions:
-        return CodecOptions.from_settings(self.settings)
-
-    @cached_property
-    def codec_slots(self) -> threading.Semaphore:
-        # Downloads overlap freely; decoding is bounded, since a decoded 12 MP photo alone
-        # takes 36 MB and the process already has a core's worth of work with one.
-        return threading.Semaphore(self.settings.codec_concurrency)
+    def codec_pool(self) -> CodecPool:
+        return CodecPool(
+            CodecOptions.from_settings(self.settings),
+            processes=codec_processes(self.settings),
+            timeout=self.settings.codec_timeout_seconds,
+        )
 
     @cached_property
     def image_threads(self) -> ThreadPoolExecutor:
-        # A product's images are fetched concurrently, so a slow image host does not idle the core.
+        # Shared by every product the worker has: an image holds its thread from its download
+        # until it is stored, so this bounds both the downloads at once and the bodies held.
         return ThreadPoolExecutor(self.settings.download_concurrency, thread_name_prefix="image")
+
+
+def codec_processes(settings: Settings) -> int:
+    return settings.codec_concurrency or os.cpu_count() or 1
 
 
 _context: WorkerContext | None = None
@@ -76,3 +79,29 @@ def worker_context() -> WorkerContext:
     if _context is None or _context_pid != os.getpid():
         _context, _context_pid = WorkerContext(get_settings()), os.getpid()
     return _context
+
+
+def consumes_images(worker: Any) -> bool:
+    return IMAGES_QUEUE in worker.app.amqp.queues.consume_from
+
+
+def prepare(sender: Any, **_: Any) -> None:
+    """At a worker's start, before it takes a task: every worker runs its tasks in threads, and
+    two threads making the same client at once would make two (`cached_property` does not lock
+    on every Python this runs on), two sets of codec processes among them."""
+    context = worker_context()
+    for made_on_first_use in ("requests", "claims", "redis", "storage"):
+        getattr(context, made_on_first_use)
+    if consumes_images(sender):
+        for made_on_first_use in ("downloader", "image_threads", "codec_pool"):
+            getattr(context, made_on_first_use)
+
+
+def stop_codec_processes(**_: Any) -> None:
+    if _context is not None and "codec_pool" in vars(_context):
+        _context.codec_pool.close()
+
+
+def install() -> None:
+    worker_init.connect(prepare, weak=False)
+    worker_shutdown.connect(stop_codec_processes, weak=False)

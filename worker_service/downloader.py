@@ -129,6 +129,9 @@ class DownloadLimits:
     attempts: int
     backoff_seconds: float
     allow_private: bool
+    # Downloads at once; as many connections are kept open for reuse, since httpx's default
+    # of 20 would close and open (and resolve and check) one per download past that.
+    concurrency: int
     # The longest wait for any single read. httpx applies its read timeout per read, so
     # this bounds how far a stalled server can push an attempt past `total_timeout`.
     read_timeout: float = 10.0
@@ -145,6 +148,7 @@ class DownloadLimits:
             attempts=settings.download_attempts,
             backoff_seconds=settings.download_backoff_seconds,
             allow_private=settings.allow_private_networks,
+            concurrency=settings.download_concurrency,
         )
 
 
@@ -160,6 +164,7 @@ class Downloader:
                 timeout=httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout),
                 follow_redirects=False,
                 wrap_backend=DeadlineNetworkBackend,
+                limits=httpx.Limits(max_connections=limits.concurrency, max_keepalive_connections=limits.concurrency),
             )
         self._client = client
 

@@ -5,28 +5,31 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
 
-from celery.exceptions import SoftTimeLimitExceeded
 from structlog.contextvars import bind_contextvars
 
 from shared import metrics
 from shared.models import utcnow
-from shared.queue import PRODUCT_SOFT_TIME_LIMIT
 from shared.storage import image_key
 from shared.url_rules import redact_credentials
 from worker_service import product_claims
+from worker_service.codec_pool import CodecBusy, CodecFailed
 from worker_service.context import WorkerContext
-from worker_service.downloader import DownloadError
-from worker_service.image_codec import ImageRejected, compress
+from worker_service.downloader import DownloadError, OutOfTime
+from worker_service.image_codec import ImageRejected
 from worker_service.product_claims import ImageDetails, ImageOutcome, ProductWork
 
 log = logging.getLogger("worker.product")
 
-# Downloads of a product stop this long after it starts, whatever its hosts do, so that
-# the task records its result well before Celery's soft time limit interrupts it.
-PRODUCT_DEADLINE_SECONDS = PRODUCT_SOFT_TIME_LIMIT - 60
+# A product's downloads, and its images' waits for a codec process, stop this long after it
+# starts, whatever its hosts do; then its result is recorded, well within its 1-hour message
+# visibility and with its lease renewed meanwhile.
+PRODUCT_DEADLINE_SECONDS = 840
+PRODUCT_GRACE_SECONDS = 60
+OUT_OF_TIME = "processing took longer than the product's time limit"
+INTERNAL_ERROR = "internal error while processing this image"
 
 
 def elapsed_ms(started: float) -> float:
@@ -43,9 +46,9 @@ def download_compress_store(
     finally:
         details.download_ms = elapsed_ms(started)  # a failed download's time too: how long it took to fail
     details.attempts, details.bytes_in = download.attempts, len(download.data)
-    with context.codec_slots:
-        started = time.perf_counter()  # after the wait for a slot: the time spent compressing
-        image = compress(download.data, context.codec_options)
+    with context.codec_pool.process(not_after) as codec:
+        started = time.perf_counter()  # after the wait for a free process: the time spent compressing
+        image = codec.compress(download.data)
         details.compress_ms = elapsed_ms(started)
     details.format, details.width, details.height = image.format, image.width, image.height
     key = image_key(work.request_id, work.serial_number, position, image.extension)
@@ -69,9 +72,14 @@ def process_image(context: WorkerContext, work: ProductWork, position: int, not_
     except ImageRejected as failure:
         log.info("%s refused: %s (%s)", where, failure.message, redact_credentials(url))
         error = failure.message
+    except CodecBusy:
+        error = OutOfTime().message  # as for a download the product's deadline ended
+    except CodecFailed as failure:
+        log.error("%s: the codec failed (%s): %s", where, redact_credentials(url), failure)
+        error = INTERNAL_ERROR
     except Exception:
         log.exception("%s: unexpected error (%s)", where, redact_credentials(url))
-        error = "internal error while processing this image"
+        error = INTERNAL_ERROR
     details.finished_at = utcnow()
     return ImageOutcome(key=key, error=error, details=details)
 
@@ -84,7 +92,7 @@ def outcome_or_timeout(future: Future[ImageOutcome]) -> ImageOutcome:
     if future.done():
         return future.result()
     future.cancel()
-    return failed("processing took longer than the product's time limit")
+    return failed(OUT_OF_TIME)
 
 
 @contextmanager
@@ -121,11 +129,11 @@ def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> 
     not_after = time.monotonic() + PRODUCT_DEADLINE_SECONDS
     futures = [submit_image(context, work, position, not_after) for position in range(len(work.input_image_urls))]
     with lease_renewal(context, work, attempt):
-        try:
-            return [future.result() for future in futures]
-        except SoftTimeLimitExceeded:
-            # Keep what finished; the rest is recorded as timed out.
-            return [outcome_or_timeout(future) for future in futures]
+        # Each image's own steps end by the deadline (downloads, the wait for a codec process) or
+        # soon after it (a codec process is killed after CODEC_TIMEOUT_SECONDS); the grace covers
+        # an image then still being stored. What has not finished by then is recorded as timed out.
+        wait(futures, timeout=max(0.0, not_after - time.monotonic()) + PRODUCT_GRACE_SECONDS)
+        return [outcome_or_timeout(future) for future in futures]
 
 
 def given_up(work: ProductWork, max_attempts: int) -> list[ImageOutcome]:

@@ -18,12 +18,11 @@ from shared.queue import (
     MERGE_RESULTS,
     PROCESS_PRODUCT,
     PROCESS_REQUEST,
-    PRODUCT_SOFT_TIME_LIMIT,
-    PRODUCT_TIME_LIMIT,
     SWEEP,
     enqueue_request,
     enqueue_webhook,
 )
+from worker_service import context as worker_contexts
 from worker_service import product_claims, product_processing, request_store, webhooks, worker_metrics
 from worker_service.celery_app import app
 from worker_service.context import WorkerContext, worker_context
@@ -33,6 +32,7 @@ from worker_service.sweeper import plan_sweep
 log = logging.getLogger("worker.tasks")
 # Here rather than with the app: only workers import the tasks (beat and Flower do not).
 worker_metrics.install()
+worker_contexts.install()
 MERGE_COST_FACTOR = 25
 # A delivery attempt's outcome, by the state it leaves the webhook in.
 ATTEMPT_OUTCOMES = {WebhookState.DELIVERED: "delivered", WebhookState.PENDING: "retry", WebhookState.FAILED: "given_up"}
@@ -53,9 +53,10 @@ def process_request(request_id: str) -> None:
     log.info("request %s: %d products enqueued", request_id, len(works))
 
 
-# The only kind with time limits: it runs in the prefork pool, which can enforce them (the
-# threads of the control and webhook workers cannot; their waits have deadlines of their own).
-@app.task(name=PROCESS_PRODUCT, soft_time_limit=PRODUCT_SOFT_TIME_LIMIT, time_limit=PRODUCT_TIME_LIMIT)
+# No Celery time limits: every worker runs threads, which Celery cannot interrupt. Each wait of
+# a product has a deadline of its own, and its codec work a process that is killed at its limit
+# (worker_service/product_processing.py, codec_pool.py).
+@app.task(name=PROCESS_PRODUCT)
 def process_product(work: dict[str, Any]) -> None:
     context = worker_context()
     settings = context.settings

@@ -1,7 +1,7 @@
 """The Celery side of the metrics: each worker program's own directory, and the image worker's port.
 
-A worker's pool children record into files of their own (shared/metrics.py); the main
-process starts the program's directory afresh, and on a host without an API (`make
+Each worker program records into files of its own (shared/metrics.py); its main process
+starts the program's directory afresh, and on a host without an API (`make
 worker`), when WORKER_METRICS_PORT is set, the image worker's main process serves the
 metrics of every program of its host there.
 """
@@ -9,19 +9,14 @@ metrics of every program of its host there.
 import logging
 from typing import Any
 
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import worker_init
 from prometheus_client import start_http_server
-from prometheus_client.multiprocess import mark_process_dead
 
 from shared import metrics
-from shared.queue import IMAGES_QUEUE
 from shared.settings import get_settings
+from worker_service.context import consumes_images
 
 log = logging.getLogger("worker.metrics")
-
-
-def consumes_images(worker: Any) -> bool:
-    return IMAGES_QUEUE in worker.app.amqp.queues.consume_from
 
 
 def on_worker_init(sender: Any, **_: Any) -> None:
@@ -43,12 +38,5 @@ def on_worker_init(sender: Any, **_: Any) -> None:
     log.info("serving metrics on port %d", port)
 
 
-def on_process_shutdown(pid: int, **_: Any) -> None:
-    # Only a "live" gauge's file goes: counters of an exited child still count.
-    if metrics.MULTIPROCESS_DIRECTORY:
-        mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
-
-
 def install() -> None:
     worker_init.connect(on_worker_init, weak=False)
-    worker_process_shutdown.connect(on_process_shutdown, weak=False)

@@ -1,4 +1,4 @@
-"""Metrics: the API's /metrics counts every program of its host, across pool children that are replaced;
+"""Metrics: the API's /metrics counts every program of its host, across codec processes that are replaced;
 the image worker serves the same on WORKER_METRICS_PORT; Flower runs beside them."""
 
 import signal
@@ -18,8 +18,12 @@ FLOWER_PORT = free_port()
 
 @pytest.fixture(scope="module")
 def metered_stack(tmp_path_factory):
-    ports = {"WORKER_METRICS_PORT": str(WORKER_METRICS_PORT), "FLOWER_PORT": str(FLOWER_PORT)}
-    with start_stack(tmp_path_factory.mktemp("metered"), ports) as running:
+    settings = {
+        "WORKER_METRICS_PORT": str(WORKER_METRICS_PORT),
+        "FLOWER_PORT": str(FLOWER_PORT),
+        "CODEC_CONCURRENCY": "2",
+    }
+    with start_stack(tmp_path_factory.mktemp("metered"), settings) as running:
         yield running
 
 
@@ -36,27 +40,30 @@ def value(scraped: dict, name: str, **labels: str) -> float:
     return scraped.get((name, frozenset(labels.items())), 0.0)
 
 
-def replace_a_pool_child(worker_pid: int) -> None:
-    """SIGKILL one pool process of the image worker and wait for Celery to start another."""
-    worker = psutil.Process(worker_pid)
-    victim = worker.children()[0]
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(10)
-    wait_until(
-        lambda: len([child for child in worker.children() if child.pid != victim.pid]) == 2,
-        30,
-        message="a new pool process",
-    )
+def kill_a_codec_process(worker_pid: int) -> None:
+    """SIGKILL one codec process of the image worker (spawned: `spawn_main` in its command line)."""
+    codecs = [child for child in psutil.Process(worker_pid).children() if "spawn_main" in " ".join(child.cmdline())]
+    assert len(codecs) == 2, codecs  # CODEC_CONCURRENCY
+    codecs[0].send_signal(signal.SIGKILL)
+    # Not our child to wait for: the worker reaps it when it next gives it an image.
+    wait_until(lambda: gone(codecs[0]), 10, interval=0.05, message="the codec process to die")
 
 
-def test_metrics_count_every_image_across_a_replaced_pool_child(metered_stack, image_server):
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_metrics_count_every_image_across_a_killed_codec_process(metered_stack, image_server):
     stack = metered_stack
     first = [(1, "A", [image_server.image("photo.jpg"), f"{image_server.url}/status/404"]),
              (2, "B", [image_server.image("photo.png")])]  # fmt: skip
     second = [(1, "C", [image_server.image("photo2.jpg")]),
               (2, "D", [image_server.image("photo.webp"), f"{image_server.url}/status/410"])]  # fmt: skip
     progress = [wait_final(stack.api, accepted_id(stack.api, product_csv(first)))["progress"]]
-    replace_a_pool_child(stack.pid_of("worker"))
+    kill_a_codec_process(stack.pid_of("worker"))
     progress.append(wait_final(stack.api, accepted_id(stack.api, product_csv(second)))["progress"])
 
     scraped = samples(f"{stack.base_url}/metrics")

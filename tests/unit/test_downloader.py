@@ -49,6 +49,7 @@ LIMITS = DownloadLimits(
     attempts=3,
     backoff_seconds=0.01,
     allow_private=True,
+    concurrency=8,
 )
 
 
@@ -315,5 +316,6 @@ def test_limits_come_from_the_settings() -> None:
         attempts=3,
         backoff_seconds=0.5,
         allow_private=True,
+        concurrency=64,
     )
     assert TooLarge(limits.max_bytes).message == "image larger than 25 MiB"

@@ -14,7 +14,8 @@ def test_make_run_starts_everything_with_embedded_servers() -> None:
     settings = Settings(_env_file=None)
     assert names(settings) == ["mongodb", "redis", "api", "worker", "control", "webhooks", "beat"]
     worker = next(p for p in stack_programs(settings)[0] if p.name == "worker")
-    assert worker.command[worker.command.index("--concurrency") + 1] == str(2 * (os.cpu_count() or 1))
+    assert worker.command[worker.command.index("--concurrency") + 1] == str(8 * (os.cpu_count() or 1))
+    assert worker.command[worker.command.index("--pool") + 1] == "threads"
 
 
 def test_worker_concurrency_zero_is_an_api_only_host() -> None:

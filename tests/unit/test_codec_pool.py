@@ -1,0 +1,133 @@
+"""The codec processes: the same answers as the codec in process, and only the image fails when one is
+too slow, dies at work, or is found dead; a thread that cannot get one in time is told so."""
+
+import io
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from PIL import Image
+
+from shared.settings import Settings
+from worker_service.codec_pool import CodecBusy, CodecFailed, CodecPool, CodecTimeout
+from worker_service.image_codec import CodecOptions, ImageRejected, compress
+
+OPTIONS = CodecOptions.from_settings(Settings(_env_file=None))
+
+
+def encoded(image: Image.Image, image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo() -> bytes:
+    return encoded(Image.radial_gradient("L").resize((640, 480)).convert("RGB"), "JPEG")
+
+
+@pytest.fixture(scope="module")
+def slow_image() -> bytes:
+    """A noisy 12 MP PNG: a few hundred milliseconds to decode and encode again, losslessly."""
+    return encoded(Image.effect_noise((4000, 3000), 64).convert("RGB"), "PNG")
+
+
+@pytest.fixture
+def pool() -> Iterator[CodecPool]:
+    codec = CodecPool(OPTIONS, processes=1, timeout=0.1)
+    yield codec
+    codec.close()
+
+
+def compressed_by(pool: CodecPool, data: bytes) -> bytes:
+    with pool.process() as codec:
+        return codec.compress(data).data
+
+
+def test_an_image_comes_back_as_the_codec_makes_it_in_process(pool, photo):
+    with pool.process() as codec:
+        image = codec.compress(photo)
+    assert image == compress(photo, OPTIONS)
+    assert pool.pids()[0] != os.getpid()
+
+
+def test_a_refused_body_is_refused_with_the_codecs_message(pool):
+    with pytest.raises(ImageRejected) as refused, pool.process() as codec:
+        codec.compress(b"GIF89a and nothing after it")
+    with pytest.raises(ImageRejected) as in_process:
+        compress(b"GIF89a and nothing after it", OPTIONS)
+    assert refused.value.message == in_process.value.message
+    assert type(refused.value) is ImageRejected  # the message is what travels: the subclass is the codec's
+
+
+def test_a_process_over_the_time_limit_is_killed_and_replaced(pool, photo, slow_image):
+    (before,) = pool.pids()
+    started = time.monotonic()
+    with pytest.raises(CodecTimeout) as timed_out, pool.process() as codec:
+        codec.compress(slow_image)
+    assert time.monotonic() - started < 0.1 + 2  # the limit, and the time to reap and replace
+    assert timed_out.value.message == "image took longer than 0.1 s to decode and encode"
+    (after,) = pool.pids()
+    assert after != before
+    assert not alive(before)
+    assert compressed_by(pool, photo) == compress(photo, OPTIONS).data
+
+
+def test_a_process_that_dies_at_work_fails_only_that_image(slow_image, photo):
+    pool = CodecPool(OPTIONS, processes=1, timeout=30)
+    try:
+        (worker,) = pool.pids()
+        assert worker is not None
+        threading.Timer(0.1, os.kill, (worker, signal.SIGKILL)).start()
+        with pytest.raises(CodecFailed), pool.process() as codec:
+            codec.compress(slow_image)
+        assert pool.pids() != [worker]
+        assert compressed_by(pool, photo) == compress(photo, OPTIONS).data
+    finally:
+        pool.close()
+
+
+def test_a_process_found_dead_is_replaced_before_the_image_reaches_it(pool, photo):
+    (worker,) = pool.pids()
+    assert worker is not None
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: not alive(worker))
+    assert compressed_by(pool, photo) == compress(photo, OPTIONS).data
+    assert pool.pids() != [worker]
+
+
+def test_a_thread_that_cannot_get_a_process_in_time_is_told_so(pool):
+    with pool.process():
+        started = time.monotonic()
+        with pytest.raises(CodecBusy), pool.process(not_after=time.monotonic() + 0.2):
+            pass
+        assert 0.2 <= time.monotonic() - started < 1
+
+
+def test_closing_ends_every_process(photo):
+    pool = CodecPool(OPTIONS, processes=2, timeout=10)
+    compressed_by(pool, photo)
+    pids = pool.pids()
+    pool.close()
+    for pid in pids:
+        assert pid is not None and not alive(pid)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (killed, not yet reaped) still answers signal 0; the pool reaps what it replaces.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def wait_for(condition, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)

@@ -1,0 +1,173 @@
+"""The image codec in processes of its own: the worker's threads fetch and store, these decode and encode.
+
+Decoding and encoding are the only work of an image worker that needs a core for long. So the
+worker runs its products in threads, any number of which may wait on image hosts at little
+cost, and `CODEC_CONCURRENCY` processes (one per core by default) do the Pillow work, each one
+image at a time, for whichever thread has an image ready. The cores stay busy behind slow
+hosts, and never hold more decoded pictures than there are processes.
+
+The processes also contain what a hostile image can do to a decoder, which Python cannot
+interrupt: one that works on an image for longer than `CODEC_TIMEOUT_SECONDS` is killed and
+replaced, and one that dies (a crash, the OOM killer) is replaced; either way only that
+image fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+
+from worker_service.image_codec import CodecOptions, CompressedImage, ImageRejected, compress
+
+log = logging.getLogger(__name__)
+
+# Spawned, not forked: the worker has threads, and a fork copies whatever locks they held.
+_CONTEXT = multiprocessing.get_context("spawn")
+READY = "ready"
+# A spawned process imports Pillow and the codec before it says it is ready.
+START_TIMEOUT_SECONDS = 60.0
+
+
+class CodecTimeout(ImageRejected):
+    """The image took longer to decode and encode than the limit: its process was killed."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"image took longer than {seconds:g} s to decode and encode")
+
+
+class CodecBusy(Exception):
+    """No codec process came free before the caller's deadline."""
+
+
+class CodecFailed(Exception):
+    """The codec failed in a way that says nothing about the image (a bug, a process that died)."""
+
+
+# -- the codec processes ----------------------------------------------------------------------------
+
+
+def _serve(connection: Connection, options: CodecOptions) -> None:
+    """A codec process: compress each body the worker sends, answer with the outcome, until it hangs up."""
+    connection.send(READY)  # its imports are done: from now on only images count against the limit
+    while True:
+        try:
+            data = connection.recv_bytes()
+        except EOFError:
+            return
+        connection.send(_outcome(data, options))
+
+
+def _outcome(data: bytes, options: CodecOptions) -> tuple[str, CompressedImage | str]:
+    try:
+        return "image", compress(data, options)
+    except ImageRejected as rejected:
+        return "rejected", rejected.message
+    except Exception:  # noqa: BLE001 - a bug or a decoder's surprise, told to the worker, which logs it
+        return "failed", traceback.format_exc()
+
+
+# -- the worker's side ------------------------------------------------------------------------------
+
+
+class CodecProcess:
+    """One codec process, leased to one thread at a time by `CodecPool.process`."""
+
+    def __init__(self, options: CodecOptions, timeout: float) -> None:
+        self.timeout = timeout
+        self.connection, theirs = _CONTEXT.Pipe()
+        self.process = _CONTEXT.Process(target=_serve, args=(theirs, options), name="codec", daemon=True)
+        self.process.start()
+        theirs.close()  # held open here too, a dead process would never read as gone
+        # Set when an exchange did not finish cleanly: the process may be mid-image, so it is replaced.
+        self.broken = False
+        self.ready = False
+
+    def compress(self, data: bytes) -> CompressedImage:
+        """`data` compressed; raises `ImageRejected` (`CodecTimeout` among them) or `CodecFailed`."""
+        self.broken = True
+        try:
+            self._await_ready()
+            self.connection.send_bytes(data)
+            if not self.connection.poll(self.timeout):
+                log.warning("codec process %s took over %g s on one image; killed", self.process.pid, self.timeout)
+                raise CodecTimeout(self.timeout)
+            kind, value = self.connection.recv()
+        except (EOFError, OSError) as error:
+            raise CodecFailed(f"the codec process stopped while working on the image ({error!r})") from error
+        self.broken = False
+        if kind == "image":
+            assert isinstance(value, CompressedImage)
+            return value
+        raise ImageRejected(value) if kind == "rejected" else CodecFailed(value)
+
+    def _await_ready(self) -> None:
+        if self.ready:
+            return
+        if not self.connection.poll(START_TIMEOUT_SECONDS) or self.connection.recv() != READY:
+            raise CodecFailed(f"the codec process did not start within {START_TIMEOUT_SECONDS:g} s")
+        self.ready = True
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.connection.close()
+
+
+class CodecPool:
+    """`processes` codec processes shared by the worker's threads; safe to use from any thread."""
+
+    def __init__(self, options: CodecOptions, processes: int, timeout: float) -> None:
+        self._options = options
+        self._timeout = timeout
+        self._idle: queue.SimpleQueue[CodecProcess] = queue.SimpleQueue()
+        self._all: list[CodecProcess] = []
+        for _ in range(processes):
+            self._idle.put(self._start())
+
+    @contextmanager
+    def process(self, not_after: float | None = None) -> Iterator[CodecProcess]:
+        """The next free process, waited for until `not_after` (monotonic time), else `CodecBusy`."""
+        codec = self._take(not_after)
+        if not codec.process.is_alive():
+            # Died while idle (killed from outside): the image has not reached it, so give it to another.
+            log.warning("codec process %s had died; starting another", codec.process.pid)
+            codec = self._replace(codec)
+        try:
+            yield codec
+        finally:
+            self._idle.put(self._replace(codec) if codec.broken else codec)
+
+    def close(self) -> None:
+        """Hang up on every process (each ends when it sees that) and reap them."""
+        for codec in self._all:
+            codec.connection.close()
+        for codec in self._all:
+            codec.process.join(5)
+            if codec.process.is_alive():
+                codec.stop()
+
+    def pids(self) -> list[int | None]:
+        return [codec.process.pid for codec in self._all]
+
+    def _start(self) -> CodecProcess:
+        codec = CodecProcess(self._options, self._timeout)
+        self._all.append(codec)
+        return codec
+
+    def _take(self, not_after: float | None) -> CodecProcess:
+        wait = None if not_after is None else max(0.0, not_after - time.monotonic())
+        try:
+            return self._idle.get(timeout=wait)
+        except queue.Empty:
+            raise CodecBusy() from None
+
+    def _replace(self, codec: CodecProcess) -> CodecProcess:
+        codec.stop()
+        self._all.remove(codec)
+        return self._start()
