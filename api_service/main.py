@@ -75,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         indexes.cancel()
         news.cancel()
+        await asyncio.gather(indexes, news, return_exceptions=True)
         await app.state.rate_limits.close()
         await mongo.close()
         await redis_client.aclose()

@@ -100,7 +100,8 @@ class StatusCache:
             self.store(key, Answer(value, read_began=now, fresh_for=min(self.ttl, self.max_age)))
 
     def forget(self, request_id: str) -> None:
-        """Drop a request's answers after a change made through this API process.
+        """Drop a request's answers after a change made through this API process, or when a
+        worker announces it finished (shared/request_events.py).
 
         Reads in flight are dropped too: they may have seen the document before the change.
         """

@@ -24,8 +24,8 @@ def process_tree(pid: int) -> list[psutil.Process]:
 
 
 def tree_pss(pid: int) -> int:
-    """Proportional set size of a process tree: forked workers share their parent's pages,
-    which plain RSS would count once per process."""
+    """Proportional set size of a process tree: processes share pages (libraries, a forked
+    parent's memory), which plain RSS would count once per process."""
     total = 0
     for process in process_tree(pid):
         with contextlib.suppress(psutil.NoSuchProcess):

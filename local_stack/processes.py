@@ -1,6 +1,5 @@
 """The processes `make run` starts, each as a command line and its environment."""
 
-import os
 import shutil
 import socket
 import sys
@@ -99,12 +98,6 @@ def celery(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "celery", "--app", "worker_service.celery_app", *arguments]
 
 
-def image_worker_concurrency(settings: Settings) -> int:
-    # Products at once, in threads: enough that, while most wait on image hosts 200 ms away,
-    # the codec processes (one per core) always have an image ready.
-    return 8 * (os.cpu_count() or 1) if settings.worker_concurrency is None else settings.worker_concurrency
-
-
 def metrics_directory(settings: Settings, program: str) -> dict[str, str]:
     """Where a program records its metrics (shared/metrics.py): one directory each, all under
     one root, which the API's /metrics (or the image worker's WORKER_METRICS_PORT) reads whole."""
@@ -134,7 +127,7 @@ def worker_command(settings: Settings, queue: str, threads: int) -> list[str]:
 def image_worker_program(settings: Settings) -> Program:
     # Niced, its codec processes too: under full load the API and the database still answer
     # at once, and the image work takes every cycle they leave.
-    worker = worker_command(settings, "images", image_worker_concurrency(settings))
+    worker = worker_command(settings, "images", settings.products_at_once())
     return Program(name="worker", command=["nice", "-n", "10", *worker], priority=30, stop_seconds=20,
                    environment={**IMAGE_WORKER_MALLOC, **metrics_directory(settings, "worker")})  # fmt: skip
 
@@ -162,7 +155,7 @@ def flower_program(port: int) -> Program:
 def application_programs(settings: Settings) -> list[Program]:
     """The API, the image worker (none with WORKER_CONCURRENCY=0), the control and webhook workers, beat,
     and Flower when FLOWER_PORT is set."""
-    image_workers = [image_worker_program(settings)] if image_worker_concurrency(settings) else []
+    image_workers = [image_worker_program(settings)] if settings.products_at_once() else []
     flower = [flower_program(settings.flower_port)] if settings.flower_port else []
     return [
         api_program(settings),

@@ -69,7 +69,7 @@ def programs_registry(root: Path) -> CollectorRegistry:
 def forget_earlier_runs() -> None:
     """Remove the files of this program's earlier runs, keeping this process's own.
 
-    Called once as the program starts, before it forks: supervisord or Docker may start a
+    Called once as the program starts: supervisord or Docker may start a
     program again, and its processes' totals then start again from zero. This process's
     files (written as the metrics were imported) stay, since it still writes to them.
     """

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,11 @@ def announce_finished(client: redis.Redis, request_id: str) -> None:
 
 def listening_client(redis_url: str) -> aioredis.Redis:
     # No socket timeout: a quiet channel is no error. A Redis that stops answering leaves the
-    # listener waiting, which costs nothing but the news.
-    return aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_keepalive=True)
+    # listener waiting, which costs nothing but the news. No retries of redis-py's own: the
+    # listener subscribes again itself, which a retried read would not do.
+    return aioredis.Redis.from_url(
+        redis_url, socket_connect_timeout=2, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
+    )
 
 
 async def listen_for_finished(client: aioredis.Redis, on_finished: Callable[[str], None]) -> None:
@@ -46,4 +51,6 @@ async def listen_for_finished(client: aioredis.Redis, on_finished: Callable[[str
                         on_finished(message["data"].decode())
         except (aioredis.RedisError, OSError) as error:
             log.info("not listening for finished requests (%s); again in %g s", error, RESUBSCRIBE_SECONDS)
+        except Exception:  # a message it could not read, say: the listener must outlive it
+            log.exception("the listener for finished requests failed; again in %g s", RESUBSCRIBE_SECONDS)
         await asyncio.sleep(RESUBSCRIBE_SECONDS)

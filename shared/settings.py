@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
@@ -69,8 +70,8 @@ class Settings(BaseSettings):
     download_max_redirects: int = Field(default=5, ge=0)
     download_attempts: int = Field(default=3, ge=1)
     download_backoff_seconds: float = Field(default=0.5, ge=0)
-    # Images an image worker fetches at once, each held until it is compressed and stored.
-    download_concurrency: int = Field(default=64, ge=1, le=1024)
+    # Images of one product fetched (and held until compressed and stored) at once.
+    download_concurrency: int = Field(default=8, ge=1, le=64)
 
     # Image decoding limits.
     max_image_pixels: int = Field(default=50_000_000, ge=1)
@@ -163,6 +164,17 @@ class Settings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
+
+    def products_at_once(self) -> int:
+        """Products an image worker works on at once: WORKER_CONCURRENCY, or eight per core.
+
+        Eight, so that while most wait on image hosts 200 ms away, the codec processes (one
+        per core) always have an image ready."""
+        return 8 * (os.cpu_count() or 1) if self.worker_concurrency is None else self.worker_concurrency
+
+    def codec_processes(self) -> int:
+        """CODEC_CONCURRENCY, or one per core."""
+        return self.codec_concurrency or os.cpu_count() or 1
 
 
 def comma_separated(value: str | None) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import queue
+import signal
 import time
 import traceback
 from collections.abc import Iterator
@@ -54,6 +55,10 @@ class CodecFailed(Exception):
 
 def _serve(connection: Connection, options: CodecOptions) -> None:
     """A codec process: compress each body the worker sends, answer with the outcome, until it hangs up."""
+    # Stopping is the worker's business: a Ctrl-C or a SIGTERM to the process group must not end
+    # the image in hand while the worker finishes its products. It ends on the worker's hang-up.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     connection.send(READY)  # its imports are done: from now on only images count against the limit
     while True:
         try:
@@ -96,6 +101,7 @@ class CodecProcess:
             self.connection.send_bytes(data)
             if not self.connection.poll(self.timeout):
                 log.warning("codec process %s took over %g s on one image; killed", self.process.pid, self.timeout)
+                self.process.kill()  # at once: its replacement is started on its next lease
                 raise CodecTimeout(self.timeout)
             kind, value = self.connection.recv()
         except (EOFError, OSError) as error:
@@ -127,6 +133,7 @@ class CodecPool:
         self._timeout = timeout
         self._idle: queue.SimpleQueue[CodecProcess] = queue.SimpleQueue()
         self._all: list[CodecProcess] = []
+        self._closed = False
         for _ in range(processes):
             self._idle.put(self._start())
 
@@ -134,21 +141,23 @@ class CodecPool:
     def process(self, not_after: float | None = None) -> Iterator[CodecProcess]:
         """The next free process, waited for until `not_after` (monotonic time), else `CodecBusy`."""
         codec = self._take(not_after)
-        if not codec.process.is_alive():
-            # Died while idle (killed from outside): the image has not reached it, so give it to another.
-            log.warning("codec process %s had died; starting another", codec.process.pid)
-            codec = self._replace(codec)
         try:
+            codec = self._usable(codec)
             yield codec
         finally:
-            self._idle.put(self._replace(codec) if codec.broken else codec)
+            # Always back, even broken or dead: the next lease replaces it, so a replacement that
+            # cannot start now (no memory, no file descriptors) costs one image, not a process for good.
+            self._idle.put(codec)
 
     def close(self) -> None:
-        """Hang up on every process (each ends when it sees that) and reap them."""
-        for codec in self._all:
+        """Hang up on every process (each ends when it sees that) and reap them; no lease after this."""
+        self._closed = True
+        codecs = list(self._all)
+        for codec in codecs:
             codec.connection.close()
-        for codec in self._all:
-            codec.process.join(5)
+        deadline = time.monotonic() + 5
+        for codec in codecs:
+            codec.process.join(max(0.0, deadline - time.monotonic()))
             if codec.process.is_alive():
                 codec.stop()
 
@@ -167,7 +176,18 @@ class CodecPool:
         except queue.Empty:
             raise CodecBusy() from None
 
+    def _usable(self, codec: CodecProcess) -> CodecProcess:
+        if self._closed:
+            raise CodecFailed("the worker is stopping")
+        if codec.broken or not codec.process.is_alive():
+            # Killed at its limit, died at work, or killed from outside while idle: no image of
+            # this lease has reached it, so the image goes to a new one.
+            log.warning("codec process %s is gone; starting another", codec.process.pid)
+            codec = self._replace(codec)
+        return codec
+
     def _replace(self, codec: CodecProcess) -> CodecProcess:
         codec.stop()
+        replacement = self._start()
         self._all.remove(codec)
-        return self._start()
+        return replacement

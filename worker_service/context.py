@@ -55,19 +55,17 @@ class WorkerContext:
     def codec_pool(self) -> CodecPool:
         return CodecPool(
             CodecOptions.from_settings(self.settings),
-            processes=codec_processes(self.settings),
+            processes=self.settings.codec_processes(),
             timeout=self.settings.codec_timeout_seconds,
         )
 
     @cached_property
     def image_threads(self) -> ThreadPoolExecutor:
-        # Shared by every product the worker has: an image holds its thread from its download
-        # until it is stored, so this bounds both the downloads at once and the bodies held.
-        return ThreadPoolExecutor(self.settings.download_concurrency, thread_name_prefix="image")
-
-
-def codec_processes(settings: Settings) -> int:
-    return settings.codec_concurrency or os.cpu_count() or 1
+        # Enough for every product the worker takes at once to have DOWNLOAD_CONCURRENCY images
+        # under way, so no product waits for another's. An image holds its thread from its
+        # download until it is stored: this also bounds the bodies held.
+        threads = self.settings.products_at_once() * self.settings.download_concurrency
+        return ThreadPoolExecutor(threads, thread_name_prefix="image")
 
 
 _context: WorkerContext | None = None

@@ -129,8 +129,9 @@ class DownloadLimits:
     attempts: int
     backoff_seconds: float
     allow_private: bool
-    # Downloads at once; as many connections are kept open for reuse, since httpx's default
-    # of 20 would close and open (and resolve and check) one per download past that.
+    # Downloads the worker makes at once (every product's); as many connections are kept open
+    # for reuse, since httpx's default of 20 would close and open (and resolve and check) one
+    # per download past that, and wait for one past its 100.
     concurrency: int
     # The longest wait for any single read. httpx applies its read timeout per read, so
     # this bounds how far a stalled server can push an attempt past `total_timeout`.
@@ -148,7 +149,7 @@ class DownloadLimits:
             attempts=settings.download_attempts,
             backoff_seconds=settings.download_backoff_seconds,
             allow_private=settings.allow_private_networks,
-            concurrency=settings.download_concurrency,
+            concurrency=settings.products_at_once() * settings.download_concurrency,
         )
 
 

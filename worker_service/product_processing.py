@@ -5,17 +5,19 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
+from itertools import islice
 
 from structlog.contextvars import bind_contextvars
 
 from shared import metrics
 from shared.models import utcnow
+from shared.settings import Settings
 from shared.storage import image_key
 from shared.url_rules import redact_credentials
 from worker_service import product_claims
-from worker_service.codec_pool import CodecBusy, CodecFailed
+from worker_service.codec_pool import START_TIMEOUT_SECONDS, CodecBusy, CodecFailed
 from worker_service.context import WorkerContext
 from worker_service.downloader import DownloadError, OutOfTime
 from worker_service.image_codec import ImageRejected
@@ -24,11 +26,11 @@ from worker_service.product_claims import ImageDetails, ImageOutcome, ProductWor
 log = logging.getLogger("worker.product")
 
 # A product's downloads, and its images' waits for a codec process, stop this long after it
-# starts, whatever its hosts do; then its result is recorded, well within its 1-hour message
-# visibility and with its lease renewed meanwhile.
+# starts, whatever its hosts do; its result is recorded soon after (`grace_seconds`), well
+# within its 1-hour message visibility and with its lease renewed meanwhile.
 PRODUCT_DEADLINE_SECONDS = 840
-PRODUCT_GRACE_SECONDS = 60
-OUT_OF_TIME = "processing took longer than the product's time limit"
+# Past the deadline, an image already in a codec process may still be compressed and stored.
+STORE_GRACE_SECONDS = 60
 INTERNAL_ERROR = "internal error while processing this image"
 
 
@@ -88,11 +90,18 @@ def failed(message: str) -> ImageOutcome:
     return ImageOutcome(error=message, details=ImageDetails(finished_at=utcnow()))
 
 
-def outcome_or_timeout(future: Future[ImageOutcome]) -> ImageOutcome:
-    if future.done():
+def outcome_or_timeout(future: Future[ImageOutcome] | None) -> ImageOutcome:
+    """The image's outcome, or "not finished" when it was not started or has not ended in time."""
+    if future is not None and future.done():
         return future.result()
-    future.cancel()
-    return failed(OUT_OF_TIME)
+    if future is not None:
+        future.cancel()
+    return failed(OutOfTime().message)
+
+
+def grace_seconds(settings: Settings) -> float:
+    """How long past the deadline a product waits for images already given to a codec process."""
+    return settings.codec_timeout_seconds + START_TIMEOUT_SECONDS + STORE_GRACE_SECONDS
 
 
 @contextmanager
@@ -127,13 +136,23 @@ def submit_image(context: WorkerContext, work: ProductWork, position: int, not_a
 
 def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> list[ImageOutcome]:
     not_after = time.monotonic() + PRODUCT_DEADLINE_SECONDS
-    futures = [submit_image(context, work, position, not_after) for position in range(len(work.input_image_urls))]
+    give_up_at = not_after + grace_seconds(context.settings)
+    # At most DOWNLOAD_CONCURRENCY images of the product at once, the next as one ends: a product
+    # of many images on a slow host holds no more of the worker's image threads than any other.
+    waiting = iter(range(len(work.input_image_urls)))
+    futures: dict[int, Future[ImageOutcome]] = {}
+    running: set[Future[ImageOutcome]] = set()
     with lease_renewal(context, work, attempt):
-        # Each image's own steps end by the deadline (downloads, the wait for a codec process) or
-        # soon after it (a codec process is killed after CODEC_TIMEOUT_SECONDS); the grace covers
-        # an image then still being stored. What has not finished by then is recorded as timed out.
-        wait(futures, timeout=max(0.0, not_after - time.monotonic()) + PRODUCT_GRACE_SECONDS)
-        return [outcome_or_timeout(future) for future in futures]
+        while True:
+            for position in islice(waiting, context.settings.download_concurrency - len(running)):
+                futures[position] = submit_image(context, work, position, not_after)
+                running.add(futures[position])
+            if not running:
+                break
+            done, running = wait(running, max(0.0, give_up_at - time.monotonic()), FIRST_COMPLETED)
+            if not done:
+                break  # past the grace: what is still running is recorded as not finished
+    return [outcome_or_timeout(futures.get(position)) for position in range(len(work.input_image_urls))]
 
 
 def given_up(work: ProductWork, max_attempts: int) -> list[ImageOutcome]:

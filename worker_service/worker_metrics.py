@@ -20,7 +20,7 @@ log = logging.getLogger("worker.metrics")
 
 
 def on_worker_init(sender: Any, **_: Any) -> None:
-    """In the worker's main process, before the pool forks."""
+    """In the worker's process, before it takes a task."""
     metrics.forget_earlier_runs()
     port = get_settings().worker_metrics_port
     root = metrics.programs_root()

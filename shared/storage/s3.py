@@ -96,7 +96,7 @@ class S3Storage:
     @property
     def client(self) -> "S3Client":
         """This process's client, made on first use: a client (its connection pool) must not
-        cross a fork, and the image worker's processes are forked from one parent.
+        cross a fork, so none is made before one.
 
         Two threads racing on the first use may each make one and one is dropped, which is
         harmless: each comes from its own Session, as boto3's default session is not thread-safe.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -316,6 +317,6 @@ def test_limits_come_from_the_settings() -> None:
         attempts=3,
         backoff_seconds=0.5,
         allow_private=True,
-        concurrency=64,
+        concurrency=8 * (os.cpu_count() or 1) * 8,  # eight products per core, eight images each
     )
     assert TooLarge(limits.max_bytes).message == "image larger than 25 MiB"
