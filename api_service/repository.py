@@ -7,7 +7,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
-from shared.db import claim_id
+from shared.db import claim_id, has_live_lease
 from shared.models import ProductStatus, utcnow
 
 WITHOUT_PRODUCTS = {"products": 0}
@@ -63,10 +63,7 @@ async def mark_products_in_progress(
 
 def is_busy(claim: dict[str, Any], now: datetime) -> bool:
     """Held by a live lease, or done with its result not yet merged into the request document."""
-    if claim["done"]:
-        return not claim["merged"]
-    lease = claim["lease_expires_at"]
-    return lease is not None and lease > now
+    return not claim["merged"] if claim["done"] else has_live_lease(claim, now)
 
 
 async def iterate_products(requests: AsyncCollection[dict[str, Any]], request_id: str) -> AsyncIterator[dict[str, Any]]:

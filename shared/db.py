@@ -76,6 +76,12 @@ def no_live_lease(now: datetime) -> dict[str, Any]:
     return {"$not": {"$gt": now}}
 
 
+def has_live_lease(claim: dict[str, Any], now: datetime) -> bool:
+    """What `no_live_lease` leaves out, decided in Python on a claim read by another condition."""
+    lease: datetime | None = claim["lease_expires_at"]
+    return lease is not None and lease > now
+
+
 def mongodb_url(settings: Settings) -> str:
     if not settings.mongodb_url:
         raise RuntimeError("MONGODB_URL is not set: start the service with `make run`, which sets it")

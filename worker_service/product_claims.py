@@ -15,7 +15,7 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from shared.db import IMAGE_LOG, claim_id, no_live_lease
+from shared.db import IMAGE_LOG, claim_id, has_live_lease, no_live_lease
 from shared.models import ProductStatus, utcnow
 
 # Bounds what a failure adds to the request document (see the README's document-size figures).
@@ -157,8 +157,4 @@ def settled(claims: Collection[dict[str, Any]], request_id: str) -> set[int]:
     now = utcnow()
     # Filtered here rather than with an $or, which would make the embedded server scan every claim.
     fields = {"index": 1, "done": 1, "lease_expires_at": 1}
-    return {
-        d["index"]
-        for d in claims.find({"request_id": request_id}, fields)
-        if d["done"] or (d["lease_expires_at"] is not None and d["lease_expires_at"] > now)
-    }
+    return {d["index"] for d in claims.find({"request_id": request_id}, fields) if d["done"] or has_live_lease(d, now)}
