@@ -172,6 +172,10 @@ class Settings(BaseSettings):
         per core) always have an image ready."""
         return 8 * (os.cpu_count() or 1) if self.worker_concurrency is None else self.worker_concurrency
 
+    def images_at_once(self) -> int:
+        """Images an image worker has under way at once: DOWNLOAD_CONCURRENCY for every product it holds."""
+        return self.products_at_once() * self.download_concurrency
+
     def codec_processes(self) -> int:
         """CODEC_CONCURRENCY, or one per core."""
         return self.codec_concurrency or os.cpu_count() or 1

@@ -64,8 +64,7 @@ class WorkerContext:
         # Enough for every product the worker takes at once to have DOWNLOAD_CONCURRENCY images
         # under way, so no product waits for another's. An image holds its thread from its
         # download until it is stored: this also bounds the bodies held.
-        threads = self.settings.products_at_once() * self.settings.download_concurrency
-        return ThreadPoolExecutor(threads, thread_name_prefix="image")
+        return ThreadPoolExecutor(self.settings.images_at_once(), thread_name_prefix="image")
 
 
 _context: WorkerContext | None = None

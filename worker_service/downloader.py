@@ -149,7 +149,7 @@ class DownloadLimits:
             attempts=settings.download_attempts,
             backoff_seconds=settings.download_backoff_seconds,
             allow_private=settings.allow_private_networks,
-            concurrency=settings.products_at_once() * settings.download_concurrency,
+            concurrency=settings.images_at_once(),
         )
 
 
