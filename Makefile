@@ -11,7 +11,7 @@ COMMAND := $(VENV)/bin/image-service
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run worker test lint bench install clean-data
+.PHONY: run worker test test-unit lint docs bench install clean-data
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,11 +53,19 @@ $(CHROMIUM):
 test: $(DEV) | $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The unit tests only: no stack, no browser; seconds, for the edit-test loop.
+test-unit: $(DEV)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
 # ruff (lint and format) over the whole tree; mypy --strict over the services (pyproject.toml).
 lint: $(DEV)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# docs/configuration.md's tables, from the settings classes (a test checks they match).
+docs: $(RUNTIME)
+	$(PY) -m shared.configuration_docs
 
 bench: $(DEV)
 	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
-from shared.settings import Settings
+from shared.settings import UploadLimits
 from shared.url_rules import redact_credentials, url_problem
 
 SERIAL_NUMBER = "S. No."
@@ -65,29 +65,6 @@ class CsvIssue:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class CsvLimits:
-    """What one upload may hold; the defaults are the settings' (shared/settings.py)."""
-
-    max_products: int
-    max_images: int
-    max_images_per_product: int
-    max_url_length: int
-    max_product_name_length: int
-    max_reported_errors: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "CsvLimits":
-        return cls(
-            max_products=settings.max_products,
-            max_images=settings.max_images_per_request,
-            max_images_per_product=settings.max_images_per_product,
-            max_url_length=settings.max_url_length,
-            max_product_name_length=settings.max_product_name_length,
-            max_reported_errors=settings.max_reported_errors,
-        )
-
-
 class CsvValidationError(Exception):
     """The CSV breaks the contract; `errors` lists every problem found, in file order."""
 
@@ -113,7 +90,7 @@ class TooManyImages(UploadTooLarge):
     pass
 
 
-def read_products(binary_file: IO[bytes], limits: CsvLimits) -> list[ProductRow]:
+def read_products(binary_file: IO[bytes], limits: UploadLimits) -> list[ProductRow]:
     """Returns the products of the CSV in `binary_file`, read from its start, in file order.
 
     Raises CsvValidationError, TooManyProducts or TooManyImages. The file is left open.
@@ -221,7 +198,7 @@ class _ReadingStopped(Exception):
 class _ProductCollector:
     """Checks rows one at a time, remembering what later rows are checked against."""
 
-    def __init__(self, limits: CsvLimits) -> None:
+    def __init__(self, limits: UploadLimits) -> None:
         self._limits = limits
         self._issues: list[CsvIssue] = []
         self._products: list[ProductRow] = []
@@ -306,8 +283,8 @@ class _ProductCollector:
 
     def _count_images(self, count: int) -> None:
         self._image_count += count
-        if self._image_count > self._limits.max_images:
-            limit = self._limits.max_images
+        if self._image_count > self._limits.max_images_per_request:
+            limit = self._limits.max_images_per_request
             raise TooManyImages(f"the CSV has more than {limit} image URLs; send at most {limit} per request")
 
     def _check_width(self, line: int, cells: list[str], columns: _Columns) -> bool:

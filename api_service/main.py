@@ -25,7 +25,7 @@ from shared import metrics as service_metrics
 from shared import request_events
 from shared.db import CLAIM_INDEXES, INDEXES, async_claims_collection, async_client, async_requests_collection
 from shared.logging import configure_logging
-from shared.queue import make_celery
+from shared.queue import make_celery, redis_url
 from shared.settings import Settings, get_settings
 from shared.storage import storage_from_settings
 
@@ -55,7 +55,7 @@ async def create_indexes_when_ready(state: AppState) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     mongo = async_client(settings)
-    redis_client = aioredis.Redis.from_url(settings.redis_url or "", socket_timeout=2, socket_connect_timeout=2)
+    redis_client = aioredis.Redis.from_url(redis_url(settings), socket_timeout=2, socket_connect_timeout=2)
     state = AppState(
         settings=settings,
         requests=async_requests_collection(mongo, settings),
@@ -64,11 +64,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis=redis_client,
         celery=make_celery(settings, "image-api"),
         storage=storage_from_settings(settings),
-        status_cache=StatusCache(settings.status_cache_seconds, max_bytes=settings.status_cache_max_bytes),
+        status_cache=StatusCache(settings.api.status_cache_seconds, max_bytes=settings.api.status_cache_max_bytes),
     )
     app.state.services = state
     indexes = asyncio.create_task(create_indexes_when_ready(state))
-    news_client = request_events.listening_client(settings.redis_url or "")
+    news_client = request_events.listening_client(redis_url(settings))
     news = asyncio.create_task(request_events.listen_for_finished(news_client, state.status_cache.forget))
     try:
         yield
@@ -93,10 +93,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings or get_settings()
-    configure_logging(app.state.settings.log_format)
+    configure_logging(app.state.settings.operations.log_format)
     install_error_handlers(app)
-    app.state.api_keys = ApiKeys(app.state.settings.api_key_list)
-    app.state.rate_limits = RateLimits(app.state.settings)
+    app.state.api_keys = ApiKeys(app.state.settings.api.key_list)
+    app.state.rate_limits = RateLimits(app.state.settings.api, app.state.settings.service.redis_url)
     # Every API route, the design documents' aliases (/upload, /status/{id}, ...) too: a key
     # when API_KEYS is set (api_service.auth), then the request rate limit (api_service.rate_limits).
     # (limit_requests depends on caller_owner, which FastAPI runs once per request.)
@@ -111,5 +111,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service_metrics.forget_earlier_runs()
     # HTTP requests by route template, exact status and duration; the scrapes themselves not counted.
     Instrumentator(should_group_status_codes=False, excluded_handlers=["/metrics"]).instrument(app)
-    install_cors(app, app.state.settings.cors_origin_list)
+    install_cors(app, app.state.settings.api.cors_origin_list)
     return app

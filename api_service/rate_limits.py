@@ -36,7 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from api_service.auth import caller_owner
-from shared.settings import Settings
+from shared.settings import ApiSettings
 
 log = logging.getLogger("api.rate_limits")
 
@@ -61,7 +61,9 @@ def limits_storage_uri(redis_url: str) -> str:
 class RateLimits:
     """The two limits of one API process, on the service's Redis."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, settings: ApiSettings, redis_url: str | None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.requests = per_minute(settings.rate_limit_requests_per_minute, "requests")
         self.uploads = per_minute(settings.rate_limit_uploads_per_minute, "uploads")
         self.clock = clock
@@ -69,11 +71,11 @@ class RateLimits:
         self.warned_at = -math.inf
         self.storage: RedisStorage | None = None
         self.limiter: MovingWindowRateLimiter | None = None
-        if settings.redis_url and (self.requests or self.uploads):
+        if redis_url and (self.requests or self.uploads):
             # No retries: a check that fails is let through at once rather than tried again.
             client_options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
             self.storage = RedisStorage(
-                limits_storage_uri(settings.redis_url),
+                limits_storage_uri(redis_url),
                 implementation="redispy",
                 key_prefix=KEY_PREFIX,
                 socket_timeout=SOCKET_TIMEOUT_SECONDS,

@@ -16,8 +16,8 @@ def webhook_url_problem(url: str, settings: Settings) -> str | None:
     form the resolver reads as one (`127.1`, `2130706433`), can be judged now, so an
     obviously private target is refused at once.
     """
-    problem = url_problem(url, settings.max_url_length)
-    if problem or settings.allow_private_networks:
+    problem = url_problem(url, settings.limits.max_url_length)
+    if problem or settings.network.allow_private_networks:
         return problem
     host = urlsplit(url).hostname or ""
     address = literal_address(host)

@@ -7,18 +7,18 @@ from concurrent.futures import ProcessPoolExecutor
 
 from PIL import Image
 
-from shared.settings import Settings
-from worker_service.image_codec import CodecOptions, compress
+from shared.settings import CodecSettings
+from worker_service.image_codec import compress
 
 _images: list[bytes] = []
-_options: CodecOptions | None = None
+_options: CodecSettings | None = None
 
 
 def _load(images: list[bytes]) -> None:
     global _images, _options
     _images = images
     # Once per process, as the worker does: reading the settings costs more than a small JPEG.
-    _options = CodecOptions.from_settings(Settings())
+    _options = CodecSettings()
 
 
 def plain_pillow(index: int) -> int:

@@ -14,11 +14,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from pydantic import ValidationError
-
 from local_stack.processes import stack_programs, worker_host_problems, worker_host_programs
 from local_stack.supervisor_config import render
-from shared.settings import Settings, invalid_settings
+from shared.settings import InvalidSettings, Settings
 
 PR_SET_PDEATHSIG = 1
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,9 +37,9 @@ def refuse(problems: list[str]) -> NoReturn:
 def settings_or_exit() -> Settings:
     """The settings, or exit with status 2 naming every bad one, before anything is started."""
     try:
-        return Settings()
-    except ValidationError as error:
-        refuse(invalid_settings(error))
+        return Settings.load()
+    except InvalidSettings as error:
+        refuse(error.problems)
 
 
 def main() -> None:
@@ -60,8 +58,10 @@ def main() -> None:
     worker_host = arguments.role == "worker"
     if worker_host and (problems := worker_host_problems(settings)):
         refuse(problems)
-    settings.data_dir = settings.data_dir.resolve()
-    run_dir = settings.data_dir / "run"
+    settings = settings.replacing(
+        service=settings.service.model_copy(update={"data_dir": settings.service.data_dir.resolve()})
+    )
+    run_dir = settings.service.data_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir = arguments.log_dir.resolve() if arguments.log_dir else None
     if log_dir:
@@ -71,7 +71,7 @@ def main() -> None:
     config = run_dir / "supervisord.conf"
     config.write_text(render(programs, environment, directory=PROJECT_ROOT, run_dir=run_dir, log_dir=log_dir))
 
-    print(f"Starting {', '.join(p.name for p in programs)}; data in {settings.data_dir}", flush=True)
+    print(f"Starting {', '.join(p.name for p in programs)}; data in {settings.service.data_dir}", flush=True)
     if not worker_host:
         print(f"API: {settings.base_url}  (Swagger UI at {settings.base_url}/docs)", flush=True)
     print("Ctrl-C stops everything", flush=True)

@@ -101,19 +101,19 @@ def celery(*arguments: str) -> list[str]:
 def metrics_directory(settings: Settings, program: str) -> dict[str, str]:
     """Where a program records its metrics (shared/metrics.py): one directory each, all under
     one root, which the API's /metrics (or the image worker's WORKER_METRICS_PORT) reads whole."""
-    return {"PROMETHEUS_MULTIPROC_DIR": str(settings.data_dir / "run" / "metrics" / program)}
+    return {"PROMETHEUS_MULTIPROC_DIR": str(settings.service.data_dir / "run" / "metrics" / program)}
 
 
 def task_events(settings: Settings) -> list[str]:
     # Flower learns what the workers do from their task events, which cost a message per task state.
-    return ["--task-events"] if settings.flower_port else []
+    return ["--task-events"] if settings.operations.flower_port else []
 
 
 def api_program(settings: Settings) -> Program:
     # The log config: uvicorn's own lines, from before the app is loaded too, in the service's format.
     uvicorn = ["uvicorn", "api_service.main:create_app", "--factory", "--no-access-log",
                "--log-config", str(UVICORN_LOG_CONFIG)]  # fmt: skip
-    address = ["--host", settings.api_host, "--port", str(settings.api_port)]
+    address = ["--host", settings.service.api_host, "--port", str(settings.service.api_port)]
     return Program(name="api", command=[sys.executable, "-m", *uvicorn, *address], priority=30,
                    environment=metrics_directory(settings, "api"))  # fmt: skip
 
@@ -127,7 +127,7 @@ def worker_command(settings: Settings, queue: str, threads: int) -> list[str]:
 def image_worker_program(settings: Settings) -> Program:
     # Niced, its codec processes too: under full load the API and the database still answer
     # at once, and the image work takes every cycle they leave.
-    worker = worker_command(settings, "images", settings.products_at_once())
+    worker = worker_command(settings, "images", settings.work.products_at_once)
     return Program(name="worker", command=["nice", "-n", "10", *worker], priority=30, stop_seconds=20,
                    environment={**IMAGE_WORKER_MALLOC, **metrics_directory(settings, "worker")})  # fmt: skip
 
@@ -139,10 +139,10 @@ def threads_worker_program(settings: Settings, name: str, threads: int) -> Progr
 
 
 def beat_program(settings: Settings) -> Program:
-    schedule = str(settings.data_dir / "run" / "celerybeat-schedule")
+    schedule = str(settings.service.data_dir / "run" / "celerybeat-schedule")
     # Its start-up banner is printed, not logged: in a JSON log the only lines that would not
     # parse (the workers drop theirs themselves: worker_service/task_logging.py).
-    quiet = ["--quiet"] if settings.log_format == "json" else []
+    quiet = ["--quiet"] if settings.operations.log_format == "json" else []
     command = celery(*quiet, "beat", "--schedule", schedule, "--loglevel", "INFO")
     return Program(name="beat", command=command, priority=40)
 
@@ -155,8 +155,8 @@ def flower_program(port: int) -> Program:
 def application_programs(settings: Settings) -> list[Program]:
     """The API, the image worker (none with WORKER_CONCURRENCY=0), the control and webhook workers, beat,
     and Flower when FLOWER_PORT is set."""
-    image_workers = [image_worker_program(settings)] if settings.products_at_once() else []
-    flower = [flower_program(settings.flower_port)] if settings.flower_port else []
+    image_workers = [image_worker_program(settings)] if settings.work.products_at_once else []
+    flower = [flower_program(settings.operations.flower_port)] if settings.operations.flower_port else []
     return [
         api_program(settings),
         *image_workers,
@@ -164,7 +164,7 @@ def application_programs(settings: Settings) -> list[Program]:
         threads_worker_program(settings, "control", 8),
         # Webhook deliveries wait on other people's servers, each for at most its deadline:
         # a worker of their own, so that slow receivers never hold up starting or finishing requests.
-        threads_worker_program(settings, "webhooks", settings.webhook_concurrency),
+        threads_worker_program(settings, "webhooks", settings.webhooks.concurrency),
         beat_program(settings),
         *flower,
     ]
@@ -173,13 +173,13 @@ def application_programs(settings: Settings) -> list[Program]:
 def worker_host_problems(settings: Settings) -> list[str]:
     """Why this machine cannot be a worker host for a service whose API runs on another, if it cannot."""
     problems = []
-    if not settings.mongodb_url:
+    if not settings.service.mongodb_url:
         problems.append("MONGODB_URL is not set: a worker host uses the MongoDB server the API host uses")
-    if not settings.redis_url:
+    if not settings.service.redis_url:
         problems.append("REDIS_URL is not set: a worker host takes its work from the API host's Redis")
-    if settings.storage_backend != "s3":
+    if settings.storage.backend != "s3":
         problems.append("STORAGE_BACKEND=s3 is needed: images stored on this machine's disk could not be served")
-    if settings.worker_concurrency == 0:
+    if settings.work.worker_concurrency == 0:
         # Celery would read --concurrency 0 as one process per core.
         problems.append("WORKER_CONCURRENCY=0 starts no image worker: a worker host needs at least 1")
     return problems
@@ -187,20 +187,20 @@ def worker_host_problems(settings: Settings) -> list[str]:
 
 def worker_host_programs(settings: Settings) -> tuple[list[Program], dict[str, str]]:
     """`make worker`: only the image worker, against the servers and bucket of the API host."""
-    return [image_worker_program(settings)], {"DATA_DIR": str(settings.data_dir)}
+    return [image_worker_program(settings)], {"DATA_DIR": str(settings.service.data_dir)}
 
 
 def stack_programs(settings: Settings) -> tuple[list[Program], dict[str, str]]:
     """Every program to supervise, and the environment they all share."""
     programs: list[Program] = []
-    environment = {"DATA_DIR": str(settings.data_dir)}
-    if not settings.mongodb_url:
+    environment = {"DATA_DIR": str(settings.service.data_dir)}
+    if not settings.service.mongodb_url:
         port = free_port()
-        programs.append(embedded_mongodb(settings.data_dir, port))
+        programs.append(embedded_mongodb(settings.service.data_dir, port))
         environment["MONGODB_URL"] = f"mongodb://{LOOPBACK}:{port}/?directConnection=true"
-    if not settings.redis_url:
+    if not settings.service.redis_url:
         port = free_port()
-        programs.append(embedded_redis(settings.data_dir, port))
+        programs.append(embedded_redis(settings.service.data_dir, port))
         environment["REDIS_URL"] = f"redis://{LOOPBACK}:{port}/0"
     programs.extend(application_programs(settings))
     return programs, environment

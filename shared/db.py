@@ -83,9 +83,9 @@ def has_live_lease(claim: dict[str, Any], now: datetime) -> bool:
 
 
 def mongodb_url(settings: Settings) -> str:
-    if not settings.mongodb_url:
+    if not settings.service.mongodb_url:
         raise RuntimeError("MONGODB_URL is not set: start the service with `make run`, which sets it")
-    return settings.mongodb_url
+    return settings.service.mongodb_url
 
 
 def sync_client(settings: Settings) -> MongoClient[dict[str, Any]]:
@@ -97,20 +97,20 @@ def async_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
 
 
 def requests_collection(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
-    return client[settings.mongodb_database][REQUESTS]
+    return client[settings.service.mongodb_database][REQUESTS]
 
 
 def claims_collection(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
-    return client[settings.mongodb_database][PRODUCT_CLAIMS]
+    return client[settings.service.mongodb_database][PRODUCT_CLAIMS]
 
 
 def async_requests_collection(
     client: AsyncMongoClient[dict[str, Any]], settings: Settings
 ) -> AsyncCollection[dict[str, Any]]:
-    return client[settings.mongodb_database][REQUESTS]
+    return client[settings.service.mongodb_database][REQUESTS]
 
 
 def async_claims_collection(
     client: AsyncMongoClient[dict[str, Any]], settings: Settings
 ) -> AsyncCollection[dict[str, Any]]:
-    return client[settings.mongodb_database][PRODUCT_CLAIMS]
+    return client[settings.service.mongodb_database][PRODUCT_CLAIMS]

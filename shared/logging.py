@@ -56,7 +56,7 @@ def formatter(log_format: LogFormat) -> structlog.stdlib.ProcessorFormatter:
 
 def formatter_from_settings() -> structlog.stdlib.ProcessorFormatter:
     """The formatter of LOG_FORMAT, for uvicorn's --log-config (UVICORN_LOG_CONFIG names it)."""
-    return formatter(get_settings().log_format)
+    return formatter(get_settings().operations.log_format)
 
 
 def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) -> None:

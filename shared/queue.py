@@ -6,7 +6,7 @@ httpx downloads); the worker registers the tasks under these same names.
 
 from celery import Celery
 
-from shared.settings import Settings
+from shared.settings import VISIBILITY_TIMEOUT_SECONDS, Settings
 
 # Image work runs in a worker of its own (its codec in processes of its own); the short
 # bookkeeping tasks (starting and finishing a request, the sweeper) and webhook deliveries,
@@ -28,11 +28,6 @@ TASK_ROUTES = {
     "webhooks.*": {"queue": WEBHOOKS_QUEUE},
 }
 
-# A product task ends well within this (its waits stop 840 s after it starts, and its
-# lease is renewed while it runs); a message unacknowledged for longer is given back
-# to the queue by Redis. Lost work is found sooner by the sweeper, from MongoDB.
-VISIBILITY_TIMEOUT = 3600
-
 # A Redis that stops answering must not hold an upload: each command gives up after 2 s
 # (above the consumer's 1 s BRPOP), and a publish is tried twice, so sending a task fails
 # within about 6 s (measured: the publish, the reconnection's handshake, the publish again).
@@ -42,16 +37,18 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 
 
 def redis_url(settings: Settings) -> str:
-    if not settings.redis_url:
+    if not settings.service.redis_url:
         raise RuntimeError("REDIS_URL is not set: start the service with `make run`, which sets it")
-    return settings.redis_url
+    return settings.service.redis_url
 
 
 def make_celery(settings: Settings, name: str) -> Celery:
     url = redis_url(settings)
     app = Celery(name, broker=url, backend=url)
     transport_options = {
-        "visibility_timeout": VISIBILITY_TIMEOUT,
+        # A product task ends well within this (shared.settings.Deadlines); a message unacknowledged
+        # for longer is given back to the queue by Redis. Lost work is found sooner by the sweeper.
+        "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
         "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
         "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
     }

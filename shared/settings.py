@@ -1,13 +1,25 @@
-"""Every setting of the service, read from the environment and `.env` (one class, pydantic-settings)."""
+"""Every setting of the service, grouped by concern, read from the environment and `.env`.
+
+Each group is a pydantic-settings class of its own; a field's alias is its environment variable
+(matched ignoring case), so the names stay flat (`JPEG_QUALITY`, `DOWNLOAD_ATTEMPTS`) while the
+code asks its group (`settings.codec.quality`, `settings.download.attempts`). A module takes the
+group it needs, not a copy of it. Limits that depend on each other are derived in one place
+(`Deadlines`) and checked when a process starts, with every bad setting named at once.
+`docs/configuration.md` is generated from these classes (`make docs`), so it cannot drift.
+"""
+
+from __future__ import annotations
 
 import base64
 import binascii
 import os
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from standardwebhooks import Webhook
 
@@ -15,119 +27,252 @@ MiB = 1024 * 1024
 LogFormat = Literal["console", "json"]
 API_PREFIX = "/api/v1"
 WEBHOOK_SECRET_PREFIX = "whsec_"
+ENV_FILE = ".env"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+def setting(default: Any, env: str, description: str, *, shown: str | None = None, **constraints: Any) -> Any:
+    """A field read from the environment variable `env`; `shown` is its default as the docs say it (Markdown)."""
+    extra: JsonDict | None = {"shown_default": shown} if shown is not None else None
+    return Field(default, validation_alias=env.lower(), description=description, json_schema_extra=extra, **constraints)
 
-    # Where the service runs and what it hands out.
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8000, ge=1, le=65535)
-    public_base_url: str | None = None
-    data_dir: Path = Path("./data")
 
-    # External servers; unset means `make run` starts embedded ones.
-    mongodb_url: str | None = None
-    redis_url: str | None = None
-    mongodb_database: str = "image_service"
+class Group(BaseSettings):
+    """One concern's settings. Frozen: a process reads them once, at start."""
 
-    # Security.
-    allow_private_networks: bool = False
+    model_config = SettingsConfigDict(env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore", frozen=True)
+    heading: ClassVar[str]  # the group's title in docs/configuration.md
 
-    # Webhooks (Standard Webhooks).
-    webhook_secret: str | None = None
-    webhook_retry_base_seconds: float = Field(default=5.0, ge=0)
-    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
-    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Deliveries at once: threads of their own worker, mostly waiting on other people's servers.
-    webhook_concurrency: int = Field(default=32, ge=1, le=256)
 
-    # Image output.
-    jpeg_quality: int = Field(default=50, ge=1, le=100)
-    # Huffman optimisation: ~9% smaller JPEGs for ~1.4x the CPU per image (README).
-    jpeg_optimize: bool = False
-    # Pillow's PNG optimize: 0-3% smaller for 3-5x the CPU per PNG (README).
-    png_optimize: bool = False
-    # Processes of an image worker that decode and encode, one image each at a time; unset means
-    # one per CPU core. They bound the worker's decoded pictures, hence its memory.
-    codec_concurrency: int | None = Field(default=None, ge=1, le=64)
-    # A codec process working on one image for longer is killed and replaced; the image fails.
-    codec_timeout_seconds: float = Field(default=120.0, gt=0)
+class ServiceSettings(Group):
+    """Where the service runs, what it talks to, and where it keeps its data."""
 
-    # Upload limits.
-    max_upload_bytes: int = Field(default=10 * MiB, ge=1)
-    max_products: int = Field(default=10_000, ge=1)
-    max_images_per_request: int = Field(default=20_000, ge=1)
-    max_images_per_product: int = Field(default=100, ge=1)
-    max_url_length: int = Field(default=2048, ge=16)
-    max_product_name_length: int = Field(default=255, ge=1)
-    max_reported_errors: int = Field(default=100, ge=1)
+    heading: ClassVar[str] = "Service"
 
-    # Download limits.
-    download_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    download_total_timeout_seconds: float = Field(default=30.0, gt=0)
-    download_max_bytes: int = Field(default=25 * MiB, ge=1)
-    download_max_redirects: int = Field(default=5, ge=0)
-    download_attempts: int = Field(default=3, ge=1)
-    download_backoff_seconds: float = Field(default=0.5, ge=0)
-    # Images of one product fetched (and held until compressed and stored) at once.
-    download_concurrency: int = Field(default=8, ge=1, le=64)
+    api_host: str = setting("127.0.0.1", "API_HOST", "where `make run` serves the API")
+    api_port: int = setting(8000, "API_PORT", "the API's port", ge=1, le=65535)
+    public_base_url: str | None = setting(
+        None,
+        "PUBLIC_BASE_URL",
+        "absolute base of every URL the service hands out",
+        shown="`http://{API_HOST}:{API_PORT}`",
+    )
+    data_dir: Path = setting(
+        Path("./data"),
+        "DATA_DIR",
+        "embedded database files (`mongodb/`, `redis/`), output images (`media/`), run files (`run/`)",
+        shown="`./data`",
+    )
+    mongodb_url: str | None = setting(None, "MONGODB_URL", "an external MongoDB", shown="unset: embedded server")
+    redis_url: str | None = setting(None, "REDIS_URL", "an external Redis", shown="unset: embedded server")
+    mongodb_database: str = setting("image_service", "MONGODB_DATABASE", "database name")
 
-    # Image decoding limits.
-    max_image_pixels: int = Field(default=50_000_000, ge=1)
-    max_animation_frames: int = Field(default=500, ge=1)
+    @property
+    def base_url(self) -> str:
+        """Absolute base of every URL the service hands out, without a trailing slash."""
+        return (self.public_base_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+
+class ApiSettings(Group):
+    """Who may call the API, how often, from which browser origins, and how fresh its answers are."""
+
+    heading: ClassVar[str] = "API"
+
+    api_keys: str | None = setting(
+        None,
+        "API_KEYS",
+        "comma-separated keys; when set, every `/api` route needs one "
+        "(`Authorization: Bearer KEY` or `X-API-Key: KEY`)",
+    )
+    rate_limit_uploads_per_minute: int = setting(
+        60, "RATE_LIMIT_UPLOADS_PER_MINUTE", "uploads a minute per API key (or client address); `0` turns it off", ge=0
+    )
+    rate_limit_requests_per_minute: int = setting(
+        1200, "RATE_LIMIT_REQUESTS_PER_MINUTE", "API calls a minute per API key (or client address); `0` turns it off",
+        ge=0,
+    )  # fmt: skip
+    cors_origins: str | None = setting(
+        None, "CORS_ORIGINS", "comma-separated origins allowed to call the API from a browser"
+    )
+    status_cache_seconds: float = setting(
+        0.5,
+        "STATUS_CACHE_SECONDS",
+        "a status answer is shared by every poller of the request for this long (longer when the read is "
+        "expensive, but never so long that an answer is over 2 s old); `0` turns it off",
+        ge=0,
+        le=2,  # CONTRACT §4: an answer shows the stored state as of at most 2 s before it was asked for
+    )
+    status_cache_max_bytes: int = setting(
+        32 * MiB,
+        "STATUS_CACHE_MAX_BYTES",
+        "memory for shared status answers per API process; the least recently used go first",
+        shown="`33554432` (32 MiB)",
+        ge=0,
+    )
+
+    @property
+    def key_list(self) -> list[str]:
+        return comma_separated(self.api_keys)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return comma_separated(self.cors_origins)
+
+
+class UploadLimits(Group):
+    """What one upload may hold."""
+
+    heading: ClassVar[str] = "Upload limits"
+
+    max_upload_bytes: int = setting(
+        10 * MiB, "MAX_UPLOAD_BYTES", "larger uploads are refused with `413` while they stream in",
+        shown="`10485760` (10 MiB)", ge=1,
+    )  # fmt: skip
+    max_products: int = setting(10_000, "MAX_PRODUCTS", "more products: `413`", ge=1)
+    max_images_per_request: int = setting(
+        20_000,
+        "MAX_IMAGES_PER_REQUEST",
+        "more image URLs in one file: `413` (keeps the request document under 16 MB)",
+        ge=1,
+    )
+    max_images_per_product: int = setting(
+        100, "MAX_IMAGES_PER_PRODUCT", "more image URLs in one product: a `400` row error naming its line", ge=1
+    )
+    max_url_length: int = setting(2048, "MAX_URL_LENGTH", "a longer image or webhook URL is a `400`", ge=16)
+    max_product_name_length: int = setting(255, "MAX_PRODUCT_NAME_LENGTH", "a longer name is a `400`", ge=1)
+    max_reported_errors: int = setting(100, "MAX_REPORTED_ERRORS", "CSV errors listed in one answer", ge=1)
+
+
+class NetworkSettings(Group):
+    """Which addresses the service may connect to, for images and webhooks alike."""
+
+    heading: ClassVar[str] = "Network"
+
+    allow_private_networks: bool = setting(
+        False,
+        "ALLOW_PRIVATE_NETWORKS",
+        "allow image and webhook URLs that resolve to loopback, private or link-local addresses",
+    )
+
+
+class DownloadSettings(Group):
+    """How an image is fetched, and the limits that stop a hostile image host."""
+
+    heading: ClassVar[str] = "Downloads"
+
+    connect_timeout_seconds: float = setting(
+        5.0, "DOWNLOAD_CONNECT_TIMEOUT_SECONDS", "connecting to an image host", gt=0
+    )
+    total_timeout_seconds: float = setting(
+        30.0,
+        "DOWNLOAD_TOTAL_TIMEOUT_SECONDS",
+        "wall-clock limit of one download attempt, connect to the last body byte, headers and redirects "
+        "included, however slowly the host sends",
+        gt=0,
+    )
+    max_bytes: int = setting(
+        25 * MiB, "DOWNLOAD_MAX_BYTES", "larger images are refused (from `Content-Length`, and while streaming)",
+        shown="`26214400` (25 MiB)", ge=1,
+    )  # fmt: skip
+    max_redirects: int = setting(5, "DOWNLOAD_MAX_REDIRECTS", "redirects followed, each target checked again", ge=0)
+    attempts: int = setting(3, "DOWNLOAD_ATTEMPTS", "attempts for connection errors, timeouts, `429` and `5xx`", ge=1)
+    backoff_seconds: float = setting(
+        0.5, "DOWNLOAD_BACKOFF_SECONDS", "base of the jittered exponential backoff between attempts", ge=0
+    )
+    concurrency: int = setting(
+        8,
+        "DOWNLOAD_CONCURRENCY",
+        "images of one product fetched at once, each held until it is compressed and stored (an image worker "
+        "holds at most `WORKER_CONCURRENCY` × this many bodies)",
+        ge=1,
+        le=64,
+    )
+    # The longest wait for any single read: it bounds how far a stalled server can push an attempt
+    # past its deadline's check. Not a setting: the deadline is what the contract promises.
+    read_timeout_seconds: ClassVar[float] = 10.0
+    # A longer Retry-After than this is shortened to it: a worker should not sleep for long.
+    max_retry_after_seconds: ClassVar[float] = 10.0
+
+
+class CodecSettings(Group):
+    """How images are encoded, what is refused as a bomb, and the processes that do the work."""
+
+    heading: ClassVar[str] = "Codec"
+
+    quality: int = setting(50, "JPEG_QUALITY", "quality for JPEG and WebP output", ge=1, le=100)
+    # Measured: ~9 % smaller JPEGs for ~1.4x the CPU per image (docs/architecture.md).
+    jpeg_optimize: bool = setting(
+        False, "JPEG_OPTIMIZE", "Huffman-optimised JPEGs: about 9 % smaller for about 1.4× the CPU per image"
+    )
+    png_optimize: bool = setting(
+        False,
+        "PNG_OPTIMIZE",
+        "Pillow's PNG optimize (zlib level 9 and a filter search): 0–3 % smaller for 3–5× the CPU per PNG",
+    )
+    max_pixels: int = setting(
+        50_000_000, "MAX_IMAGE_PIXELS", "larger images are refused as decompression bombs, from the header", ge=1
+    )
+    max_frames: int = setting(500, "MAX_ANIMATION_FRAMES", "longer GIF / WebP / PNG animations are refused", ge=1)
     # Canvas x frames: every frame is decoded at the full canvas size, so a small file can cost this much.
-    max_animation_pixels: int = Field(default=200_000_000, ge=1)
+    max_animation_pixels: int = setting(
+        200_000_000,
+        "MAX_ANIMATION_PIXELS",
+        "GIF / WebP / PNG animations whose canvas width × height × frame count is larger are refused as "
+        "decompression bombs, before any frame is decoded",
+        ge=1,
+    )
+    concurrency: int | None = setting(
+        None,
+        "CODEC_CONCURRENCY",
+        "codec processes of an image worker, each decoding and encoding one image at a time (bounds the "
+        "decoded pictures held, hence memory)",
+        shown="one per core",
+        ge=1,
+        le=64,
+    )
+    timeout_seconds: float = setting(
+        120.0,
+        "CODEC_TIMEOUT_SECONDS",
+        "a codec process working on one image for longer is killed and replaced, and that image fails",
+        gt=0,
+    )
 
-    # Status answers are shared by all pollers of a request for this long (0 turns it off).
-    # At most 2 s: an answer may show the state of at most 2 s before it was asked for (CONTRACT §4).
-    status_cache_seconds: float = Field(default=0.5, ge=0, le=2)
-    status_cache_max_bytes: int = Field(default=32 * MiB, ge=0)
+    @property
+    def processes(self) -> int:
+        """CODEC_CONCURRENCY, or one per core."""
+        return self.concurrency or os.cpu_count() or 1
 
-    # Recovery: how long a product may be held by a worker without renewing its lease,
-    # how many times a product is tried, how often the sweeper looks for lost work.
-    product_lease_seconds: float = Field(default=60.0, gt=0)
-    product_max_attempts: int = Field(default=3, ge=1)
-    # Finished products are folded into the request document in batches, at most this often.
-    merge_interval_seconds: float = Field(default=1.0, gt=0)
-    sweep_interval_seconds: float = Field(default=10.0, gt=0)
-    stall_seconds: float = Field(default=120.0, gt=0)
 
-    # Products an image worker works on at once (its threads); unset means eight per CPU core.
-    # 0 starts none: an API-only host, with the image workers on other machines (`make worker`).
-    worker_concurrency: int | None = Field(default=None, ge=0)
+class WebhookSettings(Group):
+    """Standard Webhooks signing, and how deliveries are attempted and retried."""
 
-    # Where output images are kept: files under DATA_DIR/media, or an S3-compatible bucket
-    # (credentials from the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
-    storage_backend: Literal["local", "s3"] = "local"
-    s3_endpoint_url: str | None = None
-    # Where clients reach the store, when not at S3_ENDPOINT_URL (signed URLs name this host).
-    s3_public_endpoint_url: str | None = None
-    s3_bucket: str | None = None
-    s3_prefix: str = ""
-    s3_region: str = "us-east-1"
-    # How long a signed URL that /media redirects to stays valid.
-    s3_presigned_url_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
-    # Public base of stored images (a public bucket or a CDN); unset: {PUBLIC_BASE_URL}/media.
-    media_base_url: str | None = None
+    heading: ClassVar[str] = "Webhooks"
 
-    # Who may call the API, how often, and from which browser origins.
-    # Comma-separated; when set, every /api route needs one of these keys.
-    api_keys: str | None = None
-    # Per API key, or per client address when keys are off; 0 turns a limit off.
-    rate_limit_uploads_per_minute: int = Field(default=60, ge=0)
-    rate_limit_requests_per_minute: int = Field(default=1200, ge=0)
-    # Comma-separated origins allowed to call the API from a browser.
-    cors_origins: str | None = None
+    secret: str | None = setting(
+        None,
+        "WEBHOOK_SECRET",
+        "a Standard Webhooks secret (`whsec_` followed by standard base64); when set, every delivery is signed",
+    )
+    retry_base_seconds: float = setting(
+        5.0, "WEBHOOK_RETRY_BASE_SECONDS", "first delay between delivery attempts; it doubles each time", ge=0
+    )
+    max_attempts: int = setting(8, "WEBHOOK_MAX_ATTEMPTS", "attempts before a delivery is given up", ge=1, le=50)
+    timeout_seconds: float = setting(
+        10.0,
+        "WEBHOOK_TIMEOUT_SECONDS",
+        "wall-clock limit of one delivery attempt, connect to the last byte of the answer read, however slowly "
+        "the receiver sends",
+        gt=0,
+    )
+    # Threads of their own worker, mostly waiting on other people's servers.
+    concurrency: int = setting(
+        32, "WEBHOOK_CONCURRENCY", "deliveries at once (threads of the webhook worker)", ge=1, le=256
+    )
 
-    # What the service tells its operators.
-    log_format: LogFormat = "console"
-    # When set, each image worker host serves its Prometheus metrics on this port.
-    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
-    # When set, `make run` also starts Flower (Celery's monitor) on this port.
-    flower_port: int | None = Field(default=None, ge=1, le=65535)
-
-    @field_validator("webhook_secret")
+    @field_validator("secret")
     @classmethod
     def _standard_webhooks_secret(cls, value: str | None) -> str | None:
         # An empty value (`WEBHOOK_SECRET=` in .env) means unset: deliveries are not signed.
@@ -135,24 +280,231 @@ class Settings(BaseSettings):
             return None
         return standard_webhooks_secret(value)
 
+
+class StorageSettings(Group):
+    """Where output images are kept: files under DATA_DIR/media, or an S3-compatible bucket."""
+
+    heading: ClassVar[str] = "Storage"
+
+    backend: Literal["local", "s3"] = setting(
+        "local",
+        "STORAGE_BACKEND",
+        "`local` (files under `DATA_DIR/media`) or `s3` (an S3-compatible bucket; needed for several machines)",
+    )
+    s3_endpoint_url: str | None = setting(
+        None,
+        "S3_ENDPOINT_URL",
+        "the S3-compatible store, as the service reaches it; credentials from `AWS_ACCESS_KEY_ID` / "
+        "`AWS_SECRET_ACCESS_KEY` (or any source boto3 reads)",
+        shown="unset (AWS)",
+    )
+    s3_public_endpoint_url: str | None = setting(
+        None,
+        "S3_PUBLIC_ENDPOINT_URL",
+        "the store as clients reach it, when that differs (signed URLs name this host)",
+        shown="`S3_ENDPOINT_URL`",
+    )
+    s3_bucket: str | None = setting(None, "S3_BUCKET", "the bucket; required with `STORAGE_BACKEND=s3`")
+    s3_prefix: str = setting(
+        "", "S3_PREFIX", "a folder in the bucket: `images` stores under `images/{request}/…`", shown="empty"
+    )
+    s3_region: str = setting("us-east-1", "S3_REGION", "the bucket's region")
+    s3_presigned_url_seconds: int = setting(
+        300, "S3_PRESIGNED_URL_SECONDS", "how long the signed URL `/media` redirects to stays valid",
+        ge=1, le=7 * 24 * 3600,
+    )  # fmt: skip
+    media_base_url: str | None = setting(
+        None,
+        "MEDIA_BASE_URL",
+        "public base of stored images (a public bucket's folder or a CDN), used as `{MEDIA_BASE_URL}/{key}`",
+        shown="unset: `{PUBLIC_BASE_URL}/media`",
+    )
+
     @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> Self:
-        if self.storage_backend == "s3" and not self.s3_bucket:
+        if self.backend == "s3" and not self.s3_bucket:
             raise ValueError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
         return self
 
-    @property
-    def api_key_list(self) -> list[str]:
-        return comma_separated(self.api_keys)
+
+class WorkSettings(Group):
+    """How much the workers take on, and how lost work is found and taken up again."""
+
+    heading: ClassVar[str] = "Workers and recovery"
+
+    worker_concurrency: int | None = setting(
+        None,
+        "WORKER_CONCURRENCY",
+        "products an image worker started by `make run` or `make worker` works on at once (its threads); "
+        "`0` on `make run` starts none (an API-only host)",
+        shown="eight per core",
+        ge=0,
+    )
+    product_lease_seconds: float = setting(
+        60.0,
+        "PRODUCT_LEASE_SECONDS",
+        "a product whose worker has not renewed its lease for this long is taken up again",
+        gt=0,
+    )
+    product_max_attempts: int = setting(
+        3, "PRODUCT_MAX_ATTEMPTS", "a product whose worker is lost this many times is marked failed", ge=1
+    )
+    merge_interval_seconds: float = setting(
+        1.0,
+        "MERGE_INTERVAL_SECONDS",
+        "finished products are folded into the request document at most this often (longer for large requests)",
+        gt=0,
+    )
+    sweep_interval_seconds: float = setting(
+        10.0, "SWEEP_INTERVAL_SECONDS", "how often the sweeper looks for lost work", gt=0
+    )
+    stall_seconds: float = setting(
+        120.0, "STALL_SECONDS", "a request with no progress for this long has its pending work enqueued again", gt=0
+    )
 
     @property
-    def cors_origin_list(self) -> list[str]:
-        return comma_separated(self.cors_origins)
+    def products_at_once(self) -> int:
+        """WORKER_CONCURRENCY, or eight per core: while most wait on image hosts 200 ms away, the
+        codec processes (one per core) always have an image ready."""
+        return 8 * (os.cpu_count() or 1) if self.worker_concurrency is None else self.worker_concurrency
+
+
+class OperationsSettings(Group):
+    """What the service tells its operators."""
+
+    heading: ClassVar[str] = "Operations"
+
+    log_format: LogFormat = setting(
+        "console", "LOG_FORMAT", "`console` (for people) or `json` (one JSON object a line)"
+    )
+    worker_metrics_port: int | None = setting(
+        None, "WORKER_METRICS_PORT", "when set, each image worker host serves Prometheus metrics there",
+        ge=1, le=65535,
+    )  # fmt: skip
+    flower_port: int | None = setting(
+        None, "FLOWER_PORT", "when set, `make run` also starts Flower, Celery's monitor, there", ge=1, le=65535
+    )
+
+
+GROUPS: dict[str, type[Group]] = {
+    "service": ServiceSettings,
+    "api": ApiSettings,
+    "limits": UploadLimits,
+    "network": NetworkSettings,
+    "download": DownloadSettings,
+    "codec": CodecSettings,
+    "webhooks": WebhookSettings,
+    "storage": StorageSettings,
+    "work": WorkSettings,
+    "operations": OperationsSettings,
+}
+
+
+# -- limits that depend on each other ---------------------------------------------------------------
+
+# A message the broker has handed out is given back to the queue if not acknowledged within this.
+VISIBILITY_TIMEOUT_SECONDS = 3600.0
+# A product's downloads, and its images' waits for a codec process, stop this long after it starts.
+PRODUCT_DEADLINE_SECONDS = 840.0
+# A spawned codec process imports Pillow and the codec before it says it is ready.
+CODEC_START_SECONDS = 60.0
+# Past its deadline, an image already in a codec process may still be compressed and stored this long.
+STORE_GRACE_SECONDS = 60.0
+# A webhook attempt's claim outlives the attempt by this, so that only a lost attempt loses it.
+WEBHOOK_CLAIM_SLACK_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """The limits derived from the settings, and the check that those which must fit inside others do."""
+
+    # A product's downloads, and its images' waits for a codec process, stop this long after it starts.
+    product_seconds: float
+    # How long past that deadline a product waits for images already given to a codec process.
+    product_grace_seconds: float
+    # How long a webhook attempt holds its delivery.
+    webhook_claim_seconds: float
+
+    @classmethod
+    def of(cls, codec: CodecSettings, webhooks: WebhookSettings) -> Deadlines:
+        return cls(
+            product_seconds=PRODUCT_DEADLINE_SECONDS,
+            product_grace_seconds=codec.timeout_seconds + CODEC_START_SECONDS + STORE_GRACE_SECONDS,
+            webhook_claim_seconds=webhooks.timeout_seconds + WEBHOOK_CLAIM_SLACK_SECONDS,
+        )
+
+    @property
+    def product_ends_within_seconds(self) -> float:
+        """The longest a product task runs: its result is recorded soon after."""
+        return self.product_seconds + self.product_grace_seconds
+
+    def problems(self) -> list[str]:
+        """A product must end well within the time its message may stay unacknowledged, or the
+        broker would hand it to a second worker while the first still works on it."""
+        if self.product_ends_within_seconds > VISIBILITY_TIMEOUT_SECONDS / 2:
+            return [
+                f"CODEC_TIMEOUT_SECONDS: a product could then run {self.product_ends_within_seconds:g} s, "
+                f"more than half the {VISIBILITY_TIMEOUT_SECONDS:g} s a task may stay unacknowledged"
+            ]
+        return []
+
+
+class InvalidSettings(Exception):
+    """Settings that cannot be used; `problems` has one line per bad setting, naming its variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every group of settings, and what is derived from more than one of them."""
+
+    service: ServiceSettings
+    api: ApiSettings
+    limits: UploadLimits
+    network: NetworkSettings
+    download: DownloadSettings
+    codec: CodecSettings
+    webhooks: WebhookSettings
+    storage: StorageSettings
+    work: WorkSettings
+    operations: OperationsSettings
+
+    @classmethod
+    def load(cls, env_file: str | None = ENV_FILE, **values: Any) -> Settings:
+        """The settings from the environment and `env_file`, `values` (named as the variables, in
+        any case) taking precedence; `InvalidSettings` naming every bad one."""
+        values = {name.lower(): value for name, value in values.items()}
+        unknown = set(values) - {field.validation_alias for group in GROUPS.values() for field in fields_of(group)}
+        if unknown:
+            raise TypeError(f"not settings: {', '.join(sorted(unknown))}")
+        groups: dict[str, Group] = {}
+        problems: list[str] = []
+        for name, group in GROUPS.items():
+            try:
+                groups[name] = group(_env_file=env_file, **values)  # type: ignore[call-arg]
+            except ValidationError as error:
+                problems += invalid_settings(error)
+        if problems:
+            raise InvalidSettings(problems)
+        settings = cls(**groups)  # type: ignore[arg-type]
+        if problems := settings.deadlines.problems():
+            raise InvalidSettings(problems)
+        return settings
+
+    def replacing(self, **groups: Group) -> Settings:
+        """These settings with some groups replaced (a test's, say)."""
+        return Settings(**{**{name: getattr(self, name) for name in GROUPS}, **groups})
+
+    @cached_property
+    def deadlines(self) -> Deadlines:
+        return Deadlines.of(self.codec, self.webhooks)
 
     @property
     def base_url(self) -> str:
-        """Absolute base of every URL the service hands out, without a trailing slash."""
-        return (self.public_base_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+        return self.service.base_url
 
     def api_url(self, path: str) -> str:
         """The absolute URL of an API path (`status/ID`), as both services hand it out."""
@@ -161,24 +513,14 @@ class Settings(BaseSettings):
     def download_url(self, request_id: str) -> str:
         return self.api_url(f"download/{request_id}")
 
-    @property
-    def media_dir(self) -> Path:
-        return self.data_dir / "media"
-
-    def products_at_once(self) -> int:
-        """Products an image worker works on at once: WORKER_CONCURRENCY, or eight per core.
-
-        Eight, so that while most wait on image hosts 200 ms away, the codec processes (one
-        per core) always have an image ready."""
-        return 8 * (os.cpu_count() or 1) if self.worker_concurrency is None else self.worker_concurrency
-
     def images_at_once(self) -> int:
         """Images an image worker has under way at once: DOWNLOAD_CONCURRENCY for every product it holds."""
-        return self.products_at_once() * self.download_concurrency
+        return self.work.products_at_once * self.download.concurrency
 
-    def codec_processes(self) -> int:
-        """CODEC_CONCURRENCY, or one per core."""
-        return self.codec_concurrency or os.cpu_count() or 1
+
+def fields_of(group: type[Group]) -> list[Any]:
+    """The group's settings (pydantic FieldInfo), in their order."""
+    return list(group.model_fields.values())
 
 
 def comma_separated(value: str | None) -> list[str]:
@@ -220,4 +562,4 @@ def invalid_settings(error: ValidationError) -> list[str]:
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return Settings.load()

@@ -15,7 +15,7 @@ from pymongo.collection import Collection
 
 from shared.db import no_live_lease
 from shared.models import FINAL_STATUS_VALUES, WebhookState, utcnow
-from shared.settings import Settings
+from shared.settings import WebhookSettings
 
 
 def new_webhook(url: str) -> dict[str, Any]:
@@ -33,14 +33,14 @@ def new_webhook(url: str) -> dict[str, Any]:
     }
 
 
-def after_attempt(delivered: bool, attempts_made: int, settings: Settings) -> tuple[WebhookState, float | None]:
+def after_attempt(delivered: bool, attempts_made: int, settings: WebhookSettings) -> tuple[WebhookState, float | None]:
     """The delivery's state after an attempt, and the seconds until the next one (None: no more)."""
     if delivered:
         return WebhookState.DELIVERED, None
-    if attempts_made >= settings.webhook_max_attempts:
+    if attempts_made >= settings.max_attempts:
         return WebhookState.FAILED, None
     # The base delay, doubling after each failure.
-    return WebhookState.PENDING, settings.webhook_retry_base_seconds * 2.0 ** (attempts_made - 1)
+    return WebhookState.PENDING, settings.retry_base_seconds * 2.0 ** (attempts_made - 1)
 
 
 def due_webhooks(requests: Collection[dict[str, Any]], due_before: datetime) -> list[str]:

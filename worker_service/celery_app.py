@@ -10,7 +10,7 @@ settings = get_settings()
 app = make_celery(settings, "image-worker")
 app.conf.include = ["worker_service.tasks"]
 app.conf.beat_schedule = {
-    "sweep": {"task": SWEEP, "schedule": settings.sweep_interval_seconds},
+    "sweep": {"task": SWEEP, "schedule": settings.work.sweep_interval_seconds},
 }
 # The service's log format, each task's request on every line it logs (see task_logging).
 signals.setup_logging.connect(task_logging.use_service_logging)

@@ -24,15 +24,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 
-from worker_service.image_codec import CodecOptions, CompressedImage, ImageRejected, compress
+from shared.settings import CODEC_START_SECONDS, CodecSettings
+from worker_service.image_codec import CompressedImage, ImageRejected, compress
 
 log = logging.getLogger(__name__)
 
 # Spawned, not forked: the worker has threads, and a fork copies whatever locks they held.
 _CONTEXT = multiprocessing.get_context("spawn")
 READY = "ready"
-# A spawned process imports Pillow and the codec before it says it is ready.
-START_TIMEOUT_SECONDS = 60.0
 
 
 class CodecTimeout(ImageRejected):
@@ -53,7 +52,7 @@ class CodecFailed(Exception):
 # -- the codec processes ----------------------------------------------------------------------------
 
 
-def _serve(connection: Connection, options: CodecOptions) -> None:
+def _serve(connection: Connection, options: CodecSettings) -> None:
     """A codec process: compress each body the worker sends, answer with the outcome, until it hangs up."""
     # Stopping is the worker's business: a Ctrl-C or a SIGTERM to the process group must not end
     # the image in hand while the worker finishes its products. It ends on the worker's hang-up.
@@ -68,7 +67,7 @@ def _serve(connection: Connection, options: CodecOptions) -> None:
         connection.send(_outcome(data, options))
 
 
-def _outcome(data: bytes, options: CodecOptions) -> tuple[str, CompressedImage | str]:
+def _outcome(data: bytes, options: CodecSettings) -> tuple[str, CompressedImage | str]:
     try:
         return "image", compress(data, options)
     except ImageRejected as rejected:
@@ -83,8 +82,8 @@ def _outcome(data: bytes, options: CodecOptions) -> tuple[str, CompressedImage |
 class CodecProcess:
     """One codec process, leased to one thread at a time by `CodecPool.process`."""
 
-    def __init__(self, options: CodecOptions, timeout: float) -> None:
-        self.timeout = timeout
+    def __init__(self, options: CodecSettings) -> None:
+        self.timeout = options.timeout_seconds
         self.connection, theirs = _CONTEXT.Pipe()
         self.process = _CONTEXT.Process(target=_serve, args=(theirs, options), name="codec", daemon=True)
         self.process.start()
@@ -115,8 +114,8 @@ class CodecProcess:
     def _await_ready(self) -> None:
         if self.ready:
             return
-        if not self.connection.poll(START_TIMEOUT_SECONDS) or self.connection.recv() != READY:
-            raise CodecFailed(f"the codec process did not start within {START_TIMEOUT_SECONDS:g} s")
+        if not self.connection.poll(CODEC_START_SECONDS) or self.connection.recv() != READY:
+            raise CodecFailed(f"the codec process did not start within {CODEC_START_SECONDS:g} s")
         self.ready = True
 
     def stop(self) -> None:
@@ -126,15 +125,14 @@ class CodecProcess:
 
 
 class CodecPool:
-    """`processes` codec processes shared by the worker's threads; safe to use from any thread."""
+    """CODEC_CONCURRENCY codec processes shared by the worker's threads; safe to use from any thread."""
 
-    def __init__(self, options: CodecOptions, processes: int, timeout: float) -> None:
+    def __init__(self, options: CodecSettings) -> None:
         self._options = options
-        self._timeout = timeout
         self._idle: queue.SimpleQueue[CodecProcess] = queue.SimpleQueue()
         self._all: list[CodecProcess] = []
         self._closed = False
-        for _ in range(processes):
+        for _ in range(options.processes):
             self._idle.put(self._start())
 
     @contextmanager
@@ -165,7 +163,7 @@ class CodecPool:
         return [codec.process.pid for codec in self._all]
 
     def _start(self) -> CodecProcess:
-        codec = CodecProcess(self._options, self._timeout)
+        codec = CodecProcess(self._options)
         self._all.append(codec)
         return codec
 

@@ -19,8 +19,7 @@ from shared.queue import IMAGES_QUEUE, redis_url
 from shared.settings import Settings, get_settings
 from shared.storage import Storage, storage_from_settings
 from worker_service.codec_pool import CodecPool
-from worker_service.downloader import Downloader, DownloadLimits
-from worker_service.image_codec import CodecOptions
+from worker_service.downloader import Downloader
 
 
 @dataclass
@@ -49,15 +48,11 @@ class WorkerContext:
 
     @cached_property
     def downloader(self) -> Downloader:
-        return Downloader(DownloadLimits.from_settings(self.settings))
+        return Downloader(self.settings.download, self.settings.network, connections=self.settings.images_at_once())
 
     @cached_property
     def codec_pool(self) -> CodecPool:
-        return CodecPool(
-            CodecOptions.from_settings(self.settings),
-            processes=self.settings.codec_processes(),
-            timeout=self.settings.codec_timeout_seconds,
-        )
+        return CodecPool(self.settings.codec)
 
     @cached_property
     def image_threads(self) -> ThreadPoolExecutor:

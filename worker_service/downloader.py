@@ -25,7 +25,7 @@ from types import TracebackType
 import httpx
 
 from shared.address_guard import BlockedAddressError, UnresolvableHostError, guarded_client
-from shared.settings import Settings
+from shared.settings import DownloadSettings, NetworkSettings
 from shared.url_rules import redact_credentials
 from worker_service.deadline import Deadline, DeadlineNetworkBackend, deadline
 
@@ -120,54 +120,21 @@ class Download:
     attempts: int  # 1 unless transient errors were retried
 
 
-@dataclass(frozen=True)
-class DownloadLimits:
-    connect_timeout: float
-    total_timeout: float
-    max_bytes: int
-    max_redirects: int
-    attempts: int
-    backoff_seconds: float
-    allow_private: bool
-    # Downloads the worker makes at once (every product's); as many connections are kept open
-    # for reuse, since httpx's default of 20 would close and open (and resolve and check) one
-    # per download past that, and wait for one past its 100.
-    concurrency: int
-    # The longest wait for any single read. httpx applies its read timeout per read, so
-    # this bounds how far a stalled server can push an attempt past `total_timeout`.
-    read_timeout: float = 10.0
-    # A longer Retry-After than this is shortened to it: a worker should not sleep for long.
-    max_retry_after: float = 10.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DownloadLimits:
-        return cls(
-            connect_timeout=settings.download_connect_timeout_seconds,
-            total_timeout=settings.download_total_timeout_seconds,
-            max_bytes=settings.download_max_bytes,
-            max_redirects=settings.download_max_redirects,
-            attempts=settings.download_attempts,
-            backoff_seconds=settings.download_backoff_seconds,
-            allow_private=settings.allow_private_networks,
-            concurrency=settings.images_at_once(),
-        )
-
-
 class Downloader:
     """Fetches images; safe to share between threads."""
 
-    def __init__(self, limits: DownloadLimits, client: httpx.Client | None = None) -> None:
+    def __init__(self, limits: DownloadSettings, network: NetworkSettings, connections: int) -> None:
+        """`connections`: the downloads the worker makes at once (every product's). As many are
+        kept open for reuse, since httpx's default of 20 would close and open (and resolve and
+        check) one per download past that, and wait for one past its 100."""
         self._limits = limits
-        self._owns_client = client is None
-        if client is None:
-            client = guarded_client(
-                limits.allow_private,
-                timeout=httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout),
-                follow_redirects=False,
-                wrap_backend=DeadlineNetworkBackend,
-                limits=httpx.Limits(max_connections=limits.concurrency, max_keepalive_connections=limits.concurrency),
-            )
-        self._client = client
+        self._client = guarded_client(
+            network.allow_private_networks,
+            timeout=httpx.Timeout(limits.read_timeout_seconds, connect=limits.connect_timeout_seconds),
+            follow_redirects=False,
+            wrap_backend=DeadlineNetworkBackend,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
 
     def fetch(self, url: str, not_after: float | None = None) -> Download:
         """The body of `url`, retried on retryable errors; raises the last `DownloadError`,
@@ -192,8 +159,7 @@ class Downloader:
                 attempt += 1
 
     def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
+        self._client.close()
 
     def __enter__(self) -> Downloader:
         return self
@@ -208,13 +174,13 @@ class Downloader:
 
     def _delay_before_retry(self, error: DownloadError, failed_attempts: int) -> float:
         if isinstance(error, HttpStatusError) and error.retry_after is not None:
-            return min(error.retry_after, self._limits.max_retry_after)
+            return min(error.retry_after, self._limits.max_retry_after_seconds)
         return self._limits.backoff_seconds * 2.0 ** (failed_attempts - 1) * random.random()
 
     def _fetch_once(self, url: httpx.URL, time_left: float) -> bytes:
         if time_left <= 0:
             raise OutOfTime()
-        with deadline(min(self._limits.total_timeout, time_left)) as attempt:
+        with deadline(min(self._limits.total_timeout_seconds, time_left)) as attempt:
             try:
                 return self._follow_redirects(url)
             except BlockedAddressError as error:
@@ -271,12 +237,14 @@ class Downloader:
     def _timeout_error(self, error: httpx.TransportError, attempt: Deadline, time_left: float) -> DownloadError:
         detail = _detail(error)
         if attempt.expired():
-            if time_left < self._limits.total_timeout:
+            if time_left < self._limits.total_timeout_seconds:
                 return OutOfTime()
-            return DownloadTimeout(f"timed out after {self._limits.total_timeout:g} s", detail)
+            return DownloadTimeout(f"timed out after {self._limits.total_timeout_seconds:g} s", detail)
         if isinstance(error, httpx.ConnectTimeout):
-            return DownloadTimeout(f"connection timed out after {self._limits.connect_timeout:g} s", detail)
-        return DownloadTimeout(f"timed out: no data from the server for {self._limits.read_timeout:g} s", detail)
+            return DownloadTimeout(f"connection timed out after {self._limits.connect_timeout_seconds:g} s", detail)
+        return DownloadTimeout(
+            f"timed out: no data from the server for {self._limits.read_timeout_seconds:g} s", detail
+        )
 
 
 def _time_until(not_after: float | None) -> float:

@@ -34,7 +34,7 @@ from typing import Any
 
 from PIL import ExifTags, GifImagePlugin, Image, ImageFile, ImageSequence, PngImagePlugin
 
-from shared.settings import Settings
+from shared.settings import CodecSettings
 from worker_service.image_metadata import EXIF_HEADER, gif_canvas_size, without_metadata
 
 
@@ -47,29 +47,6 @@ class CompressedImage:
     width: int
     height: int
     source_kept: bool  # True when the source bytes were kept because re-encoding was not smaller
-
-
-@dataclass(frozen=True, slots=True)
-class CodecOptions:
-    """How to encode and what to refuse; the defaults are the settings' (shared/settings.py)."""
-
-    quality: int
-    max_pixels: int
-    max_frames: int
-    max_animation_pixels: int
-    jpeg_optimize: bool
-    png_optimize: bool
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CodecOptions:
-        return cls(
-            quality=settings.jpeg_quality,
-            max_pixels=settings.max_image_pixels,
-            max_frames=settings.max_animation_frames,
-            max_animation_pixels=settings.max_animation_pixels,
-            jpeg_optimize=settings.jpeg_optimize,
-            png_optimize=settings.png_optimize,
-        )
 
 
 class ImageRejected(Exception):
@@ -171,7 +148,7 @@ _DECODER_FAILURES = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 _BOMB_WARNING_IS_AN_ERROR = ("error", None, Image.DecompressionBombWarning, None, 0)  # a warnings.filters entry
 
 
-def compress(data: bytes, options: CodecOptions) -> CompressedImage:
+def compress(data: bytes, options: CodecSettings) -> CompressedImage:
     """Re-encode `data`; raise an `ImageRejected` when it can't be stored as an image."""
     source = _sniff_format(data)
     target = source if source in _ENCODERS else _JPEG
@@ -217,7 +194,7 @@ def _unsupported_image_format(data: bytes) -> str | None:
 
 
 @contextmanager
-def _decoding(options: CodecOptions) -> Iterator[None]:
+def _decoding(options: CodecSettings) -> Iterator[None]:
     """Pillow's limits set to ours, and decoder failures turned into rejections."""
     Image.MAX_IMAGE_PIXELS = options.max_pixels
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -238,13 +215,13 @@ def _pixels_in_pillow_message(message: str) -> int | None:
     return int(match[1]) if match else None
 
 
-def _check_pixels(size: tuple[int, int], options: CodecOptions) -> None:
+def _check_pixels(size: tuple[int, int], options: CodecSettings) -> None:
     pixels = size[0] * size[1]
     if pixels > options.max_pixels:
         raise ImageTooLarge(pixels, options.max_pixels)
 
 
-def _check_frames(im: Image.Image, canvas: tuple[int, int], options: CodecOptions) -> None:
+def _check_frames(im: Image.Image, canvas: tuple[int, int], options: CodecSettings) -> None:
     # n_frames decodes nothing: PNG and WebP give the container's count (acTL, libwebp's demuxer), and
     # GIF walks the frame headers, reading past each frame's LZW data without decompressing it.
     # Measured on the tests' 100 KB, 55-frame 2000x2000 GIF: counted in under 1 ms, where compressing
@@ -288,16 +265,16 @@ def _tiff_without_metadata(im: Image.Image) -> bytes:
     )
 
 
-def _encode_jpeg(im: Image.Image, options: CodecOptions) -> bytes:
+def _encode_jpeg(im: Image.Image, options: CodecSettings) -> bytes:
     return _jpeg(im, metadata_from=im, options=options)
 
 
-def _encode_as_jpeg(im: Image.Image, options: CodecOptions) -> bytes:
+def _encode_as_jpeg(im: Image.Image, options: CodecSettings) -> bytes:
     """BMP, TIFF...: JPEG in the same colour family, so that the ICC profile still applies."""
     return _jpeg(_in_jpeg_mode(im), metadata_from=im, options=options)
 
 
-def _jpeg(pixels: Image.Image, *, metadata_from: Image.Image, options: CodecOptions) -> bytes:
+def _jpeg(pixels: Image.Image, *, metadata_from: Image.Image, options: CodecSettings) -> bytes:
     # optimize is off by default: on 0.3-12 MP photo-like images at q50 it made files 4-17% smaller
     # (mean 9%) for ~1.4x the decode+encode CPU, and the service is CPU-bound (README, `make bench`).
     # Progressive saved only 1.5% more for another 2.2x: never.
@@ -327,7 +304,7 @@ def _in_jpeg_mode(im: Image.Image) -> Image.Image:
     return flattened
 
 
-def _encode_webp(im: Image.Image, options: CodecOptions) -> bytes:
+def _encode_webp(im: Image.Image, options: CodecSettings) -> bytes:
     save_options: dict[str, Any] = {
         "quality": options.quality,
         "icc_profile": im.info.get("icc_profile"),
@@ -350,7 +327,7 @@ def _webp_durations(im: Image.Image) -> list[int]:
     return durations
 
 
-def _encode_png(im: Image.Image, options: CodecOptions) -> bytes:
+def _encode_png(im: Image.Image, options: CodecSettings) -> bytes:
     # Lossless either way. Pillow's optimize (zlib level 9 and a filter search) took 3-5x the
     # CPU of the default level for 0-3% smaller files on product cut-outs (README), so it is a setting.
     save_options: dict[str, Any] = {
@@ -368,7 +345,7 @@ def _encode_png(im: Image.Image, options: CodecOptions) -> bytes:
     return _save(im, "PNG", **save_options)
 
 
-def _encode_gif(im: Image.Image, options: CodecOptions) -> bytes | None:
+def _encode_gif(im: Image.Image, options: CodecSettings) -> bytes | None:
     """None when Pillow's writer would change what the animation shows.
 
     It re-quantises the frames it reads as RGBA, which shifts colours when there is transparency.
@@ -406,7 +383,7 @@ def _gif_frames(im: Image.Image) -> tuple[list[int], list[tuple[bytes, int]]]:
     return disposals, timeline
 
 
-_ENCODERS: dict[_Format, Callable[[Image.Image, CodecOptions], bytes | None]] = {
+_ENCODERS: dict[_Format, Callable[[Image.Image, CodecSettings], bytes | None]] = {
     _JPEG: _encode_jpeg,
     _PNG: _encode_png,
     _GIF: _encode_gif,

@@ -13,11 +13,10 @@ from structlog.contextvars import bind_contextvars
 
 from shared import metrics
 from shared.models import utcnow
-from shared.settings import Settings
 from shared.storage import image_key
 from shared.url_rules import redact_credentials
 from worker_service import product_claims
-from worker_service.codec_pool import START_TIMEOUT_SECONDS, CodecBusy, CodecFailed
+from worker_service.codec_pool import CodecBusy, CodecFailed
 from worker_service.context import WorkerContext
 from worker_service.downloader import DownloadError, OutOfTime
 from worker_service.image_codec import ImageRejected
@@ -25,12 +24,6 @@ from worker_service.product_claims import ImageDetails, ImageOutcome, ProductWor
 
 log = logging.getLogger("worker.product")
 
-# A product's downloads, and its images' waits for a codec process, stop this long after it
-# starts, whatever its hosts do; its result is recorded soon after (`grace_seconds`), well
-# within its 1-hour message visibility and with its lease renewed meanwhile.
-PRODUCT_DEADLINE_SECONDS = 840
-# Past the deadline, an image already in a codec process may still be compressed and stored.
-STORE_GRACE_SECONDS = 60
 INTERNAL_ERROR = "internal error while processing this image"
 
 
@@ -99,15 +92,10 @@ def outcome_or_timeout(future: Future[ImageOutcome] | None) -> ImageOutcome:
     return failed(OutOfTime().message)
 
 
-def grace_seconds(settings: Settings) -> float:
-    """How long past the deadline a product waits for images already given to a codec process."""
-    return settings.codec_timeout_seconds + START_TIMEOUT_SECONDS + STORE_GRACE_SECONDS
-
-
 @contextmanager
 def lease_renewal(context: WorkerContext, work: ProductWork, attempt: int) -> Iterator[None]:
     """Keep the product's lease alive while it is worked on, so only a lost worker loses it."""
-    lease = context.settings.product_lease_seconds
+    lease = context.settings.work.product_lease_seconds
     stopped = threading.Event()
 
     def renew() -> None:
@@ -135,8 +123,12 @@ def submit_image(context: WorkerContext, work: ProductWork, position: int, not_a
 
 
 def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> list[ImageOutcome]:
-    not_after = time.monotonic() + PRODUCT_DEADLINE_SECONDS
-    give_up_at = not_after + grace_seconds(context.settings)
+    # The product's waits stop at its deadline, whatever its hosts do; images already in a codec
+    # process then have its grace to finish (shared.settings.Deadlines, checked at start to end
+    # well within the message's visibility timeout, with the lease renewed meanwhile).
+    deadlines = context.settings.deadlines
+    not_after = time.monotonic() + deadlines.product_seconds
+    give_up_at = not_after + deadlines.product_grace_seconds
     # At most DOWNLOAD_CONCURRENCY images of the product at once, the next as one ends: a product
     # of many images on a slow host holds no more of the worker's image threads than any other.
     waiting = iter(range(len(work.input_image_urls)))
@@ -144,7 +136,7 @@ def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> 
     running: set[Future[ImageOutcome]] = set()
     with lease_renewal(context, work, attempt):
         while True:
-            for position in islice(waiting, context.settings.download_concurrency - len(running)):
+            for position in islice(waiting, context.settings.download.concurrency - len(running)):
                 futures[position] = submit_image(context, work, position, not_after)
                 running.add(futures[position])
             if not running:

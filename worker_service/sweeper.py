@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from shared import webhook_state
 from shared.models import utcnow
-from shared.settings import Settings
+from shared.settings import WorkSettings
 from worker_service import product_claims, request_store
 from worker_service.context import WorkerContext
 from worker_service.product_claims import ProductWork
@@ -70,7 +70,7 @@ class Cutoffs:
     webhook_due_before: datetime
 
     @classmethod
-    def at(cls, now: datetime, settings: Settings) -> Cutoffs:
+    def at(cls, now: datetime, settings: WorkSettings) -> Cutoffs:
         sweep = timedelta(seconds=settings.sweep_interval_seconds)
         return cls(
             now=now,
@@ -91,7 +91,7 @@ def processing_request_needs(request: dict[str, Any], cutoffs: Cutoffs) -> Liter
 
 
 def plan_sweep(context: WorkerContext) -> SweepPlan:
-    cutoffs = Cutoffs.at(utcnow(), context.settings)
+    cutoffs = Cutoffs.at(utcnow(), context.settings.work)
     plan = SweepPlan()
     for request_id in request_store.stalled_pending_requests(context.requests, cutoffs.stalled_before):
         request_store.touch(context.requests, request_id)

@@ -21,7 +21,7 @@ REQUEST_TASKS = frozenset({PROCESS_REQUEST, MERGE_RESULTS, DELIVER_WEBHOOK})
 def use_service_logging(loglevel: int, **_: object) -> None:
     """setup_logging: with a receiver connected, Celery configures nothing itself, and its own
     lines (task received, succeeded, failed) go through the service's formatter."""
-    configure_logging(get_settings().log_format, loglevel)
+    configure_logging(get_settings().operations.log_format, loglevel)
 
 
 def prepare_worker_logging(instance: Any, **_: object) -> None:
@@ -30,7 +30,7 @@ def prepare_worker_logging(instance: Any, **_: object) -> None:
 
     And no banner with JSON: it is a drawing printed to stdout, not log lines, the only lines
     of a JSON log that would not parse."""
-    log_format = get_settings().log_format
+    log_format = get_settings().operations.log_format
     configure_logging(log_format)
     if log_format == "json":
         instance.quiet = True

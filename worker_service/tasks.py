@@ -61,17 +61,17 @@ def process_product(work: dict[str, Any]) -> None:
     context = worker_context()
     settings = context.settings
     product = ProductWork(**work)
-    attempt = product_claims.claim(context.claims, product, settings.product_lease_seconds)
+    attempt = product_claims.claim(context.claims, product, settings.work.product_lease_seconds)
     if attempt is None:
         return
-    if attempt > settings.product_max_attempts:
+    if attempt > settings.work.product_max_attempts:
         log.error(
             "request %s: giving up product %s after %d attempts",
             product.request_id,
             product.serial_number,
-            settings.product_max_attempts,
+            settings.work.product_max_attempts,
         )
-        outcomes = product_processing.given_up(product, settings.product_max_attempts)
+        outcomes = product_processing.given_up(product, settings.work.product_max_attempts)
     else:
         outcomes = product_processing.process_product(context, product, attempt)
     if product_claims.record(context.claims, product, attempt, outcomes):
@@ -85,7 +85,7 @@ def merge_key(request_id: str) -> str:
 
 def schedule_merge(context: WorkerContext, request_id: str) -> None:
     """Ask for a merge of finished products within the merge interval, once however many finish."""
-    interval = context.settings.merge_interval_seconds
+    interval = context.settings.work.merge_interval_seconds
     try:
         first = context.redis.set(merge_key(request_id), 1, nx=True, px=int(interval * 1000))
     except redis.RedisError:
@@ -102,7 +102,7 @@ def space_merges(context: WorkerContext, request_id: str, took: float) -> None:
     25 times as long as the last merge took keeps merging under about 4 % of the
     database's time for a request of any size.
     """
-    hold = max(context.settings.merge_interval_seconds, MERGE_COST_FACTOR * took)
+    hold = max(context.settings.work.merge_interval_seconds, MERGE_COST_FACTOR * took)
     with contextlib.suppress(redis.RedisError):  # then the next merge simply comes sooner
         context.redis.set(merge_key(request_id), 1, px=int(hold * 1000))
 
@@ -135,15 +135,14 @@ def merge_results(request_id: str) -> None:
 def deliver_webhook(request_id: str) -> None:
     context = worker_context()
     settings = context.settings
-    hold = settings.webhook_timeout_seconds + 30
-    document = webhook_state.claim_webhook(context.requests, request_id, hold)
+    document = webhook_state.claim_webhook(context.requests, request_id, settings.deadlines.webhook_claim_seconds)
     if document is None:
         return
     webhook = document["webhook"]
     body = webhooks.encode(webhooks.payload(document, context.storage, context.settings.download_url(request_id)))
-    result = webhooks.send(webhook["url"], webhook["message_id"], body, settings)
+    result = webhooks.send(webhook["url"], webhook["message_id"], body, settings.webhooks, settings.network)
     attempts = webhook["attempts"] + 1
-    state, delay = webhook_state.after_attempt(result.delivered, attempts, settings)
+    state, delay = webhook_state.after_attempt(result.delivered, attempts, settings.webhooks)
     metrics.WEBHOOK_ATTEMPTS.labels(outcome=ATTEMPT_OUTCOMES[state]).inc()
     recorded = webhook_state.record_webhook_attempt(
         context.requests,

@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 from shared.address_guard import guarded_client
 from shared.documents import output_urls_of, progress_of
 from shared.models import utcnow
-from shared.settings import Settings
+from shared.settings import NetworkSettings, WebhookSettings
 from shared.storage import Storage
 from worker_service.deadline import DeadlineNetworkBackend, deadline
 
@@ -74,15 +74,15 @@ def encode(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def send(url: str, message_id: str, body: str, settings: Settings) -> DeliveryResult:
+def send(url: str, message_id: str, body: str, settings: WebhookSettings, network: NetworkSettings) -> DeliveryResult:
     """One attempt: any 2xx is success; anything else, or no whole answer in time, is not."""
-    headers = signed_headers(message_id, body, settings.webhook_secret, utcnow())
-    limit = settings.webhook_timeout_seconds
+    headers = signed_headers(message_id, body, settings.secret, utcnow())
+    limit = settings.timeout_seconds
     try:
         with (
             deadline(limit),
             guarded_client(
-                settings.allow_private_networks,
+                network.allow_private_networks,
                 timeout=httpx.Timeout(limit),
                 follow_redirects=False,
                 wrap_backend=DeadlineNetworkBackend,

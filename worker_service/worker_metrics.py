@@ -22,7 +22,7 @@ log = logging.getLogger("worker.metrics")
 def on_worker_init(sender: Any, **_: Any) -> None:
     """In the worker's process, before it takes a task."""
     metrics.forget_earlier_runs()
-    port = get_settings().worker_metrics_port
+    port = get_settings().operations.worker_metrics_port
     root = metrics.programs_root()
     if port is None or not consumes_images(sender):
         return

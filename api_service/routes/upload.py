@@ -11,7 +11,7 @@ from structlog.contextvars import bind_contextvars
 
 from api_service import repository
 from api_service.auth import Owner, scoped_idempotency_key
-from api_service.csv_reader import CsvLimits, CsvValidationError, ProductRow, UploadTooLarge, read_products
+from api_service.csv_reader import CsvValidationError, ProductRow, UploadTooLarge, read_products
 from api_service.errors import ApiError
 from api_service.rate_limits import limit_uploads
 from api_service.routes.status import seed_first_page
@@ -69,7 +69,7 @@ def accepted(state: AppState, document: dict[str, Any]) -> JSONResponse:
 
 async def receive(request: Request, state: AppState) -> Upload:
     try:
-        return await read_upload(request, state.settings.max_upload_bytes)
+        return await read_upload(request, state.settings.limits.max_upload_bytes)
     except BodyTooLarge as error:
         raise ApiError(413, str(error)) from error
     except MalformedUpload as error:
@@ -82,7 +82,7 @@ async def validate(upload: Upload, state: AppState) -> list[ProductRow]:
             400, f"invalid webhook_url: {problem}", errors=[{"line": 0, "column": "webhook_url", "message": problem}]
         )
     try:
-        return await run_in_threadpool(read_products, upload.file, CsvLimits.from_settings(state.settings))
+        return await run_in_threadpool(read_products, upload.file, state.settings.limits)
     except UploadTooLarge as error:
         raise ApiError(413, error.detail) from error
     except CsvValidationError as error:

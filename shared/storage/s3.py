@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 
-from shared.settings import Settings
+from shared.settings import StorageSettings
 from shared.storage.base import CACHE_CONTROL, Elsewhere
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class S3Storage:
         self._client_pid: int | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, public_base_url: str) -> "S3Storage":
+    def from_settings(cls, settings: StorageSettings, public_base_url: str) -> "S3Storage":
         if not settings.s3_bucket:  # the settings refuse STORAGE_BACKEND=s3 without one
             raise ValueError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
         return cls(

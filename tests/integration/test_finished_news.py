@@ -33,7 +33,7 @@ SEEN_WITHIN_SECONDS = 0.5
 @pytest.fixture
 def api(stack, tmp_path) -> Iterator[TestClient]:
     environment = stack.environment()
-    settings = Settings(
+    settings = Settings.load(
         mongodb_url=environment["MONGODB_URL"],
         redis_url=environment["REDIS_URL"],
         data_dir=stack.data_dir,

@@ -34,7 +34,9 @@ OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/media/", "/docs", "/redoc", "
 
 
 def settings(tmp_path: Path, **values) -> Settings:
-    return Settings(mongodb_url=f"mongodb://{NOWHERE}", redis_url=f"redis://{NOWHERE}/0", data_dir=tmp_path, **values)
+    return Settings.load(
+        mongodb_url=f"mongodb://{NOWHERE}", redis_url=f"redis://{NOWHERE}/0", data_dir=tmp_path, **values
+    )
 
 
 @contextmanager
@@ -332,7 +334,7 @@ def test_a_redis_that_hangs_costs_one_short_wait_then_is_skipped(tmp_path, pages
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         port = silent.getsockname()[1]
-        configured = Settings(
+        configured = Settings.load(
             mongodb_url=f"mongodb://{NOWHERE}",
             redis_url=f"redis://127.0.0.1:{port}/0",
             data_dir=tmp_path,

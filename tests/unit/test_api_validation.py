@@ -20,8 +20,8 @@ SAMPLE = "S. No.,Product Name,Input Image Urls\n1,SKU1,https://img.example.com/a
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        _env_file=None, mongodb_url=f"mongodb://{NOWHERE}", redis_url=f"redis://{NOWHERE}/0", data_dir=tmp_path
+    settings = Settings.load(
+        env_file=None, mongodb_url=f"mongodb://{NOWHERE}", redis_url=f"redis://{NOWHERE}/0", data_dir=tmp_path
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client

@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-from shared.settings import Settings
+from shared.settings import CodecSettings
 from worker_service.codec_pool import CodecBusy, CodecFailed, CodecPool, CodecTimeout
-from worker_service.image_codec import CodecOptions, ImageRejected, compress
+from worker_service.image_codec import ImageRejected, compress
 
-OPTIONS = CodecOptions.from_settings(Settings(_env_file=None))
+OPTIONS = CodecSettings(_env_file=None)
 
 
 def encoded(image: Image.Image, image_format: str) -> bytes:
@@ -39,7 +39,7 @@ def slow_image() -> bytes:
 
 @pytest.fixture
 def pool() -> Iterator[CodecPool]:
-    codec = CodecPool(OPTIONS, processes=1, timeout=30)
+    codec = CodecPool(OPTIONS.model_copy(update={"concurrency": 1, "timeout_seconds": 30}))
     yield codec
     codec.close()
 
@@ -47,7 +47,7 @@ def pool() -> Iterator[CodecPool]:
 @pytest.fixture
 def impatient_pool(photo) -> Iterator[CodecPool]:
     """A pool whose one process, started and warmed up, is killed after 0.1 s on an image."""
-    codec = CodecPool(OPTIONS, processes=1, timeout=0.1)
+    codec = CodecPool(OPTIONS.model_copy(update={"concurrency": 1, "timeout_seconds": 0.1}))
     compressed_by(codec, photo)
     yield codec
     codec.close()
@@ -89,7 +89,7 @@ def test_a_process_over_the_time_limit_is_killed_and_replaced(impatient_pool, ph
 
 
 def test_a_process_that_dies_at_work_fails_only_that_image(slow_image, photo):
-    pool = CodecPool(OPTIONS, processes=1, timeout=30)
+    pool = CodecPool(OPTIONS.model_copy(update={"concurrency": 1, "timeout_seconds": 30}))
     try:
         compressed_by(pool, photo)  # started: the kill below comes while it works on the image
         (worker,) = pool.pids()
@@ -121,7 +121,7 @@ def test_a_thread_that_cannot_get_a_process_in_time_is_told_so(pool):
 
 
 def test_closing_ends_every_process(photo):
-    pool = CodecPool(OPTIONS, processes=2, timeout=10)
+    pool = CodecPool(OPTIONS.model_copy(update={"concurrency": 2, "timeout_seconds": 10}))
     compressed_by(pool, photo)
     pids = pool.pids()
     pool.close()
@@ -147,14 +147,14 @@ def wait_for(condition, timeout: float = 5) -> None:
 
 
 def test_a_closed_pool_gives_out_no_process(photo):
-    pool = CodecPool(OPTIONS, processes=1, timeout=10)
+    pool = CodecPool(OPTIONS.model_copy(update={"concurrency": 1, "timeout_seconds": 10}))
     pool.close()
     with pytest.raises(CodecFailed), pool.process():
         pass
 
 
 def test_threads_share_the_processes(photo):
-    pool = CodecPool(OPTIONS, processes=2, timeout=30)
+    pool = CodecPool(OPTIONS.model_copy(update={"concurrency": 2, "timeout_seconds": 30}))
     try:
         with ThreadPoolExecutor(8) as threads:
             results = list(threads.map(lambda _: compressed_by(pool, photo), range(32)))

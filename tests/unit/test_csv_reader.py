@@ -4,7 +4,6 @@ import contextlib
 import csv
 import io
 import tempfile
-from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 from api_service.csv_reader import (
     MAX_CELL_CHARS,
     CsvIssue,
-    CsvLimits,
     CsvValidationError,
     ProductRow,
     TooManyImages,
@@ -21,8 +19,9 @@ from api_service.csv_reader import (
     UploadTooLarge,
     read_products,
 )
-from shared.settings import Settings
+from shared.settings import Settings, UploadLimits
 from shared.url_rules import url_problem
+from tests.support.settings import changed
 
 HEADER = "S. No.,Product Name,Input Image Urls"
 SERIAL, NAME, URLS = "S. No.", "Product Name", "Input Image Urls"
@@ -31,24 +30,24 @@ B = "https://img.example.com/b.jpg"
 C = "https://img.example.com/c.png"
 SAMPLE = f'{HEADER}\n1,SKU1,"{A},{B}"\n2,SKU2,{C}\n'
 SAMPLE_PRODUCTS = [ProductRow(1, "SKU1", (A, B), 2), ProductRow(2, "SKU2", (C,), 3)]
-DEFAULT_LIMITS = CsvLimits.from_settings(Settings(_env_file=None))
+DEFAULT_LIMITS = UploadLimits(_env_file=None)
 NUL_MESSAGE = "the line contains a NUL character; save the file as CSV UTF-8 text"
 QUOTE_NEVER_CLOSED = 'a quoted cell is never closed; write a double quote inside a quoted cell as ""'
 TEXT_AFTER_QUOTE = 'text follows the closing quote of a cell; write a double quote inside a quoted cell as ""'
 
 
-def read(content: str | bytes, limits: CsvLimits = DEFAULT_LIMITS) -> list[ProductRow]:
+def read(content: str | bytes, limits: UploadLimits = DEFAULT_LIMITS) -> list[ProductRow]:
     data = content.encode() if isinstance(content, str) else content
     return read_products(io.BytesIO(data), limits)
 
 
-def rejection(content: str | bytes, limits: CsvLimits = DEFAULT_LIMITS) -> CsvValidationError:
+def rejection(content: str | bytes, limits: UploadLimits = DEFAULT_LIMITS) -> CsvValidationError:
     with pytest.raises(CsvValidationError) as raised:
         read(content, limits)
     return raised.value
 
 
-def issues(content: str | bytes, limits: CsvLimits = DEFAULT_LIMITS) -> list[tuple[int, str | None, str]]:
+def issues(content: str | bytes, limits: UploadLimits = DEFAULT_LIMITS) -> list[tuple[int, str | None, str]]:
     return [(issue.line, issue.column, issue.message) for issue in rejection(content, limits).errors]
 
 
@@ -91,7 +90,7 @@ def test_a_spooled_upload_is_read_from_its_start_and_left_open() -> None:
 
 
 def test_limits_come_from_the_settings() -> None:
-    configured = Settings(
+    configured = Settings.load(
         max_products=7,
         max_images_per_request=8,
         max_images_per_product=5,
@@ -99,9 +98,10 @@ def test_limits_come_from_the_settings() -> None:
         max_product_name_length=10,
         max_reported_errors=11,
     )
-    assert CsvLimits.from_settings(configured) == CsvLimits(
+    assert configured.limits == UploadLimits(
+        _env_file=None,
         max_products=7,
-        max_images=8,
+        max_images_per_request=8,
         max_images_per_product=5,
         max_url_length=90,
         max_product_name_length=10,
@@ -230,7 +230,7 @@ def test_a_product_name_is_kept_without_surrounding_spaces(cell: str, name: str)
 
 
 def test_the_name_length_limit_comes_from_the_limits() -> None:
-    assert issues(f"{HEADER}\n1,SKU12,{A}\n", replace(DEFAULT_LIMITS, max_product_name_length=4)) == [
+    assert issues(f"{HEADER}\n1,SKU12,{A}\n", changed(DEFAULT_LIMITS, max_product_name_length=4)) == [
         (2, NAME, "product name is 5 characters long; the limit is 4")
     ]
 
@@ -298,7 +298,7 @@ def test_a_row_without_its_url_cell_is_an_error() -> None:
 
 
 def test_the_url_length_limit_comes_from_the_limits() -> None:
-    assert issues(f"{HEADER}\n1,SKU1,{A}\n", replace(DEFAULT_LIMITS, max_url_length=20)) == [
+    assert issues(f"{HEADER}\n1,SKU1,{A}\n", changed(DEFAULT_LIMITS, max_url_length=20)) == [
         (2, URLS, f"image URL {A!r} is longer than 20 characters")
     ]
 
@@ -457,7 +457,7 @@ def test_a_row_the_csv_module_cannot_read_ends_the_report_after_earlier_errors()
 
 def test_reading_stops_once_the_reportable_number_of_errors_is_found() -> None:
     content = HEADER + "\n" + "".join(f"{n},,{A}\n" for n in range(1, 11))
-    error = rejection(followed_by_bytes_never_read(content), replace(DEFAULT_LIMITS, max_reported_errors=5))
+    error = rejection(followed_by_bytes_never_read(content), changed(DEFAULT_LIMITS, max_reported_errors=5))
     assert [(issue.line, issue.column) for issue in error.errors] == [(line, NAME) for line in range(2, 7)]
     assert error.detail == "the CSV has more errors than can be listed; here are the first 5"
 
@@ -476,19 +476,19 @@ def test_a_single_row_error_is_summarised_by_count() -> None:
 
 @pytest.mark.parametrize(("limit", "rows"), [(1, 1), (3, 3), (3, 2)])
 def test_up_to_the_product_limit_is_accepted(limit: int, rows: int) -> None:
-    assert len(read(product_rows(rows), replace(DEFAULT_LIMITS, max_products=limit))) == rows
+    assert len(read(product_rows(rows), changed(DEFAULT_LIMITS, max_products=limit))) == rows
 
 
 def test_one_product_over_the_limit_is_too_many_and_stops_reading_at_once() -> None:
     with pytest.raises(TooManyProducts) as raised:
-        read(followed_by_bytes_never_read(product_rows(4)), replace(DEFAULT_LIMITS, max_products=3))
+        read(followed_by_bytes_never_read(product_rows(4)), changed(DEFAULT_LIMITS, max_products=3))
     assert raised.value.detail == "the CSV has more than 3 products; send at most 3 per request"
     assert isinstance(raised.value, UploadTooLarge)
 
 
 def test_invalid_rows_count_towards_the_product_limit() -> None:
     with pytest.raises(TooManyProducts):
-        read(f"{HEADER}\n1,SKU1,{A}\n0,,\n", replace(DEFAULT_LIMITS, max_products=1))
+        read(f"{HEADER}\n1,SKU1,{A}\n0,,\n", changed(DEFAULT_LIMITS, max_products=1))
 
 
 def test_the_default_product_limit_is_10000() -> None:
@@ -499,19 +499,19 @@ def test_the_default_product_limit_is_10000() -> None:
 
 @pytest.mark.parametrize(("rows", "urls_per_row"), [(1, 4), (2, 2), (4, 1)])
 def test_up_to_the_image_limit_is_accepted(rows: int, urls_per_row: int) -> None:
-    assert len(read(product_rows(rows, urls_per_row), replace(DEFAULT_LIMITS, max_images=4))) == rows
+    assert len(read(product_rows(rows, urls_per_row), changed(DEFAULT_LIMITS, max_images_per_request=4))) == rows
 
 
 @pytest.mark.parametrize(("rows", "urls_per_row"), [(1, 5), (5, 1), (2, 3)])
 def test_one_image_over_the_limit_is_too_many(rows: int, urls_per_row: int) -> None:
     with pytest.raises(TooManyImages) as raised:
-        read(product_rows(rows, urls_per_row), replace(DEFAULT_LIMITS, max_images=4))
+        read(product_rows(rows, urls_per_row), changed(DEFAULT_LIMITS, max_images_per_request=4))
     assert raised.value.detail == "the CSV has more than 4 image URLs; send at most 4 per request"
 
 
 def test_spilled_urls_count_towards_the_image_limit() -> None:
     with pytest.raises(TooManyImages):
-        read(f"{HEADER}\n1,SKU1,{A},{B},{C}\n", replace(DEFAULT_LIMITS, max_images=2))
+        read(f"{HEADER}\n1,SKU1,{A},{B},{C}\n", changed(DEFAULT_LIMITS, max_images_per_request=2))
 
 
 def test_up_to_the_per_product_image_limit_is_accepted() -> None:
@@ -521,7 +521,7 @@ def test_up_to_the_per_product_image_limit_is_accepted() -> None:
 def test_a_product_over_the_per_product_image_limit_is_a_row_error_naming_its_line() -> None:
     content = product_rows(1, 100) + f'2,SKU2,"{",".join([A] * 150)}"\n3,SKU3,{A},{B},{C}\n'
     assert issues(content) == [(3, URLS, "the product has 150 image URLs; the limit is 100 per product")]
-    assert issues(content, replace(DEFAULT_LIMITS, max_images_per_product=2)) == [
+    assert issues(content, changed(DEFAULT_LIMITS, max_images_per_product=2)) == [
         (2, URLS, "the product has 100 image URLs; the limit is 2 per product"),
         (3, URLS, "the product has 150 image URLs; the limit is 2 per product"),
         (4, URLS, "the product has 3 image URLs; the limit is 2 per product"),
@@ -544,7 +544,7 @@ def test_an_error_quoting_an_image_url_never_shows_its_password(url: str, shown:
 
 # Properties.
 
-SMALL_LIMITS = replace(DEFAULT_LIMITS, max_products=50, max_images=100, max_reported_errors=20)
+SMALL_LIMITS = changed(DEFAULT_LIMITS, max_products=50, max_images_per_request=100, max_reported_errors=20)
 ANY_TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
 LIKELY_CELLS = [A, f"{A},{B}", "1", "2", SERIAL, NAME, URLS, "", " "]
 
@@ -555,7 +555,7 @@ def csv_bytes(rows: list[list[str]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def read_or_reject(data: bytes, limits: CsvLimits = SMALL_LIMITS) -> None:
+def read_or_reject(data: bytes, limits: UploadLimits = SMALL_LIMITS) -> None:
     with contextlib.suppress(CsvValidationError, UploadTooLarge):
         read(data, limits)
 

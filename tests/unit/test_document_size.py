@@ -68,7 +68,7 @@ def largest_documents(products: int, images_per_product: int, budget: int) -> li
 
 
 def test_the_largest_accepted_request_fits_in_one_document():
-    settings = Settings()
+    settings = Settings.load().limits
     budget = settings.max_upload_bytes
     shapes = [
         (settings.max_products, 1),
@@ -87,4 +87,4 @@ def test_without_the_upload_cap_10000_products_with_2kb_urls_would_not_fit():
     rows = [Row(i, "SKU", (url_of_length(2048, i),)) for i in range(1, 10_001)]
     document = new_request(REQUEST_ID, rows, webhook_url=None, idempotency_key=None, file_sha256="0" * 64)
     assert len(bson.encode(document)) > MONGODB_DOCUMENT_LIMIT
-    assert csv_bytes(rows) > Settings().max_upload_bytes
+    assert csv_bytes(rows) > Settings.load().limits.max_upload_bytes

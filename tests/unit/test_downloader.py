@@ -8,12 +8,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 
 from shared import address_guard
-from shared.settings import Settings
+from shared.settings import DownloadSettings, NetworkSettings, Settings
 from tests.support.scripted_server import (
     ScriptedServer,
     Step,
@@ -26,13 +25,13 @@ from tests.support.scripted_server import (
     stall_after,
     trickle,
 )
+from tests.support.settings import changed
 from worker_service.downloader import (
     BlockedAddress,
     CompressedResponse,
     ConnectionFailed,
     Download,
     Downloader,
-    DownloadLimits,
     DownloadTimeout,
     HostUnreachable,
     HttpStatusError,
@@ -42,16 +41,17 @@ from worker_service.downloader import (
     TooManyRedirects,
 )
 
-LIMITS = DownloadLimits(
-    connect_timeout=1.0,
-    total_timeout=2.0,
-    max_bytes=1000,
-    max_redirects=3,
-    attempts=3,
-    backoff_seconds=0.01,
-    allow_private=True,
-    concurrency=8,
+LIMITS = DownloadSettings(
+    _env_file=None,
+    download_connect_timeout_seconds=1.0,
+    download_total_timeout_seconds=2.0,
+    download_max_bytes=1000,
+    download_max_redirects=3,
+    download_attempts=3,
+    download_backoff_seconds=0.01,
 )
+PRIVATE_ALLOWED = NetworkSettings(_env_file=None, allow_private_networks=True)
+PRIVATE_REFUSED = NetworkSettings(_env_file=None, allow_private_networks=False)
 
 
 @pytest.fixture
@@ -61,8 +61,12 @@ def server() -> Iterator[ScriptedServer]:
     scripted.close()
 
 
-def download(url: str, limits: DownloadLimits = LIMITS) -> bytes:
-    with Downloader(limits) as downloader:
+def downloader_for(limits: DownloadSettings = LIMITS, network: NetworkSettings = PRIVATE_ALLOWED) -> Downloader:
+    return Downloader(limits, network, connections=8)
+
+
+def download(url: str, limits: DownloadSettings = LIMITS, network: NetworkSettings = PRIVATE_ALLOWED) -> bytes:
+    with downloader_for(limits, network) as downloader:
         return downloader.fetch(url).data
 
 
@@ -102,7 +106,7 @@ def test_client_error_is_not_retried(server: ScriptedServer) -> None:
 
 def test_server_errors_are_retried_until_success(server: ScriptedServer) -> None:
     url = server.route("/flaky", reply(500), reply(500), reply(body=b"third time"))
-    with Downloader(LIMITS) as downloader:
+    with downloader_for() as downloader:
         assert downloader.fetch(url) == Download(b"third time", attempts=3)
     assert server.hits("/flaky") == 3
 
@@ -126,10 +130,11 @@ def test_retry_after_is_honoured(server: ScriptedServer) -> None:
     assert 1.0 <= time.monotonic() - started < 1.8
 
 
-def test_a_long_retry_after_is_shortened(server: ScriptedServer) -> None:
+def test_a_long_retry_after_is_shortened(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DownloadSettings, "max_retry_after_seconds", 0.2)
     url = server.route("/much-later", reply(503, headers={"Retry-After": "3600"}), reply(body=b"ok"))
     started = time.monotonic()
-    assert download(url, replace(LIMITS, max_retry_after=0.2)) == b"ok"
+    assert download(url) == b"ok"
     assert 0.2 <= time.monotonic() - started < 1.0
 
 
@@ -166,7 +171,7 @@ def test_a_slow_host_is_cut_at_the_deadline(server: ScriptedServer, misbehaviour
     url = server.route("/slow", misbehaviour)
     started = time.monotonic()
     with pytest.raises(DownloadTimeout, match=r"^timed out after 1 s$"):
-        download(url, replace(LIMITS, total_timeout=1.0, attempts=1, max_bytes=10**6))
+        download(url, changed(LIMITS, total_timeout_seconds=1.0, attempts=1, max_bytes=10**6))
     assert 0.95 <= time.monotonic() - started < 1.4
 
 
@@ -187,13 +192,13 @@ def test_a_tls_handshake_fed_a_byte_at_a_time_is_cut_at_the_deadline() -> None:
         threading.Thread(target=trickle_a_tls_record, daemon=True).start()
         started = time.monotonic()
         with pytest.raises(DownloadTimeout, match=r"^timed out after 1 s$"):
-            download(f"https://127.0.0.1:{port}/cat.jpg", replace(LIMITS, total_timeout=1.0, attempts=1))
+            download(f"https://127.0.0.1:{port}/cat.jpg", changed(LIMITS, total_timeout_seconds=1.0, attempts=1))
         assert 1.0 <= time.monotonic() - started < 1.4
 
 
 def test_a_pooled_connection_outlives_the_deadline_of_an_earlier_download(server: ScriptedServer) -> None:
     url = server.route("/again", reply(body=b"ok"))
-    with Downloader(replace(LIMITS, total_timeout=0.3)) as downloader:
+    with downloader_for(changed(LIMITS, total_timeout_seconds=0.3)) as downloader:
         assert downloader.fetch(url).data == b"ok"
         time.sleep(0.5)  # the first download's deadline passes while its connection waits in the pool
         assert downloader.fetch(url).data == b"ok"
@@ -202,7 +207,7 @@ def test_a_pooled_connection_outlives_the_deadline_of_an_earlier_download(server
 def test_no_attempt_or_wait_runs_past_the_callers_time(server: ScriptedServer) -> None:
     url = server.route("/always-slow", trickle(interval=0.05, count=200))
     started = time.monotonic()
-    with Downloader(replace(LIMITS, total_timeout=1.0, attempts=3)) as downloader, pytest.raises(OutOfTime):
+    with downloader_for(changed(LIMITS, total_timeout_seconds=1.0, attempts=3)) as downloader, pytest.raises(OutOfTime):
         downloader.fetch(url, not_after=time.monotonic() + 1.5)
     assert 1.5 <= time.monotonic() - started < 1.9
     assert OutOfTime().message == "not finished within the product's time limit"
@@ -210,7 +215,7 @@ def test_no_attempt_or_wait_runs_past_the_callers_time(server: ScriptedServer) -
 
 def test_a_timed_out_attempt_is_retried(server: ScriptedServer) -> None:
     url = server.route("/slow-once", trickle(interval=0.05, count=200), reply(body=b"ok"))
-    assert download(url, replace(LIMITS, total_timeout=0.5)) == b"ok"
+    assert download(url, changed(LIMITS, total_timeout_seconds=0.5)) == b"ok"
     assert server.hits("/slow-once") == 2
 
 
@@ -254,7 +259,7 @@ def test_refused_connection_fails_after_every_attempt(resolutions: list[str]) ->
 
 def test_blocked_address_is_refused_and_not_retried(server: ScriptedServer, resolutions: list[str]) -> None:
     with pytest.raises(BlockedAddress) as caught:
-        download(server.route("/cat.jpg", reply()), replace(LIMITS, allow_private=False))
+        download(server.route("/cat.jpg", reply()), LIMITS, PRIVATE_REFUSED)
     assert caught.value.message == "address not allowed"
     assert caught.value.detail == "blocked address: 127.0.0.1 is loopback"
     assert not caught.value.retryable
@@ -269,7 +274,7 @@ def test_redirect_to_a_blocked_address_is_refused(server: ScriptedServer, monkey
     )
     url = server.route("/to-metadata", redirect("http://169.254.169.254/latest/meta-data/"))
     with pytest.raises(BlockedAddress) as caught:
-        download(url, replace(LIMITS, allow_private=False))
+        download(url, LIMITS, PRIVATE_REFUSED)
     assert caught.value.detail == "blocked address: 169.254.169.254 is the cloud metadata address"
 
 
@@ -297,7 +302,7 @@ def test_invalid_urls_are_refused(url: str) -> None:
 
 def test_one_downloader_serves_several_threads(server: ScriptedServer) -> None:
     url = server.route("/shared", reply(body=b"same"))
-    with Downloader(LIMITS) as downloader:
+    with downloader_for() as downloader:
         results: list[bytes] = []
         threads = [threading.Thread(target=lambda: results.append(downloader.fetch(url).data)) for _ in range(8)]
         for thread in threads:
@@ -308,15 +313,25 @@ def test_one_downloader_serves_several_threads(server: ScriptedServer) -> None:
 
 
 def test_limits_come_from_the_settings() -> None:
-    limits = DownloadLimits.from_settings(Settings(_env_file=None, allow_private_networks=True))
-    assert limits == DownloadLimits(
-        connect_timeout=5.0,
-        total_timeout=30.0,
-        max_bytes=25 * 1024 * 1024,
-        max_redirects=5,
-        attempts=3,
-        backoff_seconds=0.5,
-        allow_private=True,
-        concurrency=8 * (os.cpu_count() or 1) * 8,  # eight products per core, eight images each
-    )
+    settings = Settings.load(env_file=None, allow_private_networks=True)
+    limits = settings.download
+    assert (
+        limits.connect_timeout_seconds,
+        limits.total_timeout_seconds,
+        limits.max_bytes,
+        limits.max_redirects,
+        limits.attempts,
+        limits.backoff_seconds,
+        settings.network.allow_private_networks,
+        settings.images_at_once(),
+    ) == (
+        5.0,
+        30.0,
+        25 * 1024 * 1024,
+        5,
+        3,
+        0.5,
+        True,
+        8 * (os.cpu_count() or 1) * 8,
+    )  # eight products per core, eight images each
     assert TooLarge(limits.max_bytes).message == "image larger than 25 MiB"

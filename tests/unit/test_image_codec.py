@@ -7,16 +7,15 @@ import tracemalloc
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import pytest
 from PIL import ExifTags, Image, ImageDraw, ImageFile, ImageFilter, ImageSequence, PngImagePlugin
 
-from shared.settings import Settings
+from shared.settings import CodecSettings, Settings
 from tests.support.images import animation_bomb_gif, decode, encode, frames, srgb_profile
+from tests.support.settings import changed
 from worker_service.image_codec import (
     AnimationTooLarge,
-    CodecOptions,
     CompressedImage,
     ImageTooLarge,
     NotAnImage,
@@ -25,7 +24,7 @@ from worker_service.image_codec import (
     compress,
 )
 
-LIMITS = CodecOptions.from_settings(Settings(_env_file=None))
+LIMITS = CodecSettings(_env_file=None)
 ORIENTATION = ExifTags.Base.Orientation
 
 # The IJG example tables (JPEG standard, Annex K) in natural order: libjpeg uses them as they are at q50.
@@ -137,7 +136,7 @@ def test_jpeg_is_reencoded_at_quality_50() -> None:
 def test_jpeg_quality_comes_from_the_limits() -> None:
     source = encode(photo(320, 240), "JPEG", quality=95)
 
-    output = decode(compress(source, replace(LIMITS, quality=80)).data)
+    output = decode(compress(source, changed(LIMITS, quality=80)).data)
 
     assert output.quantization != {0: IJG_LUMINANCE, 1: IJG_CHROMINANCE}
     assert output.quantization == decode(encode(decode(source), "JPEG", quality=80)).quantization
@@ -495,7 +494,7 @@ def test_decompression_bomb_is_refused_from_its_header(hundred_megapixel_png: by
     [
         pytest.param(handmade_png(8_000, 7_000, 1, 0, b""), LIMITS,
                      "image of 56,000,000 pixels is over the 50,000,000-pixel limit", id="just over 50 MP"),
-        pytest.param(encode(Image.new("RGB", (50, 40)), "PNG"), replace(LIMITS, max_pixels=1_999),
+        pytest.param(encode(Image.new("RGB", (50, 40)), "PNG"), changed(LIMITS, max_pixels=1_999),
                      "image of 2,000 pixels is over the 1,999-pixel limit", id="configured limit"),
         pytest.param(handmade_gif((10_000, 10_000), [(0, 0, 1, 1)]), LIMITS,
                      "image of 100,000,000 pixels is over the 50,000,000-pixel limit", id="GIF screen"),
@@ -503,7 +502,7 @@ def test_decompression_bomb_is_refused_from_its_header(hundred_megapixel_png: by
                      "image of 100,000,000 pixels is over the 50,000,000-pixel limit", id="GIF frame outgrowing"),
     ],
 )  # fmt: skip
-def test_too_many_pixels_are_refused(source: bytes, limits: CodecOptions, message: str) -> None:
+def test_too_many_pixels_are_refused(source: bytes, limits: CodecSettings, message: str) -> None:
     with pytest.raises(ImageTooLarge) as refused:
         compress(source, limits)
 
@@ -540,10 +539,10 @@ def test_too_many_frames_are_refused() -> None:
     source = encode(pictures[0], "GIF", save_all=True, append_images=pictures[1:])
 
     with pytest.raises(TooManyFrames) as refused:
-        compress(source, replace(LIMITS, max_frames=5))
+        compress(source, changed(LIMITS, max_frames=5))
 
     assert refused.value.message == "animation of 6 frames is over the 5-frame limit"
-    assert compress(source, replace(LIMITS, max_frames=6)).format == "GIF"
+    assert compress(source, changed(LIMITS, max_frames=6)).format == "GIF"
 
 
 @pytest.mark.usefixtures("no_decoding")
@@ -568,9 +567,9 @@ def test_animation_bomb_is_refused_before_any_frame_is_decoded() -> None:
 def test_animation_at_the_limit_passes_and_one_pixel_over_is_refused() -> None:
     source = animation_bomb_gif(canvas=(200, 100), frames=5)
 
-    assert compress(source, replace(LIMITS, max_animation_pixels=100_000)).format == "GIF"
+    assert compress(source, changed(LIMITS, max_animation_pixels=100_000)).format == "GIF"
     with pytest.raises(AnimationTooLarge) as refused:
-        compress(source, replace(LIMITS, max_animation_pixels=99_999))
+        compress(source, changed(LIMITS, max_animation_pixels=99_999))
     assert refused.value.message == "animation of 5 frames of 200×100 (100,000 pixels) is over the 99,999-pixel limit"
 
 
@@ -580,7 +579,7 @@ def test_animation_limit_holds_for_apng_and_webp(fmt: str) -> None:
     source = encode(pictures[0], fmt, save_all=True, append_images=pictures[1:], duration=100)
 
     with pytest.raises(AnimationTooLarge) as refused:
-        compress(source, replace(LIMITS, max_animation_pixels=5_999))
+        compress(source, changed(LIMITS, max_animation_pixels=5_999))
 
     assert refused.value.message == "animation of 3 frames of 50×40 (6,000 pixels) is over the 5,999-pixel limit"
 
@@ -599,17 +598,17 @@ def test_animation_limit_counts_gif_frames_that_reach_past_the_screen() -> None:
 
 
 def test_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = Settings(
+    settings = Settings.load(
         jpeg_quality=70, max_image_pixels=1_000_000, max_animation_frames=20, max_animation_pixels=9_000
     )
 
-    assert CodecOptions.from_settings(settings) == replace(
+    assert settings.codec == changed(
         LIMITS, quality=70, max_pixels=1_000_000, max_frames=20, max_animation_pixels=9_000
     )
     monkeypatch.setenv("MAX_ANIMATION_PIXELS", "1234")
-    assert CodecOptions.from_settings(Settings(_env_file=None)).max_animation_pixels == 1234
+    assert CodecSettings(_env_file=None).max_animation_pixels == 1234
     monkeypatch.delenv("MAX_ANIMATION_PIXELS")
-    assert Settings(_env_file=None).max_animation_pixels == LIMITS.max_animation_pixels == 200_000_000
+    assert Settings.load(env_file=None).codec.max_animation_pixels == LIMITS.max_animation_pixels == 200_000_000
 
 
 def test_optimize_settings_are_lossless_and_never_larger():
@@ -618,9 +617,9 @@ def test_optimize_settings_are_lossless_and_never_larger():
     source = photo(400, 300, seed=9, grain=0)
     png = encode(source, "PNG", compress_level=1)
     jpeg = encode(photo(400, 300, seed=9), "JPEG", quality=95)
-    plain = compress(png, replace(LIMITS, png_optimize=False))
-    optimized = compress(png, replace(LIMITS, png_optimize=True))
+    plain = compress(png, changed(LIMITS, png_optimize=False))
+    optimized = compress(png, changed(LIMITS, png_optimize=True))
     for result in (plain, optimized):
         assert Image.open(io.BytesIO(result.data)).tobytes() == source.tobytes()
     assert len(optimized.data) <= len(plain.data) < len(png)
-    assert len(compress(jpeg, replace(LIMITS, jpeg_optimize=True)).data) < len(compress(jpeg, LIMITS).data)
+    assert len(compress(jpeg, changed(LIMITS, jpeg_optimize=True)).data) < len(compress(jpeg, LIMITS).data)

@@ -7,12 +7,12 @@ import zlib
 import pytest
 from PIL import ExifTags, Image, PngImagePlugin
 
-from shared.settings import Settings
+from shared.settings import CodecSettings
 from tests.support.images import decode, encode, frames, photo, srgb_profile
-from worker_service.image_codec import CodecOptions, CompressedImage, compress
+from worker_service.image_codec import CompressedImage, compress
 from worker_service.image_metadata import MalformedContainer, without_metadata
 
-LIMITS = CodecOptions.from_settings(Settings(_env_file=None))
+LIMITS = CodecSettings(_env_file=None)
 ORIENTATION = ExifTags.Base.Orientation
 XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description City="Lyon"/></rdf:RDF></x:xmpmeta>'
 SECRETS = (b"TestCam", b"Model X", b"Lyon", b"shot at home")  # any of these in the output is a leak

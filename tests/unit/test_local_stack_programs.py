@@ -11,7 +11,7 @@ def names(settings: Settings) -> list[str]:
 
 
 def test_make_run_starts_everything_with_embedded_servers() -> None:
-    settings = Settings(_env_file=None)
+    settings = Settings.load(env_file=None)
     assert names(settings) == ["mongodb", "redis", "api", "worker", "control", "webhooks", "beat"]
     worker = next(p for p in stack_programs(settings)[0] if p.name == "worker")
     assert worker.command[worker.command.index("--concurrency") + 1] == str(8 * (os.cpu_count() or 1))
@@ -19,12 +19,12 @@ def test_make_run_starts_everything_with_embedded_servers() -> None:
 
 
 def test_worker_concurrency_zero_is_an_api_only_host() -> None:
-    settings = Settings(_env_file=None, worker_concurrency=0, mongodb_url="mongodb://db", redis_url="redis://r")
+    settings = Settings.load(env_file=None, worker_concurrency=0, mongodb_url="mongodb://db", redis_url="redis://r")
     assert names(settings) == ["api", "control", "webhooks", "beat"]
 
 
 def test_a_worker_host_runs_only_the_image_worker() -> None:
-    settings = Settings(_env_file=None, mongodb_url="mongodb://db", redis_url="redis://r", storage_backend="s3",
+    settings = Settings.load(env_file=None, mongodb_url="mongodb://db", redis_url="redis://r", storage_backend="s3",
                         s3_bucket="images", worker_concurrency=3)  # fmt: skip
     assert worker_host_problems(settings) == []
     programs, environment = worker_host_programs(settings)
@@ -34,7 +34,7 @@ def test_a_worker_host_runs_only_the_image_worker() -> None:
 
 
 def test_a_worker_host_without_image_workers_is_refused() -> None:
-    settings = Settings(_env_file=None, mongodb_url="mongodb://db", redis_url="redis://r", storage_backend="s3",
+    settings = Settings.load(env_file=None, mongodb_url="mongodb://db", redis_url="redis://r", storage_backend="s3",
                         s3_bucket="images", worker_concurrency=0)  # fmt: skip
     assert worker_host_problems(settings) == [
         "WORKER_CONCURRENCY=0 starts no image worker: a worker host needs at least 1"
@@ -42,12 +42,12 @@ def test_a_worker_host_without_image_workers_is_refused() -> None:
 
 
 def test_a_worker_host_needs_the_shared_servers_and_a_bucket() -> None:
-    problems = worker_host_problems(Settings(_env_file=None))
+    problems = worker_host_problems(Settings.load(env_file=None))
     assert [problem.split(" ")[0] for problem in problems] == ["MONGODB_URL", "REDIS_URL", "STORAGE_BACKEND=s3"]
 
 
 def test_each_program_records_its_metrics_in_a_directory_of_its_own(tmp_path) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path)
+    settings = Settings.load(env_file=None, data_dir=tmp_path)
     directories = {
         program.name: program.environment.get("PROMETHEUS_MULTIPROC_DIR") for program in stack_programs(settings)[0]
     }
@@ -57,8 +57,8 @@ def test_each_program_records_its_metrics_in_a_directory_of_its_own(tmp_path) ->
 
 
 def test_flower_runs_only_with_a_port_and_then_the_workers_send_task_events() -> None:
-    assert "flower" not in names(Settings(_env_file=None))
-    assert all("--task-events" not in p.command for p in stack_programs(Settings(_env_file=None))[0])
-    programs = {p.name: p for p in stack_programs(Settings(_env_file=None, flower_port=5555))[0]}
+    assert "flower" not in names(Settings.load(env_file=None))
+    assert all("--task-events" not in p.command for p in stack_programs(Settings.load(env_file=None))[0])
+    programs = {p.name: p for p in stack_programs(Settings.load(env_file=None, flower_port=5555))[0]}
     assert programs["flower"].command[-3:] == ["flower", "--port=5555", "--address=127.0.0.1"]
     assert all("--task-events" in programs[name].command for name in ("worker", "control", "webhooks"))

@@ -154,7 +154,7 @@ def test_each_task_binds_what_it_works_on(name, args, context):
 
 @pytest.fixture
 def client(tmp_path: Path, log: io.StringIO) -> Iterator[TestClient]:
-    settings = Settings(
+    settings = Settings.load(
         mongodb_url=f"mongodb://{NOWHERE}", redis_url=f"redis://{NOWHERE}/0", data_dir=tmp_path, log_format="json"
     )
     app = create_app(settings)

@@ -12,7 +12,7 @@ from worker_service.product_claims import MAX_ERROR_MESSAGE, ImageDetails, Image
 from worker_service.request_store import merge_update
 from worker_service.sweeper import Cutoffs, processing_request_needs
 
-SETTINGS = Settings(_env_file=None, webhook_retry_base_seconds=5, webhook_max_attempts=8)
+SETTINGS = Settings.load(env_file=None, webhook_retry_base_seconds=5, webhook_max_attempts=8).webhooks
 
 
 def test_a_delivered_webhook_is_not_tried_again() -> None:
@@ -133,7 +133,9 @@ def test_percentage_counts_failed_images_as_done_with_one_decimal() -> None:
 
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-SWEEP_SETTINGS = Settings(_env_file=None, stall_seconds=120, merge_interval_seconds=1, sweep_interval_seconds=10)
+SWEEP_SETTINGS = Settings.load(
+    env_file=None, stall_seconds=120, merge_interval_seconds=1, sweep_interval_seconds=10
+).work
 
 
 def test_the_sweepers_cutoffs_follow_the_settings() -> None:

@@ -69,8 +69,8 @@ def host() -> Iterator[SlowHost]:
 
 @pytest.fixture
 def context(tmp_path) -> Iterator[WorkerContext]:
-    settings = Settings(
-        _env_file=None,
+    settings = Settings.load(
+        env_file=None,
         data_dir=tmp_path,
         allow_private_networks=True,
         download_concurrency=AT_ONCE,

@@ -19,6 +19,7 @@ from shared.settings import Settings
 from shared.storage import Elsewhere, LocalFile, S3Storage, Storage, image_key, storage_from_settings
 from tests.support import images
 from tests.support.seaweedfs import SeaweedFS
+from tests.support.settings import changed
 
 PUBLIC_BASE_URL = "http://api.example:8000"
 NOWHERE = "127.0.0.1:9"  # the discard port: the API test needs no database
@@ -47,7 +48,7 @@ def read_back(storage: Storage, key: str) -> Stored | None:
 
 
 def s3_settings(server: SeaweedFS, tmp_path: Path, **overrides: object) -> Settings:
-    return Settings(
+    return Settings.load(
         **{
             "public_base_url": PUBLIC_BASE_URL,
             "data_dir": tmp_path,
@@ -74,7 +75,7 @@ def s3_credentials(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> Sea
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     if request.param == "s3":
         return s3_settings(request.getfixturevalue("s3_credentials"), tmp_path)
-    return Settings(public_base_url=PUBLIC_BASE_URL, data_dir=tmp_path)
+    return Settings.load(public_base_url=PUBLIC_BASE_URL, data_dir=tmp_path)
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ def test_an_invalid_key_is_located_nowhere(storage, key):
 def test_public_urls_are_under_media_base_url_or_the_api(settings):
     key = image_key("req", 2, 1, "webp")
     assert storage_from_settings(settings).public_url(key) == f"{PUBLIC_BASE_URL}/media/req/2-1.webp"
-    cdn = settings.model_copy(update={"media_base_url": "https://cdn.example/images/"})
+    cdn = settings.replacing(storage=changed(settings.storage, media_base_url="https://cdn.example/images/"))
     assert storage_from_settings(cdn).public_url(key) == "https://cdn.example/images/req/2-1.webp"
 
 

@@ -96,7 +96,7 @@ def test_a_url_without_credentials_is_left_as_it_is(url: str) -> None:
     assert redact_credentials(url) == url
 
 
-PRIVATE = Settings(allow_private_networks=False)
+PRIVATE = Settings.load(allow_private_networks=False)
 
 
 @pytest.mark.parametrize(
@@ -121,4 +121,4 @@ def test_a_webhook_to_a_name_or_a_public_literal_passes(url: str) -> None:
 
 
 def test_private_literals_pass_when_private_networks_are_allowed() -> None:
-    assert webhook_url_problem("http://127.1/hook", Settings(allow_private_networks=True)) is None
+    assert webhook_url_problem("http://127.1/hook", Settings.load(allow_private_networks=True)) is None

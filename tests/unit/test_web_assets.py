@@ -14,7 +14,7 @@ NOWHERE = "127.0.0.1:9"  # the discard port: nothing listens there
 
 
 def client_for(tmp_path: Path, **values) -> TestClient:
-    settings = Settings(
+    settings = Settings.load(
         mongodb_url=f"mongodb://{NOWHERE}", redis_url=f"redis://{NOWHERE}/0", data_dir=tmp_path, **values
     )
     return TestClient(create_app(settings))

@@ -20,7 +20,7 @@ from tests.support.scripted_server import (
 from worker_service import webhooks
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-SETTINGS = Settings(_env_file=None, allow_private_networks=True, webhook_timeout_seconds=1.0, webhook_secret=SECRET)
+SETTINGS = Settings.load(env_file=None, allow_private_networks=True, webhook_timeout_seconds=1.0, webhook_secret=SECRET)
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def receiver() -> Iterator[ScriptedServer]:
 
 def timed_send(url: str, settings: Settings = SETTINGS) -> tuple[webhooks.DeliveryResult, float]:
     started = time.monotonic()
-    result = webhooks.send(url, "msg_1", '{"type":"request.completed"}', settings)
+    result = webhooks.send(url, "msg_1", '{"type":"request.completed"}', settings.webhooks, settings.network)
     return result, time.monotonic() - started
 
 
@@ -88,6 +88,6 @@ def test_an_answer_of_many_megabytes_is_not_read_whole(receiver: ScriptedServer)
 
 def test_a_blocked_receiver_is_refused_without_connecting(receiver: ScriptedServer) -> None:
     url = receiver.route("/hook", reply(200))
-    result, _ = timed_send(url, Settings(_env_file=None, allow_private_networks=False, webhook_timeout_seconds=1.0))
+    result, _ = timed_send(url, Settings.load(env_file=None, allow_private_networks=False, webhook_timeout_seconds=1.0))
     assert not result.delivered
     assert receiver.hits("/hook") == 0
