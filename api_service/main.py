@@ -22,12 +22,12 @@ from api_service.state import AppState
 from api_service.status_cache import StatusCache
 from api_service.web import install_web_page
 from shared import metrics as service_metrics
-from shared import request_events
-from shared.db import CLAIM_INDEXES, INDEXES, async_claims_collection, async_client, async_requests_collection
+from shared import request_events, store
 from shared.logging import configure_logging
 from shared.queue import make_celery, redis_url
 from shared.settings import Settings, get_settings
 from shared.storage import storage_from_settings
+from shared.store.clients import async_client, async_store
 
 log = logging.getLogger("api")
 
@@ -43,8 +43,7 @@ async def create_indexes_when_ready(state: AppState) -> None:
     # in the background rather than failing start-up (readiness reports it meanwhile).
     while True:
         try:
-            await state.requests.create_indexes(INDEXES)
-            await state.claims.create_indexes(CLAIM_INDEXES)
+            await state.store.run(store.ensure_indexes())
             return
         except PyMongoError as error:
             log.warning("could not create indexes yet: %s", error)
@@ -58,8 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redis_client = aioredis.Redis.from_url(redis_url(settings), socket_timeout=2, socket_connect_timeout=2)
     state = AppState(
         settings=settings,
-        requests=async_requests_collection(mongo, settings),
-        claims=async_claims_collection(mongo, settings),
+        store=async_store(mongo, settings),
         mongo=mongo,
         redis=redis_client,
         celery=make_celery(settings, "image-api"),

@@ -3,10 +3,10 @@
 import csv
 import io
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
 
-from shared.documents import output_urls_of
 from shared.storage import Storage
+from shared.store.requests import ProductDocument
+from shared.views import output_urls_of
 
 HEADER = ["S. No.", "Product Name", "Input Image Urls", "Output Image Urls"]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -17,7 +17,7 @@ def neutralise_formula(cell: str) -> str:
     return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
 
 
-def output_row(product: dict[str, Any], storage: Storage) -> list[str]:
+def output_row(product: ProductDocument, storage: Storage) -> list[str]:
     outputs = output_urls_of(product, storage)
     cells = [
         str(product["serial_number"]),
@@ -34,7 +34,7 @@ def csv_line(cells: Iterable[str]) -> str:
     return buffer.getvalue()
 
 
-async def output_csv(products: AsyncIterator[dict[str, Any]], storage: Storage) -> AsyncIterator[str]:
+async def output_csv(products: AsyncIterator[ProductDocument], storage: Storage) -> AsyncIterator[str]:
     yield csv_line(HEADER)
     async for product in products:
         yield csv_line(output_row(product, storage))

@@ -1,25 +1,23 @@
 """The clients the routes share, created once per process."""
 
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import Request
 from pymongo import AsyncMongoClient
-from pymongo.asynchronous.collection import AsyncCollection
 
 from api_service.status_cache import StatusCache
 from shared.settings import Settings
 from shared.storage import Storage
+from shared.store.operations import AsyncStore, RawDocument
 
 
 @dataclass
 class AppState:
     settings: Settings
-    requests: AsyncCollection[dict[str, Any]]
-    claims: AsyncCollection[dict[str, Any]]
-    mongo: AsyncMongoClient[dict[str, Any]]
+    store: AsyncStore
+    mongo: AsyncMongoClient[RawDocument]
     redis: aioredis.Redis
     celery: Celery
     storage: Storage

@@ -12,12 +12,12 @@ from typing import Any
 import redis
 from celery.signals import worker_init, worker_shutdown
 from pymongo import MongoClient
-from pymongo.collection import Collection
 
-from shared.db import claims_collection, requests_collection, sync_client
 from shared.queue import IMAGES_QUEUE, redis_url
 from shared.settings import Settings, get_settings
 from shared.storage import Storage, storage_from_settings
+from shared.store.clients import sync_client, sync_store
+from shared.store.operations import RawDocument, SyncStore
 from worker_service.codec_pool import CodecPool
 from worker_service.downloader import Downloader
 
@@ -27,16 +27,12 @@ class WorkerContext:
     settings: Settings
 
     @cached_property
-    def mongo(self) -> MongoClient[dict[str, Any]]:
+    def mongo(self) -> MongoClient[RawDocument]:
         return sync_client(self.settings)
 
     @cached_property
-    def requests(self) -> Collection[dict[str, Any]]:
-        return requests_collection(self.mongo, self.settings)
-
-    @cached_property
-    def claims(self) -> Collection[dict[str, Any]]:
-        return claims_collection(self.mongo, self.settings)
+    def store(self) -> SyncStore:
+        return sync_store(self.mongo, self.settings)
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -82,7 +78,7 @@ def prepare(sender: Any, **_: Any) -> None:
     two threads making the same client at once would make two (`cached_property` does not lock
     on every Python this runs on), two sets of codec processes among them."""
     context = worker_context()
-    for made_on_first_use in ("requests", "claims", "redis", "storage"):
+    for made_on_first_use in ("store", "redis", "storage"):
         getattr(context, made_on_first_use)
     if consumes_images(sender):
         for made_on_first_use in ("downloader", "image_threads", "codec_pool"):

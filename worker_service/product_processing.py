@@ -7,24 +7,50 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from itertools import islice
 
 from structlog.contextvars import bind_contextvars
 
 from shared import metrics
-from shared.models import utcnow
+from shared.models import ProductStatus, utcnow
 from shared.storage import image_key
+from shared.store import product_claims, requests
+from shared.store.product_claims import ImageDetails, ProductResult, ProductWork
 from shared.url_rules import redact_credentials
-from worker_service import product_claims
 from worker_service.codec_pool import CodecBusy, CodecFailed
 from worker_service.context import WorkerContext
 from worker_service.downloader import DownloadError, OutOfTime
 from worker_service.image_codec import ImageRejected
-from worker_service.product_claims import ImageDetails, ImageOutcome, ProductWork
 
 log = logging.getLogger("worker.product")
 
 INTERNAL_ERROR = "internal error while processing this image"
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    key: str | None = None
+    error: str | None = None
+    details: ImageDetails = field(default_factory=ImageDetails)
+
+
+def product_result(outcomes: list[ImageOutcome]) -> ProductResult:
+    """What came of the product: completed unless none of its images was stored."""
+    failed = sum(1 for outcome in outcomes if outcome.key is None)
+    return {
+        "status": (ProductStatus.FAILED if failed == len(outcomes) else ProductStatus.COMPLETED).value,
+        "output_keys": [outcome.key for outcome in outcomes],
+        "errors": [
+            {"index": i, "message": requests.short(outcome.error or "failed")}
+            for i, outcome in enumerate(outcomes)
+            if outcome.key is None
+        ],
+        "images": len(outcomes),
+        "images_failed": failed,
+        "bytes_in": sum(outcome.details.bytes_in or 0 for outcome in outcomes),
+        "bytes_out": sum(outcome.details.bytes_out or 0 for outcome in outcomes),
+    }
 
 
 def elapsed_ms(started: float) -> float:
@@ -101,7 +127,7 @@ def lease_renewal(context: WorkerContext, work: ProductWork, attempt: int) -> It
     def renew() -> None:
         while not stopped.wait(lease / 3):
             try:
-                product_claims.renew_lease(context.claims, work, attempt, lease)
+                context.store.run(product_claims.renew_lease(work, attempt, utcnow(), lease))
             except Exception:
                 log.warning("could not renew the lease of %s/%s", work.request_id, work.serial_number, exc_info=True)
 

@@ -12,14 +12,14 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
-from shared import webhook_state
 from shared.models import utcnow
 from shared.settings import WorkSettings
-from worker_service import product_claims, request_store
+from shared.store import product_claims, requests
+from shared.store.product_claims import ProductWork
+from shared.store.requests import RequestProgress
 from worker_service.context import WorkerContext
-from worker_service.product_claims import ProductWork
 
 log = logging.getLogger("worker.sweeper")
 
@@ -36,22 +36,22 @@ class SweepPlan:
 
 def lost_products(context: WorkerContext, now: datetime) -> list[ProductWork]:
     by_request: dict[str, list[int]] = defaultdict(list)
-    for request_id, index in product_claims.release_expired(context.claims, now):
+    for request_id, index in context.store.run(product_claims.release_expired(now)):
         by_request[request_id].append(index)
     works = []
     for request_id, indexes in by_request.items():
         log.warning("request %s: re-enqueueing products %s whose worker was lost", request_id, indexes)
-        works += request_store.pending_work(context.requests, request_id, indexes)
+        works += context.store.run(requests.pending_work(request_id, indexes))
     return works
 
 
-def stalled_products(context: WorkerContext, request: dict[str, Any]) -> list[ProductWork]:
+def stalled_products(context: WorkerContext, request_id: str) -> list[ProductWork]:
     """A request with no progress for a while may have lost its queued messages: enqueue its
     pending products again (a copy that finds its product done or held does nothing)."""
-    request_id = request["_id"]
-    settled = product_claims.settled(context.claims, request_id)
-    works = [w for w in request_store.pending_work(context.requests, request_id) if w.index not in settled]
-    request_store.touch(context.requests, request_id)
+    now = utcnow()
+    settled = context.store.run(product_claims.settled(request_id, now))
+    works = [w for w in context.store.run(requests.pending_work(request_id)) if w.index not in settled]
+    context.store.run(requests.touch(request_id, now))
     if works:
         log.warning("request %s: stalled, re-enqueueing %d pending products", request_id, len(works))
     return works
@@ -80,7 +80,7 @@ class Cutoffs:
         )
 
 
-def processing_request_needs(request: dict[str, Any], cutoffs: Cutoffs) -> Literal["finalise", "restart"] | None:
+def processing_request_needs(request: RequestProgress, cutoffs: Cutoffs) -> Literal["finalise", "restart"] | None:
     """What an unfinished request needs from the sweeper: its last merge (every product is in),
     its pending products enqueued again (no progress for a while), or nothing."""
     if request["products_done"] >= request["products_total"]:
@@ -93,16 +93,16 @@ def processing_request_needs(request: dict[str, Any], cutoffs: Cutoffs) -> Liter
 def plan_sweep(context: WorkerContext) -> SweepPlan:
     cutoffs = Cutoffs.at(utcnow(), context.settings.work)
     plan = SweepPlan()
-    for request_id in request_store.stalled_pending_requests(context.requests, cutoffs.stalled_before):
-        request_store.touch(context.requests, request_id)
+    for request_id in context.store.run(requests.stalled_pending(cutoffs.stalled_before)):
+        context.store.run(requests.touch(request_id, cutoffs.now))
         plan.start_requests.append(request_id)
     plan.products = lost_products(context, cutoffs.now)
-    plan.merges.update(product_claims.requests_with_stale_results(context.claims, cutoffs.merge_due_before))
-    for request in request_store.processing_requests(context.requests):
+    plan.merges.update(context.store.run(product_claims.requests_with_stale_results(cutoffs.merge_due_before)))
+    for request in context.store.run(requests.processing()):
         match processing_request_needs(request, cutoffs):
             case "finalise":
                 plan.merges.add(request["_id"])
             case "restart":
-                plan.products += stalled_products(context, request)
-    plan.webhooks = webhook_state.due_webhooks(context.requests, cutoffs.webhook_due_before)
+                plan.products += stalled_products(context, request["_id"])
+    plan.webhooks = context.store.run(requests.due_webhooks(cutoffs.webhook_due_before, cutoffs.now))
     return plan

@@ -10,22 +10,33 @@ same guard as image URLs. The receiver is a stranger's server: an attempt ends a
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 import httpx
 from standardwebhooks import Webhook
 
 from shared.address_guard import guarded_client
-from shared.documents import output_urls_of, progress_of
-from shared.models import utcnow
+from shared.models import WebhookState, utcnow
 from shared.settings import NetworkSettings, WebhookSettings
 from shared.storage import Storage
+from shared.store.requests import RequestDocument
+from shared.views import output_urls_of, progress_of
 from worker_service.deadline import DeadlineNetworkBackend, deadline
 
 EVENT_TYPE = "request.completed"
 # Nothing in the answer matters beyond its status; a little of it is read so that a
 # receiver that answers at once is not cut off mid-body, never more.
 MAX_ANSWER_BYTES = 64 * 1024
+
+
+def after_attempt(delivered: bool, attempts_made: int, settings: WebhookSettings) -> tuple[WebhookState, float | None]:
+    """The delivery's state after an attempt, and the seconds until the next one (None: no more)."""
+    if delivered:
+        return WebhookState.DELIVERED, None
+    if attempts_made >= settings.max_attempts:
+        return WebhookState.FAILED, None
+    # The base delay, doubling after each failure.
+    return WebhookState.PENDING, settings.retry_base_seconds * 2.0 ** (attempts_made - 1)
 
 
 @dataclass(frozen=True)
@@ -35,8 +46,15 @@ class DeliveryResult:
     error: str | None
 
 
-def payload(document: dict[str, Any], storage: Storage, download_url: str) -> dict[str, Any]:
-    products = [
+class ProductOutputs(TypedDict):
+    serial_number: int
+    product_name: str
+    output_image_urls: list[str | None]
+
+
+def payload(document: RequestDocument, storage: Storage, download_url: str) -> dict[str, object]:
+    """The event's body (a JSON object), as Standard Webhooks lays it out: type, timestamp, data."""
+    products: list[ProductOutputs] = [
         {
             "serial_number": p["serial_number"],
             "product_name": p["product_name"],
@@ -70,7 +88,7 @@ def signed_headers(message_id: str, body: str, secret: str | None, at: datetime)
     return headers
 
 
-def encode(body: dict[str, Any]) -> str:
+def encode(body: dict[str, object]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -6,13 +6,14 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from structlog.contextvars import bind_contextvars
 
-from api_service import repository
 from api_service.auth import Owner
 from api_service.errors import ApiError
 from api_service.output_csv import output_csv
+from api_service.request_products import every_product
 from api_service.schemas import error_responses
 from api_service.state import AppState, services
 from shared.models import RequestStatus
+from shared.store import requests
 
 router = APIRouter()
 
@@ -28,12 +29,12 @@ async def download_csv(
 ) -> StreamingResponse:
     """One row per product in serial order; an empty slot where an image failed."""
     bind_contextvars(request_id=request_id)
-    summary = await repository.find_summary(state.requests, request_id, owner=owner)
+    summary = await state.store.run(requests.find_summary(request_id, owner))
     if summary is None:
         raise ApiError(404, "request not found")
     if not RequestStatus(summary["status"]).is_final:
         raise ApiError(409, f"the request is {summary['status']}; the output CSV is ready once it is finished")
-    rows = output_csv(repository.iterate_products(state.requests, request_id), state.storage)
+    rows = output_csv(every_product(state.store, request_id), state.storage)
     return StreamingResponse(
         rows,
         media_type="text/csv; charset=utf-8",

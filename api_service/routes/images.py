@@ -4,13 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from api_service import repository
 from api_service.auth import Owner
 from api_service.errors import ApiError
 from api_service.processing_log import NOT_MEASURED, ImageLogPage, product_entries, products_on_page
+from api_service.request_products import every_product
 from api_service.schemas import EXAMPLE_ID, error_responses
 from api_service.state import AppState, services
 from shared.models import utcnow
+from shared.store import product_claims, requests
 
 router = APIRouter()
 
@@ -81,11 +82,11 @@ async def processing_log(
     limit: Annotated[int, Query(ge=1, le=1000, description="images to list")] = 100,
 ) -> ImageLogPage:
     """One entry per image in serial and position order; null where not known yet."""
-    summary = await repository.find_summary(state.requests, request_id, owner=owner)
+    summary = await state.store.run(requests.find_summary(request_id, owner))
     if summary is None:
         raise ApiError(404, "request not found")
-    page = await products_on_page(repository.iterate_products(state.requests, request_id), offset, limit)
-    claims = await repository.find_claims(state.claims, request_id, [index for index, _, _ in page])
+    page = await products_on_page(every_product(state.store, request_id), offset, limit)
+    claims = await state.store.run(product_claims.of_products(request_id, [index for index, _, _ in page]))
     now = utcnow()
     return ImageLogPage(
         request_id=request_id,

@@ -1,7 +1,7 @@
 """POST /api/v1/upload: validate a CSV, store the request, enqueue its work."""
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import DuplicateKeyError
 from structlog.contextvars import bind_contextvars
 
-from api_service import repository
 from api_service.auth import Owner, scoped_idempotency_key
 from api_service.csv_reader import CsvValidationError, ProductRow, UploadTooLarge, read_products
 from api_service.errors import ApiError
@@ -20,8 +19,10 @@ from api_service.state import AppState, services
 from api_service.upload_stream import BodyTooLarge, MalformedUpload, Upload, read_upload
 from api_service.validation import idempotency_key_problem, webhook_url_problem
 from shared import metrics
-from shared.documents import new_request, new_request_id
+from shared.models import RequestStatus, utcnow
 from shared.queue import enqueue_request
+from shared.store import requests
+from shared.store.requests import RequestSummary, new_request, new_request_id
 
 log = logging.getLogger("api.upload")
 router = APIRouter()
@@ -54,11 +55,11 @@ MULTIPART_BODY = {
 }
 
 
-def accepted(state: AppState, document: dict[str, Any]) -> JSONResponse:
+def accepted(state: AppState, document: RequestSummary) -> JSONResponse:
     request_id = document["_id"]
     body = UploadAccepted(
         request_id=request_id,
-        status=document["status"],
+        status=RequestStatus(document["status"]),
         status_url=state.status_url(request_id),
         download_url=state.download_url(request_id),
         products=document["products_total"],
@@ -92,7 +93,7 @@ async def validate(upload: Upload, state: AppState) -> list[ProductRow]:
 
 async def replay(state: AppState, key: str, sha256: str) -> JSONResponse | None:
     """The answer already given for this Idempotency-Key, if any."""
-    existing = await repository.find_by_idempotency_key(state.requests, key)
+    existing = await state.store.run(requests.find_by_idempotency_key(key))
     if existing is None:
         return None
     if existing["file_sha256"] != sha256:
@@ -142,6 +143,7 @@ async def upload_csv(
     document = new_request(
         new_request_id(),
         rows,
+        now=utcnow(),
         webhook_url=upload.webhook_url,
         idempotency_key=idempotency_key,
         file_sha256=upload.sha256,
@@ -149,7 +151,7 @@ async def upload_csv(
     )
     bind_contextvars(request_id=document["_id"])
     try:
-        await repository.insert_request(state.requests, document)
+        await state.store.run(requests.insert(document))
     except DuplicateKeyError:
         # Another upload with the same key won the race; answer as it was answered.
         if idempotency_key and (previous := await replay(state, idempotency_key, upload.sha256)):

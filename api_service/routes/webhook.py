@@ -7,16 +7,15 @@ from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from structlog.contextvars import bind_contextvars
 
-from api_service import repository
 from api_service.auth import Owner
 from api_service.errors import ApiError
 from api_service.schemas import WebhookRegistration, error_responses
 from api_service.state import AppState, services
 from api_service.validation import webhook_url_problem
-from shared.models import RequestStatus
+from shared.models import RequestStatus, utcnow
 from shared.queue import enqueue_webhook
+from shared.store import requests
 from shared.url_rules import redact_credentials
-from shared.webhook_state import new_webhook
 
 log = logging.getLogger("api.webhook")
 router = APIRouter()
@@ -30,7 +29,7 @@ async def register_webhook(
     url = registration.webhook_url.strip()
     if problem := webhook_url_problem(url, state.settings):
         raise ApiError(400, f"invalid webhook_url: {problem}")
-    document = await repository.replace_webhook(state.requests, registration.request_id, new_webhook(url), owner=owner)
+    document = await state.store.run(requests.replace_webhook(registration.request_id, owner, url, utcnow()))
     if document is None:
         raise ApiError(404, "request not found")
     state.status_cache.forget(registration.request_id)

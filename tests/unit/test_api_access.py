@@ -2,8 +2,8 @@
 
 API keys (api_service/auth.py), rate limits (api_service/rate_limits.py, here on the `limits`
 package's memory storage instead of Redis) and CORS (api_service/cors.py). The application runs
-with FastAPI's TestClient against servers that are not there; the repository functions a route
-calls are replaced where a test needs them to answer.
+with FastAPI's TestClient against servers that are not there; the store queries a route makes
+are replaced where a test needs them to answer.
 """
 
 import hashlib
@@ -20,12 +20,14 @@ from fastapi.testclient import TestClient
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from api_service import repository
 from api_service.auth import ApiKeys, owner_digest, scoped_idempotency_key
 from api_service.main import create_app
 from api_service.rate_limits import limits_storage_uri
-from shared.documents import new_request
+from shared.models import utcnow
 from shared.settings import Settings
+from shared.store import requests
+from shared.store.operations import Program
+from shared.store.requests import new_request
 
 NOWHERE = "127.0.0.1:9"  # the discard port: nothing listens there
 KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
@@ -63,14 +65,18 @@ def keyless(tmp_path: Path) -> Iterator[TestClient]:
 
 @pytest.fixture
 def pages(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
-    """The owners the status route asked the repository for; every request id is unknown."""
+    """The owners the status route asked the store for; every request id is unknown."""
     asked: list[str | None] = []
 
-    async def find_page(_, request_id, offset, limit, *, owner):
-        asked.append(owner)
+    def no_such_request() -> Program[None]:
         return None
+        yield  # a program that answers at once, asking the database nothing
 
-    monkeypatch.setattr(repository, "find_page", find_page)
+    def find_page(request_id, owner, offset, limit):
+        asked.append(owner)
+        return no_such_request()
+
+    monkeypatch.setattr(requests, "find_page", find_page)
     return asked
 
 
@@ -196,18 +202,24 @@ def test_keys_are_compared_whole():
 def test_the_owner_is_stored_as_a_digest_and_the_idempotency_key_is_scoped():
     digest = owner_digest(KEY_A)
     document = new_request(
-        "r1", [], webhook_url=None, idempotency_key=scoped_idempotency_key("k1", digest), file_sha256="0", owner=digest
+        "r1",
+        [],
+        now=utcnow(),
+        webhook_url=None,
+        idempotency_key=scoped_idempotency_key("k1", digest),
+        file_sha256="0",
+        owner=digest,
     )
     assert document["owner"] == digest and KEY_A not in str(document)
     assert document["idempotency_key"] == f"{digest}:k1"
     assert scoped_idempotency_key("k1", owner_digest(KEY_B)) != document["idempotency_key"]
     assert scoped_idempotency_key("k1", None) == "k1"
-    assert "owner" not in new_request("r2", [], webhook_url=None, idempotency_key=None, file_sha256="0")
+    assert "owner" not in new_request("r2", [], now=utcnow(), webhook_url=None, idempotency_key=None, file_sha256="0")
 
 
-def test_the_repository_filter_names_the_owner():
-    assert repository.request_filter("r1", None) == {"_id": "r1"}
-    assert repository.request_filter("r1", "d") == {"_id": "r1", "owner": "d"}
+def test_the_store_filter_names_the_owner():
+    assert requests.visible("r1", None) == {"_id": "r1"}
+    assert requests.visible("r1", "d") == {"_id": "r1", "owner": "d"}
 
 
 # --- rate limits --------------------------------------------------------------------------

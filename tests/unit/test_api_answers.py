@@ -2,7 +2,7 @@
 answer, and no password from a client's URL in any answer.
 
 The application runs with FastAPI's TestClient against servers that are not there; the
-repository functions a route calls are replaced where a test needs them to answer or fail.
+store a route asks is replaced where a test needs it to answer or fail (tests/support/answering_store.py).
 """
 
 from collections.abc import Iterator
@@ -14,13 +14,15 @@ from kombu.exceptions import OperationalError
 from pymongo.errors import NetworkTimeout, OperationFailure, ServerSelectionTimeoutError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api_service import repository
 from api_service.errors import RETRY_AFTER_SECONDS
 from api_service.main import create_app
 from api_service.output_csv import output_row
-from shared.documents import new_request, status_view
+from shared.models import utcnow
 from shared.settings import Settings
 from shared.storage import LocalStorage
+from shared.store.requests import new_request
+from shared.views import status_view
+from tests.support.answering_store import AnsweringStore, failing_with
 
 SECRET_URL = "https://user:hunter2@img.example.com/a.jpg"
 SECRET_HOOK = "https://hooks:hunter2@shop.example.com/hooks"
@@ -43,13 +45,6 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
-
-
-def failing_with(error: Exception):
-    async def fail(*_, **__):
-        raise error
-
-    return fail
 
 
 def test_an_unexpected_error_is_a_500_with_a_json_detail(client):
@@ -81,8 +76,8 @@ def test_an_unknown_path_or_method_is_json(client, method, path, status):
         OperationFailure("operation exceeded time limit", code=50),  # MaxTimeMSExpired
     ],
 )
-def test_a_database_that_does_not_answer_is_a_503_with_retry_after(client, monkeypatch, error):
-    monkeypatch.setattr(repository, "find_page", failing_with(error))
+def test_a_database_that_does_not_answer_is_a_503_with_retry_after(client, error):
+    client.app.state.services.store = AnsweringStore(failing_with(error))
     response = client.get("/api/v1/status/some-id")
     assert response.status_code == 503
     assert response.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
@@ -90,16 +85,16 @@ def test_a_database_that_does_not_answer_is_a_503_with_retry_after(client, monke
 
 
 @pytest.mark.parametrize("error", [RedisTimeoutError("Timeout reading from socket"), OperationalError("down")])
-def test_a_task_queue_that_does_not_answer_is_a_503_with_retry_after(client, monkeypatch, error):
-    monkeypatch.setattr(repository, "find_summary", failing_with(error))
+def test_a_task_queue_that_does_not_answer_is_a_503_with_retry_after(client, error):
+    client.app.state.services.store = AnsweringStore(failing_with(error))
     response = client.get("/api/v1/download/some-id")
     assert response.status_code == 503
     assert response.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
     assert response.json() == {"detail": "the task queue is not answering; try again shortly"}
 
 
-def test_a_database_error_that_is_not_an_outage_is_a_500(client, monkeypatch):
-    monkeypatch.setattr(repository, "find_page", failing_with(OperationFailure("bad query", code=2)))
+def test_a_database_error_that_is_not_an_outage_is_a_500(client):
+    client.app.state.services.store = AnsweringStore(failing_with(OperationFailure("bad query", code=2)))
     response = client.get("/api/v1/status/some-id")
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error"}
@@ -115,6 +110,7 @@ def request_with_credentials() -> dict:
     document = new_request(
         "r1",
         [Row(1, [SECRET_URL, "https://img.example.com/b.jpg"])],
+        now=utcnow(),
         webhook_url=SECRET_HOOK,
         idempotency_key=None,
         file_sha256="0" * 64,
@@ -137,11 +133,11 @@ def test_the_output_csv_keeps_the_urls_as_uploaded(tmp_path):
     assert SECRET_URL in output_row(product, LocalStorage(tmp_path, "http://api/media"))[2]
 
 
-def test_the_webhook_answer_never_shows_a_password(client, monkeypatch):
-    async def replaced(_, request_id, webhook, *, owner):
-        return {"_id": request_id, "status": "processing", "webhook": webhook}
+def test_the_webhook_answer_never_shows_a_password(client):
+    def replaced(operation):
+        return {"_id": "r1", "status": "processing", "webhook": operation.update["$set"]["webhook"]}
 
-    monkeypatch.setattr(repository, "replace_webhook", replaced)
+    client.app.state.services.store = AnsweringStore(replaced)
     response = client.post("/api/v1/webhook", json={"request_id": "r1", "webhook_url": SECRET_HOOK})
     assert response.status_code == 200
     assert response.json() == {"request_id": "r1", "webhook_url": "https://hooks:***@shop.example.com/hooks"}

@@ -4,10 +4,10 @@ from dataclasses import dataclass
 
 import bson
 
-from shared.documents import new_request
+from shared.models import utcnow
 from shared.settings import Settings
 from shared.storage import image_key
-from worker_service.product_claims import MAX_ERROR_MESSAGE
+from shared.store.requests import MAX_ERROR_MESSAGE, new_request
 
 MONGODB_DOCUMENT_LIMIT = 16 * 1024 * 1024
 REQUEST_ID = "3f2c8a9e-5b1d-4c7e-9a2f-6d8e0b1c2a3f"
@@ -59,6 +59,7 @@ def largest_documents(products: int, images_per_product: int, budget: int) -> li
         document = new_request(
             REQUEST_ID,
             rows,
+            now=utcnow(),
             webhook_url="https://h.example.com/" + "w" * 2000,
             idempotency_key="k" * 255,
             file_sha256="0" * 64,
@@ -85,6 +86,6 @@ def test_the_largest_accepted_request_fits_in_one_document():
 def test_without_the_upload_cap_10000_products_with_2kb_urls_would_not_fit():
     """Why the 10 MiB upload cap matters: the issue's example, measured."""
     rows = [Row(i, "SKU", (url_of_length(2048, i),)) for i in range(1, 10_001)]
-    document = new_request(REQUEST_ID, rows, webhook_url=None, idempotency_key=None, file_sha256="0" * 64)
+    document = new_request(REQUEST_ID, rows, now=utcnow(), webhook_url=None, idempotency_key=None, file_sha256="0" * 64)
     assert len(bson.encode(document)) > MONGODB_DOCUMENT_LIMIT
     assert csv_bytes(rows) > Settings.load().limits.max_upload_bytes

@@ -7,10 +7,12 @@ import pytest
 
 from shared.models import RequestStatus, WebhookState, final_status, percentage
 from shared.settings import Settings
-from shared.webhook_state import after_attempt
-from worker_service.product_claims import MAX_ERROR_MESSAGE, ImageDetails, ImageOutcome, image_log_of, result_of
-from worker_service.request_store import merge_update
+from shared.store.product_claims import ImageDetails, image_log_of
+from shared.store.requests import MAX_ERROR_MESSAGE, merge_update
+from worker_service.product_processing import ImageOutcome
+from worker_service.product_processing import product_result as result_of
 from worker_service.sweeper import Cutoffs, processing_request_needs
+from worker_service.webhooks import after_attempt
 
 SETTINGS = Settings.load(env_file=None, webhook_retry_base_seconds=5, webhook_max_attempts=8).webhooks
 
@@ -66,7 +68,12 @@ def test_a_products_result_adds_up_the_bytes_its_images_took_in_and_out() -> Non
 def test_each_images_details_are_kept_by_position_for_the_processing_log() -> None:
     details = ImageDetails(attempts=2, format="JPEG", width=640, height=480, bytes_in=1000, bytes_out=400,
                            download_ms=12.5, compress_ms=30.1, store_ms=1.2)  # fmt: skip
-    log = image_log_of([ImageOutcome(key="r/1-0.jpg", details=details), ImageOutcome(error="HTTP 404")])
+    log = image_log_of(
+        [
+            outcome.details
+            for outcome in (ImageOutcome(key="r/1-0.jpg", details=details), ImageOutcome(error="HTTP 404"))
+        ]
+    )
     assert log[0] == {
         "attempts": 2,
         "format": "JPEG",
@@ -90,12 +97,12 @@ def claim(index: int, images: int, failed: int, attempts: int = 1) -> dict[str, 
 
 
 def test_a_merge_applies_only_while_every_product_in_it_is_pending() -> None:
-    condition, _ = merge_update([claim(0, 2, 0), claim(3, 1, 1)])
+    condition, _ = merge_update([claim(0, 2, 0), claim(3, 1, 1)], NOW)
     assert condition == {"products.0.status": "pending", "products.3.status": "pending"}
 
 
 def test_a_merge_sets_each_products_result_and_adds_up_the_counters() -> None:
-    _, update = merge_update([claim(0, 2, 0, attempts=2), claim(3, 1, 1)])
+    _, update = merge_update([claim(0, 2, 0, attempts=2), claim(3, 1, 1)], NOW)
     fields = update["$set"]
     assert fields["products.0.status"] == "completed"
     assert fields["products.0.output_keys"] == ["r/0-0.jpg", "r/0-1.jpg"]
@@ -115,7 +122,7 @@ def test_a_merge_sets_each_products_result_and_adds_up_the_counters() -> None:
 def test_a_merge_counts_no_bytes_for_a_result_recorded_before_bytes_were_counted() -> None:
     old = claim(0, 1, 0)
     del old["result"]["bytes_in"], old["result"]["bytes_out"]
-    _, update = merge_update([old])
+    _, update = merge_update([old], NOW)
     assert (update["$inc"]["bytes_in"], update["$inc"]["bytes_out"]) == (0, 0)
 
 

@@ -6,7 +6,9 @@ from datetime import timedelta
 
 from api_service.processing_log import product_entries, products_on_page
 from shared.models import utcnow
-from worker_service.product_claims import ImageDetails, ImageOutcome, image_log_of, result_of
+from shared.store.product_claims import ImageDetails, image_log_of
+from worker_service.product_processing import ImageOutcome
+from worker_service.product_processing import product_result as result_of
 
 
 class Urls:
@@ -34,7 +36,12 @@ def test_a_done_products_images_show_their_outcome_and_details() -> None:
         ImageOutcome(key="r/7-0.jpg", details=ImageDetails(attempts=2, format="JPEG", bytes_in=900, bytes_out=300)),
         ImageOutcome(error="HTTP 404", details=ImageDetails(attempts=1, download_ms=3.5)),
     ]
-    claim = {"done": True, "result": result_of(outcomes), "image_log": image_log_of(outcomes)}
+    claim = {
+        "done": True,
+        "lease_expires_at": None,
+        "result": result_of(outcomes),
+        "image_log": image_log_of([outcome.details for outcome in outcomes]),
+    }
     stored, failed = product_entries(PRODUCT, range(2), claim, Urls(), NOW)
     assert (stored.status, stored.output_url, stored.attempts, stored.format, stored.bytes_out) == (
         "completed", "https://cdn.example.com/r/7-0.jpg", 2, "JPEG", 300,

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from shared.settings import Settings
+from shared.store.product_claims import ProductWork
 from worker_service.context import WorkerContext
-from worker_service.product_claims import ProductWork
 from worker_service.product_processing import process_product
 
 IMAGES = 12

@@ -1,0 +1,246 @@
+"""The `product_claims` collection: who works on a product, since when, how often, and what came of it.
+
+One small document per product, so that claiming a product, renewing its lease and recording its
+result cost the same whatever the size of the request. A claim is taken only while no live lease
+holds it and no result is recorded; the result is written under the same attempt number, so a
+product run twice is recorded once. Results are later merged into the request document in batches
+(`requests.merge`), and the claim keeps each image's details: the processing log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NotRequired, TypedDict
+
+from pydantic import BaseModel, Field
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from shared.models import ProductStatus
+from shared.store.leases import is_live, lease_until, no_live_lease
+from shared.store.operations import (
+    CreateIndexes,
+    Distinct,
+    Find,
+    FindOneAndUpdate,
+    Program,
+    UpdateMany,
+    UpdateOne,
+)
+
+COLLECTION = "product_claims"
+
+INDEXES = [
+    IndexModel([("request_id", ASCENDING), ("merged", ASCENDING)], name="unmerged_by_request"),
+    IndexModel([("done", ASCENDING), ("lease_expires_at", ASCENDING)], name="expired_leases"),
+]
+
+
+@dataclass(frozen=True)
+class ProductWork:
+    """A product as its task sees it, carried in the task's message."""
+
+    request_id: str
+    index: int
+    serial_number: int
+    input_image_urls: list[str]
+
+
+class ImageDetails(BaseModel):
+    """What the processing log shows of one image, filled in step by step; None where it did not get to."""
+
+    attempts: int | None = Field(default=None, description="download attempts, retries of transient errors included")
+    format: str | None = Field(default=None, description="stored format: JPEG, PNG, WEBP, GIF")
+    width: int | None = None
+    height: int | None = None
+    bytes_in: int | None = Field(default=None, description="size of the downloaded image")
+    bytes_out: int | None = Field(default=None, description="size of the stored image")
+    download_ms: float | None = Field(default=None, description="download time, retries and their waits included")
+    compress_ms: float | None = Field(default=None, description="decoding and encoding, without the wait for a codec")
+    store_ms: float | None = None
+    finished_at: datetime | None = None
+
+
+class ImageFailure(TypedDict):
+    """A failed image of a product, by its position among the product's input URLs."""
+
+    index: int
+    message: str
+
+
+class ProductResult(TypedDict):
+    """What came of a product, as it is merged into the request document."""
+
+    status: str  # a ProductStatus: completed, or failed when no image succeeded
+    output_keys: list[str | None]  # by position; None where the image failed
+    errors: list[ImageFailure]
+    images: int
+    images_failed: int
+    # Absent from results recorded before bytes were counted.
+    bytes_in: NotRequired[int]
+    bytes_out: NotRequired[int]
+
+
+class ClaimDocument(TypedDict):
+    _id: str  # claim_id(request_id, index)
+    request_id: str
+    index: int
+    attempts: int
+    lease_expires_at: datetime | None
+    done: bool
+    merged: bool
+
+
+class FinishedClaim(ClaimDocument):
+    """A claim whose result is recorded (`done`), as the merge reads it: without the image log."""
+
+    result: ProductResult
+    done_at: datetime
+
+
+class LoggedClaim(FinishedClaim):
+    """A finished claim with each image's details, by position (a dump of `ImageDetails`)."""
+
+    # Absent from claims recorded before the processing log was kept.
+    image_log: NotRequired[list[dict[str, object]]]
+
+
+def claim_id(request_id: str, index: int) -> str:
+    """The id of a product's claim document: the request and the product's index in it."""
+    return f"{request_id}:{index}"
+
+
+def ensure_indexes() -> CreateIndexes:
+    return CreateIndexes(COLLECTION, INDEXES)
+
+
+# -- the worker's ---------------------------------------------------------------------------------
+
+
+def claim(work: ProductWork, now: datetime, lease_seconds: float) -> Program[int | None]:
+    """Take the product; its attempt number, or None if it is done or another worker holds it."""
+    try:
+        document = yield from FindOneAndUpdate[ClaimDocument](
+            COLLECTION,
+            {"_id": claim_id(work.request_id, work.index), "done": False, "lease_expires_at": no_live_lease(now)},
+            {
+                "$set": {"lease_expires_at": lease_until(now, lease_seconds)},
+                "$inc": {"attempts": 1},
+                "$setOnInsert": {"request_id": work.request_id, "index": work.index, "merged": False},
+            },
+            upsert=True,
+        )
+    except DuplicateKeyError:
+        return None  # the claim exists and is done or leased: the filter did not match it
+    assert document is not None  # an upsert asked for the document after it always finds one
+    return document["attempts"]
+
+
+def renew_lease(work: ProductWork, attempt: int, now: datetime, lease_seconds: float) -> Program[bool]:
+    """Keep holding the product; False once this attempt no longer holds it."""
+    renewed = yield from UpdateOne(
+        COLLECTION,
+        {"_id": claim_id(work.request_id, work.index), "attempts": attempt, "done": False},
+        {"$set": {"lease_expires_at": lease_until(now, lease_seconds)}},
+    )
+    return renewed.matched == 1
+
+
+def record(
+    work: ProductWork, attempt: int, result: ProductResult, image_log: list[ImageDetails], now: datetime
+) -> Program[bool]:
+    """Keep the product's result and its images' details, if this attempt still holds the claim."""
+    recorded = yield from UpdateOne(
+        COLLECTION,
+        {"_id": claim_id(work.request_id, work.index), "attempts": attempt, "done": False},
+        {
+            "$set": {
+                "done": True,
+                "result": result,
+                "image_log": image_log_of(image_log),
+                "lease_expires_at": None,
+                "done_at": now,
+            }
+        },
+    )
+    return recorded.modified == 1
+
+
+def image_log_of(details: list[ImageDetails]) -> list[dict[str, object]]:
+    """Each image's details, by position: kept in the claim, never merged into the request document."""
+    return [image.model_dump() for image in details]
+
+
+def unmerged(request_id: str) -> Find[FinishedClaim]:
+    # The merge needs results, not the per-image details of the processing log.
+    return Find[FinishedClaim](COLLECTION, {"request_id": request_id, "merged": False, "done": True}, {"image_log": 0})
+
+
+def mark_merged(ids: list[str]) -> Program[None]:
+    if ids:
+        yield from UpdateMany(COLLECTION, {"_id": {"$in": ids}}, {"$set": {"merged": True}})
+
+
+# -- the sweeper's --------------------------------------------------------------------------------
+
+
+def release_expired(now: datetime) -> Program[list[tuple[str, int]]]:
+    """Products whose worker was lost: their lease is cleared so the next claim wins; (request, index) of each."""
+    expired = yield from Find[ClaimDocument](
+        COLLECTION, {"done": False, "lease_expires_at": {"$lt": now}}, {"request_id": 1, "index": 1}
+    )
+    released = []
+    for document in expired:
+        cleared = yield from UpdateOne(
+            COLLECTION,
+            {"_id": document["_id"], "done": False, "lease_expires_at": {"$lt": now}},
+            {"$set": {"lease_expires_at": None}},
+        )
+        if cleared.modified:
+            released.append((document["request_id"], document["index"]))
+    return released
+
+
+def requests_with_stale_results(older_than: datetime) -> Distinct[str]:
+    return Distinct[str](COLLECTION, "request_id", {"done": True, "merged": False, "done_at": {"$lt": older_than}})
+
+
+def settled(request_id: str, now: datetime) -> Program[set[int]]:
+    """Products of the request that are done or held by a live lease: not to be enqueued again."""
+    # Decided here rather than with an $or in the query (operations.checked).
+    claims = yield from Find[ClaimDocument](
+        COLLECTION, {"request_id": request_id}, {"index": 1, "done": 1, "lease_expires_at": 1}
+    )
+    return {claim["index"] for claim in claims if claim["done"] or is_live(claim["lease_expires_at"], now)}
+
+
+# -- the API's ------------------------------------------------------------------------------------
+
+
+def of_products(request_id: str, indexes: list[int]) -> Program[dict[int, LoggedClaim]]:
+    """The claims of these products of the request, by product index (unclaimed ones absent)."""
+    ids = [claim_id(request_id, index) for index in indexes]
+    claims = yield from Find[LoggedClaim](COLLECTION, {"_id": {"$in": ids}})
+    return {claim["index"]: claim for claim in claims}
+
+
+def busy_products(request_id: str, indexes: list[int], now: datetime) -> Program[set[int]]:
+    """Which of these products a worker holds now, or has finished without their result merged yet:
+    the request document alone would show them as pending."""
+    ids = [claim_id(request_id, index) for index in indexes]
+    claims = yield from Find[ClaimDocument](
+        COLLECTION, {"_id": {"$in": ids}}, {"index": 1, "done": 1, "merged": 1, "lease_expires_at": 1}
+    )
+    return {claim["index"] for claim in claims if is_busy(claim, now)}
+
+
+def is_busy(claim: ClaimDocument, now: datetime) -> bool:
+    """Held by a live lease, or done with its result not yet merged into the request document."""
+    return not claim["merged"] if claim["done"] else is_live(claim["lease_expires_at"], now)
+
+
+def unfinished_status(claim: ClaimDocument | None, now: datetime) -> ProductStatus:
+    """The state of a product without a recorded result: processing while a live lease holds it."""
+    held = claim is not None and is_live(claim["lease_expires_at"], now)
+    return ProductStatus.PROCESSING if held else ProductStatus.PENDING

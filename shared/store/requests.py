@@ -1,0 +1,469 @@
+"""The `requests` collection: one document per upload, with its products embedded in serial order.
+
+A product's images are addressed by position: `input_image_urls[i]`, `output_keys[i]` (the storage
+key once stored, else null) and at most one `errors` entry `{"index": i, "message"}`. Keys rather
+than URLs are stored, and error entries name the position rather than repeating the URL, so that
+the largest request the upload limits allow stays well under MongoDB's 16 MB document limit
+(docs/operations.md, document size).
+
+The document changes when a request is stored, when it starts, when a batch of product results is
+merged into it (at most about once a second, however many products finish), when it is finalised
+(the one update that moves it out of `processing`, so it happens once), and as its webhook is
+delivered. The delivery lives here too, so that the API that sets it, the worker that sends it and
+the sweeper that finds a lost one agree on one record.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import NotRequired, Protocol, TypedDict
+
+from pymongo import ASCENDING, IndexModel
+
+from shared.models import FINAL_STATUS_VALUES, ProductStatus, RequestStatus, WebhookState, final_status
+from shared.store.leases import lease_until, no_live_lease
+from shared.store.operations import (
+    CreateIndexes,
+    Find,
+    FindOne,
+    FindOneAndUpdate,
+    InsertOne,
+    Program,
+    Query,
+    UpdateOne,
+)
+from shared.store.product_claims import FinishedClaim, ImageFailure, ProductWork
+
+COLLECTION = "requests"
+# Bounds what a failure adds to the request document (docs/operations.md, document size).
+MAX_ERROR_MESSAGE = 120
+# Races a merge retries before leaving the rest to the next merge.
+MERGE_RETRIES = 5
+
+# `_id` is the request id, unique by construction.
+INDEXES = [
+    IndexModel(
+        [("idempotency_key", ASCENDING)],
+        name="unique_idempotency_key",
+        unique=True,
+        partialFilterExpression={"idempotency_key": {"$type": "string"}},
+    ),
+    # Lets the sweeper find unfinished requests by age.
+    IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)], name="status_by_age"),
+]
+
+
+class ProductDocument(TypedDict):
+    serial_number: int
+    product_name: str
+    status: str  # a ProductStatus
+    input_image_urls: list[str]
+    output_keys: list[str | None]
+    errors: list[ImageFailure]
+    attempts: int
+
+
+class WebhookDocument(TypedDict):
+    """A request's webhook delivery: one attempt at a time, each under a lease."""
+
+    url: str
+    state: str  # a WebhookState
+    message_id: str  # the same for every attempt of one delivery
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    lease_expires_at: datetime | None
+
+
+class RequestSummary(TypedDict):
+    """A request without its products: what most reads need."""
+
+    _id: str
+    status: str  # a RequestStatus
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    file_sha256: str
+    products_total: int
+    products_done: int
+    images_total: int
+    images_done: int
+    images_failed: int
+    # Absent from requests stored before these counters were kept.
+    bytes_in: NotRequired[int]
+    bytes_out: NotRequired[int]
+    webhook: WebhookDocument | None
+    # Absent rather than null, so that the unique index on it ignores requests without a key.
+    idempotency_key: NotRequired[str]
+    # The SHA-256 of the API key that created it (api_service.auth), never the key itself.
+    owner: NotRequired[str]
+
+
+class RequestDocument(RequestSummary):
+    products: list[ProductDocument]
+
+
+class ProductInput(Protocol):
+    """A product as read from the upload; read-only, so frozen rows (csv_reader.ProductRow) match it too."""
+
+    @property
+    def serial_number(self) -> int: ...
+    @property
+    def product_name(self) -> str: ...
+    @property
+    def input_image_urls(self) -> Sequence[str]: ...
+
+
+WITHOUT_PRODUCTS = {"products": 0}
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def new_product(row: ProductInput) -> ProductDocument:
+    urls = list(row.input_image_urls)
+    return {
+        "serial_number": row.serial_number,
+        "product_name": row.product_name,
+        "status": ProductStatus.PENDING.value,
+        "input_image_urls": urls,
+        "output_keys": [None] * len(urls),
+        "errors": [],
+        "attempts": 0,
+    }
+
+
+def new_webhook(url: str, now: datetime) -> WebhookDocument:
+    """A webhook not yet delivered; its message id stays the same for every attempt."""
+    return {
+        "url": url,
+        "state": WebhookState.PENDING.value,
+        "message_id": f"msg_{uuid.uuid4().hex}",
+        "attempts": 0,
+        "last_status_code": None,
+        "last_error": None,
+        # Due at once; the delivery only starts once the request is final.
+        "next_attempt_at": now,
+        "lease_expires_at": None,
+    }
+
+
+def new_request(
+    request_id: str,
+    rows: Iterable[ProductInput],
+    *,
+    now: datetime,
+    webhook_url: str | None,
+    idempotency_key: str | None,
+    file_sha256: str,
+    owner: str | None = None,
+) -> RequestDocument:
+    products = [new_product(row) for row in sorted(rows, key=lambda row: row.serial_number)]
+    document: RequestDocument = {
+        "_id": request_id,
+        "status": RequestStatus.PENDING.value,
+        "created_at": now,
+        "updated_at": now,
+        "started_at": None,
+        "completed_at": None,
+        "file_sha256": file_sha256,
+        "products_total": len(products),
+        "products_done": 0,
+        "images_total": sum(len(p["input_image_urls"]) for p in products),
+        "images_done": 0,
+        "images_failed": 0,
+        "bytes_in": 0,
+        "bytes_out": 0,
+        "webhook": new_webhook(webhook_url, now) if webhook_url else None,
+        "products": products,
+    }
+    if idempotency_key is not None:
+        document["idempotency_key"] = idempotency_key
+    if owner is not None:
+        document["owner"] = owner
+    return document
+
+
+def short(message: str) -> str:
+    """An image's error message as stored: cut to bound what failures add to the document."""
+    return message if len(message) <= MAX_ERROR_MESSAGE else message[: MAX_ERROR_MESSAGE - 1] + "…"
+
+
+def ensure_indexes() -> CreateIndexes:
+    return CreateIndexes(COLLECTION, INDEXES)
+
+
+# -- the API's ------------------------------------------------------------------------------------
+
+
+def visible(request_id: str, owner: str | None) -> Query:
+    """One request as its caller may see it: with API keys on (`owner`, the caller's digest from
+    api_service.auth), only a request that caller created matches, so another key's request reads
+    as not found. Every read or change of a request on a caller's behalf goes through it."""
+    return {"_id": request_id} if owner is None else {"_id": request_id, "owner": owner}
+
+
+def insert(document: RequestDocument) -> InsertOne:
+    """Raises DuplicateKeyError when another upload stored the same Idempotency-Key first."""
+    return InsertOne(COLLECTION, document)
+
+
+def find_by_idempotency_key(key: str) -> FindOne[RequestSummary]:
+    return FindOne[RequestSummary](COLLECTION, {"idempotency_key": key}, WITHOUT_PRODUCTS)
+
+
+def find_summary(request_id: str, owner: str | None) -> FindOne[RequestSummary]:
+    return FindOne[RequestSummary](COLLECTION, visible(request_id, owner), WITHOUT_PRODUCTS)
+
+
+def find_page(request_id: str, owner: str | None, offset: int, limit: int) -> FindOne[RequestDocument]:
+    """The request with the products from `offset`, at most `limit` of them."""
+    return FindOne[RequestDocument](COLLECTION, visible(request_id, owner), {"products": {"$slice": [offset, limit]}})
+
+
+def products_from(request_id: str, offset: int, limit: int) -> Program[list[ProductDocument]]:
+    """At most `limit` products from `offset`, in serial order; none past the last."""
+    page = yield from FindOne[RequestDocument](
+        COLLECTION, {"_id": request_id}, {"products": {"$slice": [offset, limit]}, "products_total": 1}
+    )
+    return page["products"] if page else []
+
+
+def replace_webhook(request_id: str, owner: str | None, url: str, now: datetime) -> FindOneAndUpdate[RequestSummary]:
+    """Set the request's webhook, a new delivery; the request (without products) after the change."""
+    return FindOneAndUpdate[RequestSummary](
+        COLLECTION,
+        visible(request_id, owner),
+        {"$set": {"webhook": new_webhook(url, now), "updated_at": now}},
+        projection=WITHOUT_PRODUCTS,
+    )
+
+
+# -- the worker's: a request's life ---------------------------------------------------------------
+
+PRODUCT_WORK = {"products.serial_number": 1, "products.input_image_urls": 1, "products.status": 1}
+
+
+class ProductsAtWork(TypedDict):
+    """The request with only what its product tasks need of each product."""
+
+    _id: str
+    products: list[ProductDocument]
+
+
+def work_of(request_id: str, products: list[ProductDocument], indexes: Iterable[int]) -> list[ProductWork]:
+    return [ProductWork(request_id, i, products[i]["serial_number"], products[i]["input_image_urls"]) for i in indexes]
+
+
+def start(request_id: str, now: datetime) -> Program[list[ProductWork] | None]:
+    """Move a pending request to processing; its products, or None if it was not pending."""
+    document = yield from FindOneAndUpdate[ProductsAtWork](
+        COLLECTION,
+        {"_id": request_id, "status": RequestStatus.PENDING.value},
+        {"$set": {"status": RequestStatus.PROCESSING.value, "started_at": now, "updated_at": now}},
+        projection=PRODUCT_WORK,
+    )
+    return work_of(request_id, document["products"], range(len(document["products"]))) if document else None
+
+
+def pending_work(request_id: str, indexes: list[int] | None = None) -> Program[list[ProductWork]]:
+    """Products still pending in the request document (all of them, or those of `indexes`)."""
+    document = yield from FindOne[ProductsAtWork](COLLECTION, {"_id": request_id}, PRODUCT_WORK)
+    if document is None:
+        return []
+    products = document["products"]
+    candidates = range(len(products)) if indexes is None else indexes
+    return work_of(request_id, products, [i for i in candidates if products[i]["status"] == ProductStatus.PENDING])
+
+
+def product_path(index: int, field: str) -> str:
+    return f"products.{index}.{field}"
+
+
+def merge_update(claims: list[FinishedClaim], now: datetime) -> tuple[Query, Query]:
+    """The merge rule: the filter and update that fold these results in, only while none of them
+    is folded in yet, so a merge run twice or concurrently counts each product once."""
+    condition: dict[str, str] = {}
+    fields: dict[str, object] = {"updated_at": now}
+    counters = {"products_done": 0, "images_done": 0, "images_failed": 0, "bytes_in": 0, "bytes_out": 0}
+    for claim in claims:
+        index, result = claim["index"], claim["result"]
+        condition[product_path(index, "status")] = ProductStatus.PENDING.value
+        fields[product_path(index, "status")] = result["status"]
+        fields[product_path(index, "output_keys")] = result["output_keys"]
+        fields[product_path(index, "errors")] = result["errors"]
+        fields[product_path(index, "attempts")] = claim["attempts"]
+        counters["products_done"] += 1
+        counters["images_done"] += result["images"]
+        counters["images_failed"] += result["images_failed"]
+        counters["bytes_in"] += result.get("bytes_in", 0)
+        counters["bytes_out"] += result.get("bytes_out", 0)
+    return condition, {"$set": fields, "$inc": counters}
+
+
+class ProductStatuses(TypedDict):
+    products: list[ProductDocument]  # each with its status only
+
+
+def still_pending(request_id: str, claims: list[FinishedClaim]) -> Program[list[FinishedClaim]]:
+    document = yield from FindOne[ProductStatuses](COLLECTION, {"_id": request_id}, {"products.status": 1})
+    statuses = [p["status"] for p in document["products"]] if document else []
+    return [c for c in claims if c["index"] < len(statuses) and statuses[c["index"]] == ProductStatus.PENDING]
+
+
+def merge(request_id: str, claims: list[FinishedClaim], now: datetime) -> Program[list[FinishedClaim]]:
+    """Fold product results into the request document in one update; the claims now merged.
+
+    Safe to run twice or concurrently: the update only applies while every product in it is
+    still pending, and when it does not, those already folded in are left out and it is tried again.
+    """
+    for _ in range(MERGE_RETRIES):
+        if not claims:
+            return []
+        condition, update = merge_update(claims, now)
+        merged = yield from UpdateOne(COLLECTION, {"_id": request_id, **condition}, update)
+        if merged.modified:
+            return claims
+        claims = yield from still_pending(request_id, claims)
+    return []
+
+
+class Counters(TypedDict):
+    products_total: int
+    products_done: int
+    images_total: int
+    images_failed: int
+    webhook: NotRequired[WebhookDocument]  # its state only; absent (projected from null) without one
+
+
+def finalize(request_id: str, now: datetime) -> Program[RequestSummary | None]:
+    """Finish a request whose products are all done; the request if this call finished it.
+
+    Only one caller can move it out of `processing`, so the webhook is started once.
+    """
+    counts = yield from FindOne[Counters](
+        COLLECTION,
+        {"_id": request_id, "status": RequestStatus.PROCESSING.value},
+        {"products_total": 1, "products_done": 1, "images_total": 1, "images_failed": 1, "webhook.state": 1},
+    )
+    if counts is None or counts["products_done"] < counts["products_total"]:
+        return None
+    update: dict[str, object] = {
+        "status": final_status(counts["images_total"], counts["images_failed"]).value,
+        "completed_at": now,
+        "updated_at": now,
+    }
+    if counts.get("webhook"):
+        # The sweeper's grace for a lost delivery counts from here.
+        update["webhook.next_attempt_at"] = now
+    return (
+        yield from FindOneAndUpdate[RequestSummary](
+            COLLECTION,
+            {"_id": request_id, "status": RequestStatus.PROCESSING.value, "products_done": counts["products_total"]},
+            {"$set": update},
+            projection=WITHOUT_PRODUCTS,
+        )
+    )
+
+
+def touch(request_id: str, now: datetime) -> UpdateOne:
+    """Count as progress: the sweeper takes a request without any for stalled."""
+    return UpdateOne(COLLECTION, {"_id": request_id}, {"$set": {"updated_at": now}})
+
+
+# -- what the sweeper looks for -------------------------------------------------------------------
+
+
+class RequestId(TypedDict):
+    _id: str
+
+
+class RequestProgress(TypedDict):
+    _id: str
+    updated_at: datetime
+    products_total: int
+    products_done: int
+
+
+def stalled_pending(older_than: datetime) -> Program[list[str]]:
+    """Requests accepted but not started since `older_than`: their message may be lost."""
+    found = yield from Find[RequestId](
+        COLLECTION, {"status": RequestStatus.PENDING.value, "updated_at": {"$lt": older_than}}, {"_id": 1}
+    )
+    return [document["_id"] for document in found]
+
+
+def processing() -> Find[RequestProgress]:
+    """Unfinished requests with their counters (not their products)."""
+    return Find[RequestProgress](
+        COLLECTION,
+        {"status": RequestStatus.PROCESSING.value},
+        {"updated_at": 1, "products_total": 1, "products_done": 1},
+    )
+
+
+# -- the webhook's delivery -----------------------------------------------------------------------
+
+
+def due_webhooks(due_before: datetime, now: datetime) -> Program[list[str]]:
+    """Finished requests whose delivery is due, and nobody is attempting."""
+    found = yield from Find[RequestId](
+        COLLECTION,
+        {
+            "status": {"$in": FINAL_STATUS_VALUES},
+            "webhook.state": WebhookState.PENDING.value,
+            "webhook.next_attempt_at": {"$lt": due_before},
+            "webhook.lease_expires_at": no_live_lease(now),
+        },
+        {"_id": 1},
+    )
+    return [document["_id"] for document in found]
+
+
+def claim_webhook(request_id: str, now: datetime, hold_seconds: float) -> FindOneAndUpdate[RequestDocument]:
+    """Take a due delivery of a finished request; the whole document, or None if not due."""
+    return FindOneAndUpdate[RequestDocument](
+        COLLECTION,
+        {
+            "_id": request_id,
+            "status": {"$in": FINAL_STATUS_VALUES},
+            "webhook.state": WebhookState.PENDING.value,
+            # A second of slack: a delivery scheduled with a countdown may run a hair early.
+            "webhook.next_attempt_at": {"$lte": now + timedelta(seconds=1)},
+            "webhook.lease_expires_at": no_live_lease(now),
+        },
+        {"$set": {"webhook.lease_expires_at": lease_until(now, hold_seconds)}},
+    )
+
+
+def record_webhook_attempt(
+    request_id: str,
+    message_id: str,
+    *,
+    attempts: int,
+    state: WebhookState,
+    status_code: int | None,
+    error: str | None,
+    next_attempt_at: datetime | None,
+) -> Program[bool]:
+    """Keep an attempt's outcome, under the delivery's message id: a replaced webhook never takes it."""
+    recorded = yield from UpdateOne(
+        COLLECTION,
+        {"_id": request_id, "webhook.message_id": message_id},
+        {
+            "$set": {
+                "webhook.attempts": attempts,
+                "webhook.state": state.value,
+                "webhook.last_status_code": status_code,
+                "webhook.last_error": error,
+                "webhook.next_attempt_at": next_attempt_at,
+                "webhook.lease_expires_at": None,
+            }
+        },
+    )
+    return recorded.modified == 1

@@ -1,0 +1,108 @@
+"""The store's programs against the real embedded server: safe to run twice, each race won once."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from shared.models import utcnow
+from shared.store import product_claims, requests
+from shared.store.operations import SyncStore
+from shared.store.product_claims import ImageDetails, ProductWork
+from shared.store.requests import new_request, new_request_id
+from worker_service.product_processing import ImageOutcome, product_result
+
+
+@dataclass
+class Row:
+    serial_number: int
+    product_name: str
+    input_image_urls: tuple[str, ...]
+
+
+@pytest.fixture()
+def store(stack):
+    with stack.mongo() as client:
+        yield SyncStore(client["store_tests"])
+
+
+def started_request(store: SyncStore, products: int = 3) -> tuple[str, list[ProductWork]]:
+    request_id = new_request_id()
+    rows = [
+        Row(i, f"P{i}", (f"https://img.test/{i}.jpg", f"https://img.test/{i}b.jpg")) for i in range(1, products + 1)
+    ]
+    document = new_request(request_id, rows, now=utcnow(), webhook_url=None, idempotency_key=None, file_sha256="0")
+    store.run(requests.insert(document))
+    return request_id, store.run(requests.start(request_id, utcnow()))
+
+
+def claim(store: SyncStore, work: ProductWork, lease_seconds: float = 60) -> int | None:
+    return store.run(product_claims.claim(work, utcnow(), lease_seconds))
+
+
+def record(store: SyncStore, work: ProductWork, attempt: int | None, outcomes: list[ImageOutcome]) -> bool:
+    details = [outcome.details for outcome in outcomes]
+    return store.run(product_claims.record(work, attempt, product_result(outcomes), details, utcnow()))
+
+
+def finish(store: SyncStore, work: ProductWork, outcomes: list[ImageOutcome]) -> None:
+    assert record(store, work, claim(store, work), outcomes)
+
+
+def merge_all(store: SyncStore, request_id: str) -> list:
+    return store.run(requests.merge(request_id, store.run(product_claims.unmerged(request_id)), utcnow()))
+
+
+def test_a_product_is_claimed_by_one_worker_at_a_time(store):
+    _, works = started_request(store)
+    assert claim(store, works[0]) == 1
+    assert claim(store, works[0]) is None
+    assert claim(store, works[1]) == 1
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_attempt_cannot_record(store):
+    _, works = started_request(store)
+    first = claim(store, works[0], lease_seconds=-1)
+    second = claim(store, works[0])
+    assert (first, second) == (1, 2)
+    assert not record(store, works[0], first, [ImageOutcome(key="k")] * 2)
+    assert record(store, works[0], second, [ImageOutcome(key="k")] * 2)
+    assert claim(store, works[0]) is None
+
+
+def test_merging_the_same_results_twice_counts_them_once(store):
+    request_id, works = started_request(store)
+    finish(store, works[0], [ImageOutcome(key="a"), ImageOutcome(error="HTTP 404")])
+    finish(store, works[1], [ImageOutcome(key="b"), ImageOutcome(key="c")])
+    assert len(merge_all(store, request_id)) == 2
+    # A merge that crashed before marking its claims merged is run again, with one more result.
+    finish(store, works[2], [ImageOutcome(error="HTTP 500")] * 2)
+    assert [c["index"] for c in merge_all(store, request_id)] == [2]
+
+    document = store.run(requests.find_page(request_id, None, 0, 10))
+    assert (document["products_done"], document["images_done"], document["images_failed"]) == (3, 6, 3)
+    assert [p["status"] for p in document["products"]] == ["completed", "completed", "failed"]
+    assert document["products"][0]["output_keys"] == ["a", None]
+    assert document["products"][0]["errors"] == [{"index": 1, "message": "HTTP 404"}]
+
+
+def test_a_request_is_finalised_once(store):
+    request_id, works = started_request(store, products=1)
+    finish(store, works[0], [ImageOutcome(key="a"), ImageOutcome(error="HTTP 404")])
+    assert store.run(requests.finalize(request_id, utcnow())) is None  # not merged yet
+    merge_all(store, request_id)
+    finished = store.run(requests.finalize(request_id, utcnow()))
+    assert finished["status"] == "completed_with_errors"
+    assert store.run(requests.finalize(request_id, utcnow())) is None
+
+
+def test_the_processing_log_and_busy_products_are_read_back_by_id(store):
+    request_id, works = started_request(store)
+    finish(store, works[0], [ImageOutcome(key="a", details=ImageDetails(bytes_in=10)), ImageOutcome(error="HTTP 404")])
+    assert claim(store, works[1]) == 1
+    logged = store.run(product_claims.of_products(request_id, [0, 1, 2]))
+    assert sorted(logged) == [0, 1]
+    assert logged[0]["image_log"][0]["bytes_in"] == 10
+    assert store.run(product_claims.busy_products(request_id, [0, 1, 2], utcnow())) == {0, 1}
+    merge_all(store, request_id)
+    store.run(product_claims.mark_merged([product_claims.claim_id(request_id, 0)]))
+    assert store.run(product_claims.busy_products(request_id, [0, 1, 2], utcnow())) == {1}
