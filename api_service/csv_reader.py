@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
+from shared.errors import ServiceError
 from shared.settings import UploadLimits
 from shared.url_rules import redact_credentials, url_problem
 
@@ -65,21 +66,22 @@ class CsvIssue:
     message: str
 
 
-class CsvValidationError(Exception):
-    """The CSV breaks the contract; `errors` lists every problem found, in file order."""
+class CsvValidationError(ServiceError):
+    """The CSV breaks the contract; `errors` lists every problem found, in file order, and the
+    API's answer (400) lists them too, each with its line and column."""
 
-    def __init__(self, detail: str, errors: list[CsvIssue]) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    http_status = 400
+
+    def __init__(self, message: str, errors: list[CsvIssue]) -> None:
+        listed = [{"line": e.line, "column": e.column, "message": e.message} for e in errors]
+        super().__init__(message, extra={"errors": listed})
         self.errors = errors
 
 
-class UploadTooLarge(Exception):
+class UploadTooLarge(ServiceError):
     """The upload asks for more work than one request may do."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    http_status = 413
 
 
 class TooManyProducts(UploadTooLarge):

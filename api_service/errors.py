@@ -1,7 +1,7 @@
 """Every error answers JSON with a `detail` string, whatever the path or the failure.
 
 A MongoDB or Redis that does not answer is a 503 with Retry-After: the clients' operations
-are bounded (shared/db.py, shared/queue.py), so the route fails within seconds instead of
+are bounded (shared/store/clients.py, shared/queue.py), so the route fails within seconds instead of
 hanging, and the client knows to try again.
 """
 
@@ -17,6 +17,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
+from shared.errors import ServiceError
+
 log = logging.getLogger("api.errors")
 
 RETRY_AFTER_SECONDS = 5
@@ -24,12 +26,11 @@ MONGODB_UNAVAILABLE = ConnectionFailure  # timeouts of every kind say so in `err
 REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, QueueUnavailable)
 
 
-class ApiError(Exception):
-    def __init__(self, status_code: int, detail: str, **extra: object) -> None:
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
-        self.extra = extra
+class ApiError(ServiceError):
+    """A route's refusal: its HTTP status and what the client is told."""
+
+    def __init__(self, status_code: int, message: str, **extra: object) -> None:
+        super().__init__(message, http_status=status_code, extra=extra)
 
 
 def describe_validation_error(error: RequestValidationError) -> str:
@@ -54,9 +55,11 @@ def internal_error_response() -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": error.detail, **error.extra}, status_code=error.status_code)
+    # A refusal of the client's input, whichever module found it: the CSV reader, the upload's
+    # reader, a route. What the client is told is the error's message, never its logged detail.
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, error: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": error.message, **error.extra}, status_code=error.http_status)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -14,20 +14,26 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from shared.errors import ServiceError
+
 # Room for the multipart framing and the small text fields around the file.
 FRAMING_ALLOWANCE = 64 * 1024
 MAX_FIELD_BYTES = 8 * 1024
 HASH_CHUNK = 1024 * 1024
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(ServiceError):
+    http_status = 413
+
     def __init__(self, limit: int) -> None:
         super().__init__(f"the upload is larger than the {limit // (1024 * 1024)} MiB limit")
         self.limit = limit
 
 
-class MalformedUpload(Exception):
+class MalformedUpload(ServiceError):
     """Not a multipart form carrying a `file`."""
+
+    http_status = 400
 
 
 @dataclass

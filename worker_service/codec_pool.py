@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 
+from shared.errors import InternalError, OutOfTime
 from shared.settings import CODEC_START_SECONDS, CodecSettings
 from worker_service.image_codec import CompressedImage, ImageRejected, compress
 
@@ -41,12 +42,18 @@ class CodecTimeout(ImageRejected):
         super().__init__(f"image took longer than {seconds:g} s to decode and encode")
 
 
-class CodecBusy(Exception):
+class CodecBusy(OutOfTime):
     """No codec process came free before the caller's deadline."""
 
+    def __init__(self) -> None:
+        super().__init__(detail="no codec process came free before the product's deadline")
 
-class CodecFailed(Exception):
+
+class CodecFailed(InternalError):
     """The codec failed in a way that says nothing about the image (a bug, a process that died)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=f"the codec failed: {detail}")
 
 
 # -- the codec processes ----------------------------------------------------------------------------

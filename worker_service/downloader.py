@@ -7,9 +7,9 @@ address guard (after DNS resolution and at every redirect). Connection errors, t
 429 and 5xx are retried (3 attempts in all, exponential backoff with full jitter, or a
 short `Retry-After`), within the time the caller has left; everything else fails at once.
 
-Every failure is a typed error with two texts: `message`, for the end user, which never
-says what a host name resolved to or how a connection failed inside our network, and
-`detail`, for the log.
+Every failure is a typed error in the service's one shape (shared/errors.py): `message`, for
+the end user, which never says what a host name resolved to or how a connection failed inside
+our network, `detail`, for the log, and whether it is `retryable`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from types import TracebackType
 
 import httpx
 
+from shared import errors
 from shared.address_guard import BlockedAddressError, UnresolvableHostError, guarded_client
+from shared.errors import ServiceError
 from shared.settings import DownloadSettings, NetworkSettings
 from shared.url_rules import redact_credentials
 from worker_service.deadline import Deadline, DeadlineNetworkBackend, deadline
@@ -43,27 +45,20 @@ REQUEST_HEADERS = {
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
-class DownloadError(Exception):
+class DownloadError(ServiceError):
     """A download failed; `message` says why, for the end user, and `detail` for the log."""
 
-    retryable: bool = False
-    # How many attempts were made before giving up (set by `Downloader.fetch`).
+    # How many attempts `Downloader.fetch` made before this error ended them.
     attempts: int = 1
-
-    def __init__(self, message: str, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail or message
 
 
 class HttpStatusError(DownloadError):
     """The server answered with a status other than 2xx."""
 
     def __init__(self, status_code: int, retry_after: float | None = None) -> None:
-        super().__init__(f"HTTP {status_code}")
+        super().__init__(f"HTTP {status_code}", retryable=status_code == 429 or status_code >= 500)
         self.status_code = status_code
         self.retry_after = retry_after
-        self.retryable = status_code == 429 or status_code >= 500
 
 
 class DownloadTimeout(DownloadError):
@@ -88,21 +83,18 @@ class BlockedAddress(DownloadError):
     """The address guard refused the host's address; the address itself is for the log only."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__("address not allowed", detail)
+        super().__init__("address not allowed", detail=detail)
 
 
 class HostUnreachable(DownloadError):
     """The host name does not resolve."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__("image host not reachable", detail)
+        super().__init__("image host not reachable", detail=detail)
 
 
-class OutOfTime(DownloadError):
+class OutOfTime(DownloadError, errors.OutOfTime):
     """The caller's time ran out before this image could be (tried again and) fetched."""
-
-    def __init__(self) -> None:
-        super().__init__("not finished within the product's time limit")
 
 
 class InvalidUrl(DownloadError):
@@ -239,11 +231,13 @@ class Downloader:
         if attempt.expired():
             if time_left < self._limits.total_timeout_seconds:
                 return OutOfTime()
-            return DownloadTimeout(f"timed out after {self._limits.total_timeout_seconds:g} s", detail)
+            return DownloadTimeout(f"timed out after {self._limits.total_timeout_seconds:g} s", detail=detail)
         if isinstance(error, httpx.ConnectTimeout):
-            return DownloadTimeout(f"connection timed out after {self._limits.connect_timeout_seconds:g} s", detail)
+            return DownloadTimeout(
+                f"connection timed out after {self._limits.connect_timeout_seconds:g} s", detail=detail
+            )
         return DownloadTimeout(
-            f"timed out: no data from the server for {self._limits.read_timeout_seconds:g} s", detail
+            f"timed out: no data from the server for {self._limits.read_timeout_seconds:g} s", detail=detail
         )
 
 
@@ -257,8 +251,8 @@ def _detail(error: httpx.TransportError) -> str:
 
 def _connection_failed(error: httpx.TransportError) -> ConnectionFailed:
     if isinstance(error, httpx.ConnectError):
-        return ConnectionFailed("image host not reachable", _detail(error))
-    return ConnectionFailed("the connection to the image host broke off", _detail(error))
+        return ConnectionFailed("image host not reachable", detail=_detail(error))
+    return ConnectionFailed("the connection to the image host broke off", detail=_detail(error))
 
 
 def parse_http_url(url: str) -> httpx.URL:

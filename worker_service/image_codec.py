@@ -12,12 +12,14 @@ headers before any pixel is decoded;
 truncated data is refused; and every decoder failure becomes an `ImageRejected` whose message is
 meant for the end user.
 
-Pillow's pixel limit, its truncated-image switch and the warnings filters are process-global, and
-the worker compresses a product's images in threads (every thread with the same settings). So each
-call sets the limit and the switch, and adds the filter that makes the bomb warning an error when it
-is missing, rather than using `warnings.catch_warnings`, which is not thread-safe. The image's own
-size (a GIF's canvas grown to its largest frame, read from the frame headers) is checked here as
-well, so that the limit holds even if the filter is removed by someone else.
+Pillow's pixel limit, its truncated-image switch and the warnings filters are process-global. A
+codec process (codec_pool) compresses one image at a time with one set of options, but the same
+function serves the tests and the benchmark, which call it in-process with other options. So each
+call sets the limit and the switch from its own options (two assignments), and adds the filter that
+makes the bomb warning an error only when it is missing, rather than entering and restoring
+`warnings.catch_warnings` around every image. The image's own size (a GIF's canvas grown to its
+largest frame, read from the frame headers) is checked here as well, so that the limit holds even if
+the filter is removed by someone else.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 from PIL import ExifTags, GifImagePlugin, Image, ImageFile, ImageSequence, PngImagePlugin
 
+from shared.errors import ServiceError
 from shared.settings import CodecSettings
 from worker_service.image_metadata import EXIF_HEADER, gif_canvas_size, without_metadata
 
@@ -49,12 +52,8 @@ class CompressedImage:
     source_kept: bool  # True when the source bytes were kept because re-encoding was not smaller
 
 
-class ImageRejected(Exception):
+class ImageRejected(ServiceError):
     """The body can't be stored as an image; `message` says why, for the end user."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class NotAnImage(ImageRejected):

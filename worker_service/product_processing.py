@@ -13,19 +13,16 @@ from itertools import islice
 from structlog.contextvars import bind_contextvars
 
 from shared import metrics
+from shared.errors import InternalError, OutOfTime, ServiceError
 from shared.models import ProductStatus, utcnow
 from shared.storage import image_key
 from shared.store import product_claims, requests
 from shared.store.product_claims import ImageDetails, ProductResult, ProductWork
 from shared.url_rules import redact_credentials
-from worker_service.codec_pool import CodecBusy, CodecFailed
 from worker_service.context import WorkerContext
-from worker_service.downloader import DownloadError, OutOfTime
-from worker_service.image_codec import ImageRejected
+from worker_service.downloader import DownloadError
 
 log = logging.getLogger("worker.product")
-
-INTERNAL_ERROR = "internal error while processing this image"
 
 
 @dataclass(frozen=True)
@@ -64,6 +61,9 @@ def download_compress_store(
     started = time.perf_counter()
     try:
         download = context.downloader.fetch(work.input_image_urls[position], not_after)
+    except DownloadError as failed_download:
+        details.attempts = failed_download.attempts
+        raise
     finally:
         details.download_ms = elapsed_ms(started)  # a failed download's time too: how long it took to fail
     details.attempts, details.bytes_in = download.attempts, len(download.data)
@@ -86,21 +86,12 @@ def process_image(context: WorkerContext, work: ProductWork, position: int, not_
     key, error = None, None
     try:
         key = download_compress_store(context, work, position, not_after, details)
-    except DownloadError as failure:
+    except Exception as raised:
+        failure = ServiceError.of(raised)
         # The detail may say what a name resolved to: the log's business, not the client's.
-        log.info("%s failed: %s (%s)", where, failure.detail, redact_credentials(url))
-        details.attempts, error = failure.attempts, failure.message
-    except ImageRejected as failure:
-        log.info("%s refused: %s (%s)", where, failure.message, redact_credentials(url))
+        log.log(failure.log_level, "%s failed: %s (%s)", where, failure.detail, redact_credentials(url),
+                exc_info=failure.__cause__ if isinstance(failure, InternalError) else None)  # fmt: skip
         error = failure.message
-    except CodecBusy:
-        error = OutOfTime().message  # as for a download the product's deadline ended
-    except CodecFailed as failure:
-        log.error("%s: the codec failed (%s): %s", where, redact_credentials(url), failure)
-        error = INTERNAL_ERROR
-    except Exception:
-        log.exception("%s: unexpected error (%s)", where, redact_credentials(url))
-        error = INTERNAL_ERROR
     details.finished_at = utcnow()
     return ImageOutcome(key=key, error=error, details=details)
 

@@ -10,13 +10,13 @@ from pymongo.errors import DuplicateKeyError
 from structlog.contextvars import bind_contextvars
 
 from api_service.auth import Owner, scoped_idempotency_key
-from api_service.csv_reader import CsvValidationError, ProductRow, UploadTooLarge, read_products
+from api_service.csv_reader import ProductRow, read_products
 from api_service.errors import ApiError
 from api_service.rate_limits import limit_uploads
 from api_service.routes.status import seed_first_page
 from api_service.schemas import UploadAccepted, error_responses
 from api_service.state import AppState, services
-from api_service.upload_stream import BodyTooLarge, MalformedUpload, Upload, read_upload
+from api_service.upload_stream import Upload, read_upload
 from api_service.validation import idempotency_key_problem, webhook_url_problem
 from shared import metrics
 from shared.models import RequestStatus, utcnow
@@ -68,27 +68,13 @@ def accepted(state: AppState, document: RequestSummary) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 
-async def receive(request: Request, state: AppState) -> Upload:
-    try:
-        return await read_upload(request, state.settings.limits.max_upload_bytes)
-    except BodyTooLarge as error:
-        raise ApiError(413, str(error)) from error
-    except MalformedUpload as error:
-        raise ApiError(400, str(error)) from error
-
-
 async def validate(upload: Upload, state: AppState) -> list[ProductRow]:
+    """The products, or the error (a 400 or 413 in one shape, shared/errors.py) saying what is wrong."""
     if upload.webhook_url and (problem := webhook_url_problem(upload.webhook_url, state.settings)):
         raise ApiError(
             400, f"invalid webhook_url: {problem}", errors=[{"line": 0, "column": "webhook_url", "message": problem}]
         )
-    try:
-        return await run_in_threadpool(read_products, upload.file, state.settings.limits)
-    except UploadTooLarge as error:
-        raise ApiError(413, error.detail) from error
-    except CsvValidationError as error:
-        errors = [{"line": e.line, "column": e.column, "message": e.message} for e in error.errors]
-        raise ApiError(400, error.detail, errors=errors) from error
+    return await run_in_threadpool(read_products, upload.file, state.settings.limits)
 
 
 async def replay(state: AppState, key: str, sha256: str) -> JSONResponse | None:
@@ -132,7 +118,7 @@ async def upload_csv(
     if idempotency_key:
         # Scoped to the caller's key: two clients using the same Idempotency-Key never meet.
         idempotency_key = scoped_idempotency_key(idempotency_key, owner)
-    upload = await receive(request, state)
+    upload = await read_upload(request, state.settings.limits.max_upload_bytes)
     try:
         if idempotency_key and (previous := await replay(state, idempotency_key, upload.sha256)):
             return previous
