@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import structlog
 from fastapi.testclient import TestClient
+from pymongo.errors import ServerSelectionTimeoutError
 from structlog.contextvars import bound_contextvars
 
 from api_service.main import create_app
 from shared.logging import HANDLER_NAME, LogFormat, configure_logging
 from shared.settings import Settings
+from tests.support.answering_store import AnsweringStore, failing_with
 from worker_service.task_logging import task_context
 
 NOWHERE = "127.0.0.1:9"  # the discard port: nothing listens there
@@ -204,7 +206,8 @@ def test_error_answers_carry_the_request_id_too(client, path, status):
 
 
 def test_a_route_about_a_request_binds_its_id(client, json_lines):
-    # Nothing answers at NOWHERE: the route fails with a 503 and logs why, its request id on the line.
+    # The database does not answer: the route fails with a 503 and logs why, its request id on the line.
+    client.app.state.services.store = AnsweringStore(failing_with(ServerSelectionTimeoutError("no servers")))
     response = client.get(f"/api/v1/status/{REQUEST_ID}", headers={"X-Request-ID": "status-1"})
 
     assert response.status_code == 503
