@@ -18,7 +18,7 @@ from shared.models import utcnow
 from shared.settings import WorkSettings
 from shared.store import product_claims, requests
 from shared.store.product_claims import ProductWork
-from shared.store.requests import RequestProgress
+from shared.store.requests import UnfinishedRequest
 from worker_service.context import WorkerContext
 
 log = logging.getLogger("worker.sweeper")
@@ -80,12 +80,12 @@ class Cutoffs:
         )
 
 
-def processing_request_needs(request: RequestProgress, cutoffs: Cutoffs) -> Literal["finalise", "restart"] | None:
+def processing_request_needs(request: UnfinishedRequest, cutoffs: Cutoffs) -> Literal["finalise", "restart"] | None:
     """What an unfinished request needs from the sweeper: its last merge (every product is in),
     its pending products enqueued again (no progress for a while), or nothing."""
-    if request["products_done"] >= request["products_total"]:
+    if request.all_products_in:
         return "finalise"
-    if request["updated_at"] < cutoffs.stalled_before:
+    if request.last_progress_at < cutoffs.stalled_before:
         return "restart"
     return None
 
@@ -101,8 +101,8 @@ def plan_sweep(context: WorkerContext) -> SweepPlan:
     for request in context.store.run(requests.processing()):
         match processing_request_needs(request, cutoffs):
             case "finalise":
-                plan.merges.add(request["_id"])
+                plan.merges.add(request.request_id)
             case "restart":
-                plan.products += stalled_products(context, request["_id"])
+                plan.products += stalled_products(context, request.request_id)
     plan.webhooks = context.store.run(requests.due_webhooks(cutoffs.webhook_due_before, cutoffs.now))
     return plan

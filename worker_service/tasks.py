@@ -94,18 +94,18 @@ def merge_results(request_id: str) -> None:
     started = time.monotonic()
     claims = context.store.run(product_claims.unmerged(request_id))
     merged = context.store.run(requests.merge(request_id, claims, utcnow()))
-    context.store.run(product_claims.mark_merged([claim["_id"] for claim in claims]))
+    context.store.run(product_claims.mark_merged(claims))
     if merged:
         log.info("request %s: %d products merged", request_id, len(merged))
         interval = context.settings.work.merge_interval_seconds
         merge_schedule.hold_next_merge(context.redis, request_id, interval, time.monotonic() - started)
-    document = context.store.run(requests.finalize(request_id, utcnow()))
-    if document is None:
+    finished = context.store.run(requests.finalize(request_id, utcnow()))
+    if finished is None:
         return
-    log.info("request %s: %s", request_id, document["status"])
+    log.info("request %s: %s", request_id, finished.status.value)
     request_events.announce_finished(context.redis, request_id)
-    metrics.REQUESTS_FINISHED.labels(status=document["status"]).inc()
-    if document["webhook"]:
+    metrics.REQUESTS_FINISHED.labels(status=finished.status.value).inc()
+    if finished.has_webhook:
         enqueue_webhook(app, request_id)
 
 
@@ -114,19 +114,18 @@ def deliver_webhook(request_id: str) -> None:
     context = worker_context()
     settings = context.settings
     hold = settings.deadlines.webhook_claim_seconds
-    document = context.store.run(requests.claim_webhook(request_id, utcnow(), hold))
-    if document is None or document["webhook"] is None:
+    delivery = context.store.run(requests.claim_webhook(request_id, utcnow(), hold))
+    if delivery is None:
         return
-    webhook = document["webhook"]
-    body = webhooks.encode(webhooks.payload(document, context.storage, settings.download_url(request_id)))
-    result = webhooks.send(webhook["url"], webhook["message_id"], body, settings.webhooks, settings.network)
-    attempts = webhook["attempts"] + 1
+    body = webhooks.encode(webhooks.payload(delivery.request, context.storage, settings.download_url(request_id)))
+    result = webhooks.send(delivery.url, delivery.message_id, body, settings.webhooks, settings.network)
+    attempts = delivery.attempts_made + 1
     state, delay = webhooks.after_attempt(result.delivered, attempts, settings.webhooks)
     metrics.WEBHOOK_ATTEMPTS.labels(outcome=ATTEMPT_OUTCOMES[state]).inc()
     recorded = context.store.run(
         requests.record_webhook_attempt(
             request_id,
-            webhook["message_id"],
+            delivery.message_id,
             attempts=attempts,
             state=state,
             status_code=result.status_code,

@@ -12,7 +12,6 @@ from api_service.output_csv import output_csv
 from api_service.request_products import every_product
 from api_service.schemas import error_responses
 from api_service.state import AppState, services
-from shared.models import RequestStatus
 from shared.store import requests
 
 router = APIRouter()
@@ -32,8 +31,9 @@ async def download_csv(
     summary = await state.store.run(requests.find_summary(request_id, owner))
     if summary is None:
         raise ApiError(404, "request not found")
-    if not RequestStatus(summary["status"]).is_final:
-        raise ApiError(409, f"the request is {summary['status']}; the output CSV is ready once it is finished")
+    status = requests.status_of(summary)
+    if not status.is_final:
+        raise ApiError(409, f"the request is {status.value}; the output CSV is ready once it is finished")
     rows = output_csv(every_product(state.store, request_id), state.storage)
     return StreamingResponse(
         rows,

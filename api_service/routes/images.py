@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from api_service import answers
 from api_service.auth import Owner
 from api_service.errors import ApiError
-from api_service.processing_log import NOT_MEASURED, ImageLogPage, product_entries, products_on_page
+from api_service.processing_log import NOT_MEASURED, ImageLogPage, products_on_page
 from api_service.request_products import every_product
 from api_service.schemas import EXAMPLE_ID, error_responses
 from api_service.state import AppState, services
@@ -87,15 +88,4 @@ async def processing_log(
         raise ApiError(404, "request not found")
     page = await products_on_page(every_product(state.store, request_id), offset, limit)
     claims = await state.store.run(product_claims.of_products(request_id, [index for index, _, _ in page]))
-    now = utcnow()
-    return ImageLogPage(
-        request_id=request_id,
-        images_total=summary["images_total"],
-        offset=offset,
-        limit=limit,
-        images=[
-            entry
-            for index, product, positions in page
-            for entry in product_entries(product, positions, claims.get(index), state.storage, now)
-        ],
-    )
+    return answers.image_log_page(state, summary, (offset, limit), page, claims, utcnow())

@@ -6,15 +6,14 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from structlog.contextvars import bind_contextvars
 
+from api_service import answers
+from api_service.answers import DEFAULT_PAGE
 from api_service.auth import Owner
 from api_service.errors import ApiError
 from api_service.schemas import EXAMPLE_ID, error_responses
 from api_service.state import AppState, services
-from shared.models import ProductStatus, RequestStatus, StatusView, utcnow
-from shared.store import product_claims, requests
-from shared.store.operations import AsyncStore
-from shared.store.requests import RequestDocument
-from shared.views import status_view
+from shared.models import StatusView
+from shared.store import requests
 
 router = APIRouter()
 
@@ -62,34 +61,7 @@ STATUS_EXAMPLE = {
 }
 
 
-DEFAULT_LIMIT = 100
-
-
-def status_json(state: AppState, document: RequestDocument) -> bytes:
-    return status_view(document, state.storage, state.download_url(document["_id"])).model_dump_json().encode()
-
-
-async def show_busy_products(store: AsyncStore, document: RequestDocument, offset: int) -> None:
-    """Show as processing the pending products of this page that a worker holds or has just finished.
-
-    Workers record progress in small claim documents and merge it into the request document in
-    batches, so the request document alone would show them as pending.
-    """
-    if document["status"] != RequestStatus.PROCESSING:
-        return
-    products = document["products"]
-    pending = [offset + i for i, product in enumerate(products) if product["status"] == ProductStatus.PENDING]
-    if pending:
-        for index in await store.run(product_claims.busy_products(document["_id"], pending, utcnow())):
-            products[index - offset]["status"] = ProductStatus.PROCESSING.value
-
-
-def seed_first_page(state: AppState, document: RequestDocument) -> None:
-    """A new request's first page is known at upload: pollers that come at once need no read."""
-    first_page = document.copy()
-    first_page["products"] = document["products"][:DEFAULT_LIMIT]
-    key = (document["_id"], 0, DEFAULT_LIMIT, document.get("owner"))
-    state.status_cache.put(key, status_json(state, first_page))
+DEFAULT_LIMIT = DEFAULT_PAGE
 
 
 async def request_status(
@@ -106,8 +78,8 @@ async def request_status(
         document = await state.store.run(requests.find_page(request_id, owner, offset, limit))
         if document is None:
             return None
-        await show_busy_products(state.store, document, offset)
-        return status_json(state, document)
+        await answers.show_busy_products(state.store, document, offset)
+        return answers.status_json(state, document)
 
     # Cached per caller: another key's answer (its 404 included) is never served to this one.
     body = await state.status_cache.get((request_id, offset, limit, owner), load)

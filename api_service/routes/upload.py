@@ -9,20 +9,20 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import DuplicateKeyError
 from structlog.contextvars import bind_contextvars
 
+from api_service import answers
 from api_service.auth import Owner, scoped_idempotency_key
 from api_service.csv_reader import ProductRow, read_products
 from api_service.errors import ApiError
 from api_service.rate_limits import limit_uploads
-from api_service.routes.status import seed_first_page
 from api_service.schemas import UploadAccepted, error_responses
 from api_service.state import AppState, services
 from api_service.upload_stream import Upload, read_upload
 from api_service.validation import idempotency_key_problem, webhook_url_problem
 from shared import metrics
-from shared.models import RequestStatus, utcnow
+from shared.models import utcnow
 from shared.queue import enqueue_request
 from shared.store import requests
-from shared.store.requests import RequestSummary, new_request, new_request_id
+from shared.store.requests import new_request, new_request_id
 
 log = logging.getLogger("api.upload")
 router = APIRouter()
@@ -55,19 +55,6 @@ MULTIPART_BODY = {
 }
 
 
-def accepted(state: AppState, document: RequestSummary) -> JSONResponse:
-    request_id = document["_id"]
-    body = UploadAccepted(
-        request_id=request_id,
-        status=RequestStatus(document["status"]),
-        status_url=state.status_url(request_id),
-        download_url=state.download_url(request_id),
-        products=document["products_total"],
-        images=document["images_total"],
-    )
-    return JSONResponse(body.model_dump(mode="json"), status_code=202)
-
-
 async def validate(upload: Upload, state: AppState) -> list[ProductRow]:
     """The products, or the error (a 400 or 413 in one shape, shared/errors.py) saying what is wrong."""
     if upload.webhook_url and (problem := webhook_url_problem(upload.webhook_url, state.settings)):
@@ -82,9 +69,9 @@ async def replay(state: AppState, key: str, sha256: str) -> JSONResponse | None:
     existing = await state.store.run(requests.find_by_idempotency_key(key))
     if existing is None:
         return None
-    if existing["file_sha256"] != sha256:
+    if not requests.same_file(existing, sha256):
         raise ApiError(422, "this Idempotency-Key was already used with a different file")
-    return accepted(state, existing)
+    return answers.accepted(state, existing)
 
 
 async def enqueue(state: AppState, request_id: str) -> None:
@@ -126,8 +113,9 @@ async def upload_csv(
     finally:
         upload.file.close()
 
+    request_id = new_request_id()
     document = new_request(
-        new_request_id(),
+        request_id,
         rows,
         now=utcnow(),
         webhook_url=upload.webhook_url,
@@ -135,7 +123,7 @@ async def upload_csv(
         file_sha256=upload.sha256,
         owner=owner,
     )
-    bind_contextvars(request_id=document["_id"])
+    bind_contextvars(request_id=request_id)
     try:
         await state.store.run(requests.insert(document))
     except DuplicateKeyError:
@@ -145,9 +133,9 @@ async def upload_csv(
         raise
     # Counted once stored: from here on the request is processed, whatever happens to the API.
     metrics.REQUESTS_ACCEPTED.inc()
-    seed_first_page(state, document)
-    await enqueue(state, document["_id"])
-    return accepted(state, document)
+    answers.seed_first_page(state, document)
+    await enqueue(state, request_id)
+    return answers.accepted(state, document)
 
 
 for alias in ("/api/upload", "/upload", "/upload/"):

@@ -12,7 +12,7 @@ from api_service.errors import ApiError
 from api_service.schemas import WebhookRegistration, error_responses
 from api_service.state import AppState, services
 from api_service.validation import webhook_url_problem
-from shared.models import RequestStatus, utcnow
+from shared.models import utcnow
 from shared.queue import enqueue_webhook
 from shared.store import requests
 from shared.url_rules import redact_credentials
@@ -33,7 +33,7 @@ async def register_webhook(
     if document is None:
         raise ApiError(404, "request not found")
     state.status_cache.forget(registration.request_id)
-    if RequestStatus(document["status"]).is_final:
+    if requests.status_of(document).is_final:
         try:
             await run_in_threadpool(enqueue_webhook, state.celery, registration.request_id)
         except Exception:

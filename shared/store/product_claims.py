@@ -177,8 +177,9 @@ def unmerged(request_id: str) -> Find[FinishedClaim]:
     return Find[FinishedClaim](COLLECTION, {"request_id": request_id, "merged": False, "done": True}, {"image_log": 0})
 
 
-def mark_merged(ids: list[str]) -> Program[None]:
-    if ids:
+def mark_merged(claims: list[FinishedClaim]) -> Program[None]:
+    if claims:
+        ids = [claim["_id"] for claim in claims]
         yield from UpdateMany(COLLECTION, {"_id": {"$in": ids}}, {"$set": {"merged": True}})
 
 

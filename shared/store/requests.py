@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NotRequired, Protocol, TypedDict
 
@@ -189,6 +190,15 @@ def new_request(
     return document
 
 
+def status_of(document: RequestSummary) -> RequestStatus:
+    return RequestStatus(document["status"])
+
+
+def same_file(document: RequestSummary, sha256: str) -> bool:
+    """Whether the request was made from the file with this SHA-256 (an Idempotency-Key's replay)."""
+    return document["file_sha256"] == sha256
+
+
 def short(message: str) -> str:
     """An image's error message as stored: cut to bound what failures add to the document."""
     return message if len(message) <= MAX_ERROR_MESSAGE else message[: MAX_ERROR_MESSAGE - 1] + "…"
@@ -333,6 +343,14 @@ def merge(request_id: str, claims: list[FinishedClaim], now: datetime) -> Progra
     return []
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A request this call finished: its final status, and whether a webhook is to be delivered."""
+
+    status: RequestStatus
+    has_webhook: bool
+
+
 class Counters(TypedDict):
     products_total: int
     products_done: int
@@ -341,8 +359,8 @@ class Counters(TypedDict):
     webhook: NotRequired[WebhookDocument]  # its state only; absent (projected from null) without one
 
 
-def finalize(request_id: str, now: datetime) -> Program[RequestSummary | None]:
-    """Finish a request whose products are all done; the request if this call finished it.
+def finalize(request_id: str, now: datetime) -> Program[Finished | None]:
+    """Finish a request whose products are all done; what it ended as, if this call finished it.
 
     Only one caller can move it out of `processing`, so the webhook is started once.
     """
@@ -353,22 +371,18 @@ def finalize(request_id: str, now: datetime) -> Program[RequestSummary | None]:
     )
     if counts is None or counts["products_done"] < counts["products_total"]:
         return None
-    update: dict[str, object] = {
-        "status": final_status(counts["images_total"], counts["images_failed"]).value,
-        "completed_at": now,
-        "updated_at": now,
-    }
-    if counts.get("webhook"):
+    status = final_status(counts["images_total"], counts["images_failed"])
+    has_webhook = bool(counts.get("webhook"))
+    update: dict[str, object] = {"status": status.value, "completed_at": now, "updated_at": now}
+    if has_webhook:
         # The sweeper's grace for a lost delivery counts from here.
         update["webhook.next_attempt_at"] = now
-    return (
-        yield from FindOneAndUpdate[RequestSummary](
-            COLLECTION,
-            {"_id": request_id, "status": RequestStatus.PROCESSING.value, "products_done": counts["products_total"]},
-            {"$set": update},
-            projection=WITHOUT_PRODUCTS,
-        )
+    finished = yield from UpdateOne(
+        COLLECTION,
+        {"_id": request_id, "status": RequestStatus.PROCESSING.value, "products_done": counts["products_total"]},
+        {"$set": update},
     )
+    return Finished(status, has_webhook) if finished.modified else None
 
 
 def touch(request_id: str, now: datetime) -> UpdateOne:
@@ -390,6 +404,15 @@ class RequestProgress(TypedDict):
     products_done: int
 
 
+@dataclass(frozen=True)
+class UnfinishedRequest:
+    """A request in `processing`, as the sweeper weighs it."""
+
+    request_id: str
+    all_products_in: bool
+    last_progress_at: datetime
+
+
 def stalled_pending(older_than: datetime) -> Program[list[str]]:
     """Requests accepted but not started since `older_than`: their message may be lost."""
     found = yield from Find[RequestId](
@@ -398,12 +421,19 @@ def stalled_pending(older_than: datetime) -> Program[list[str]]:
     return [document["_id"] for document in found]
 
 
-def processing() -> Find[RequestProgress]:
-    """Unfinished requests with their counters (not their products)."""
-    return Find[RequestProgress](
+def processing() -> Program[list[UnfinishedRequest]]:
+    """Unfinished requests, from their counters (not their products)."""
+    found = yield from Find[RequestProgress](
         COLLECTION,
         {"status": RequestStatus.PROCESSING.value},
         {"updated_at": 1, "products_total": 1, "products_done": 1},
+    )
+    return [unfinished(document) for document in found]
+
+
+def unfinished(document: RequestProgress) -> UnfinishedRequest:
+    return UnfinishedRequest(
+        document["_id"], document["products_done"] >= document["products_total"], document["updated_at"]
     )
 
 
@@ -425,9 +455,20 @@ def due_webhooks(due_before: datetime, now: datetime) -> Program[list[str]]:
     return [document["_id"] for document in found]
 
 
-def claim_webhook(request_id: str, now: datetime, hold_seconds: float) -> FindOneAndUpdate[RequestDocument]:
-    """Take a due delivery of a finished request; the whole document, or None if not due."""
-    return FindOneAndUpdate[RequestDocument](
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery taken for one attempt: where to, under which message id, after how many attempts,
+    and the finished request it tells of."""
+
+    url: str
+    message_id: str
+    attempts_made: int
+    request: RequestDocument
+
+
+def claim_webhook(request_id: str, now: datetime, hold_seconds: float) -> Program[Delivery | None]:
+    """Take a due delivery of a finished request for one attempt; None if it is not due."""
+    document = yield from FindOneAndUpdate[RequestDocument](
         COLLECTION,
         {
             "_id": request_id,
@@ -439,6 +480,10 @@ def claim_webhook(request_id: str, now: datetime, hold_seconds: float) -> FindOn
         },
         {"$set": {"webhook.lease_expires_at": lease_until(now, hold_seconds)}},
     )
+    if document is None or document["webhook"] is None:
+        return None
+    webhook = document["webhook"]
+    return Delivery(webhook["url"], webhook["message_id"], webhook["attempts"], document)
 
 
 def record_webhook_attempt(

@@ -91,7 +91,7 @@ def test_a_request_is_finalised_once(store):
     assert store.run(requests.finalize(request_id, utcnow())) is None  # not merged yet
     merge_all(store, request_id)
     finished = store.run(requests.finalize(request_id, utcnow()))
-    assert finished["status"] == "completed_with_errors"
+    assert finished.status == "completed_with_errors"
     assert store.run(requests.finalize(request_id, utcnow())) is None
 
 
@@ -104,5 +104,5 @@ def test_the_processing_log_and_busy_products_are_read_back_by_id(store):
     assert logged[0]["image_log"][0]["bytes_in"] == 10
     assert store.run(product_claims.busy_products(request_id, [0, 1, 2], utcnow())) == {0, 1}
     merge_all(store, request_id)
-    store.run(product_claims.mark_merged([product_claims.claim_id(request_id, 0)]))
+    store.run(product_claims.mark_merged([logged[0]]))
     assert store.run(product_claims.busy_products(request_id, [0, 1, 2], utcnow())) == {1}

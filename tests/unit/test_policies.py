@@ -8,7 +8,7 @@ import pytest
 from shared.models import RequestStatus, WebhookState, final_status, percentage
 from shared.settings import Settings
 from shared.store.product_claims import ImageDetails, image_log_of
-from shared.store.requests import MAX_ERROR_MESSAGE, merge_update
+from shared.store.requests import MAX_ERROR_MESSAGE, merge_update, unfinished
 from worker_service.product_processing import ImageOutcome
 from worker_service.product_processing import product_result as result_of
 from worker_service.sweeper import Cutoffs, processing_request_needs
@@ -159,5 +159,7 @@ def test_the_sweepers_cutoffs_follow_the_settings() -> None:
 def test_an_unfinished_request_is_finalised_when_all_is_in_or_restarted_when_stalled(
     done: int, idle_seconds: int, needs: str | None
 ) -> None:
-    request = {"products_done": done, "products_total": 3, "updated_at": NOW - timedelta(seconds=idle_seconds)}
+    request = unfinished(
+        {"_id": "r", "products_done": done, "products_total": 3, "updated_at": NOW - timedelta(seconds=idle_seconds)}
+    )
     assert processing_request_needs(request, Cutoffs.at(NOW, SWEEP_SETTINGS)) == needs

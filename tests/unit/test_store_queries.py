@@ -2,10 +2,10 @@
 
 from datetime import UTC, datetime, timedelta
 
-from shared.models import ProductStatus
+from shared.models import ProductStatus, RequestStatus
 from shared.store import product_claims, requests
 from shared.store.leases import is_live, no_live_lease
-from shared.store.operations import FindOne, FindOneAndUpdate
+from shared.store.operations import FindOne, FindOneAndUpdate, Updated
 from shared.store.product_claims import ClaimDocument, ProductWork
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -65,7 +65,7 @@ def test_a_new_webhook_replaces_the_delivery_with_a_new_message_id() -> None:
 
 
 def test_a_webhook_is_claimed_only_when_final_due_and_not_leased() -> None:
-    claim = requests.claim_webhook("r1", NOW, hold_seconds=40)
+    claim = first(requests.claim_webhook("r1", NOW, hold_seconds=40))
     assert claim.filter["status"] == {"$in": ["completed", "completed_with_errors", "failed"]}
     assert claim.filter["webhook.state"] == "pending"
     assert claim.filter["webhook.next_attempt_at"] == {"$lte": NOW + timedelta(seconds=1)}
@@ -80,6 +80,10 @@ def test_finalising_reads_the_counters_then_moves_the_request_out_of_processing_
     update = program.send({"products_total": 2, "products_done": 2, "images_total": 3, "images_failed": 1})
     assert update.filter == {"_id": "r1", "status": "processing", "products_done": 2}
     assert update.update["$set"]["status"] == "completed_with_errors"
+    try:
+        program.send(Updated(matched=1, modified=1))
+    except StopIteration as finished:
+        assert finished.value == requests.Finished(RequestStatus.COMPLETED_WITH_ERRORS, has_webhook=False)
 
 
 def test_a_request_with_products_still_out_is_not_finalised() -> None:
