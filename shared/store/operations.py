@@ -78,6 +78,17 @@ class Operation(Generic[T]):
 
 
 @dataclass(frozen=True)
+class Filtered(Operation[T]):
+    """An operation on the documents a filter selects; the filter is checked when it is made."""
+
+    collection: str
+    filter: Query
+
+    def __post_init__(self) -> None:
+        checked(self.filter)
+
+
+@dataclass(frozen=True)
 class Updated:
     matched: int
     modified: int
@@ -85,13 +96,8 @@ class Updated:
 
 
 @dataclass(frozen=True)
-class FindOne(Operation[D | None]):
-    collection: str
-    filter: Query
+class FindOne(Filtered[D | None]):
     projection: Query | None = None
-
-    def __post_init__(self) -> None:
-        checked(self.filter)
 
     def run(self, collection: Collection[RawDocument]) -> Any:
         return collection.find_one(self.filter, self.projection)
@@ -101,15 +107,10 @@ class FindOne(Operation[D | None]):
 
 
 @dataclass(frozen=True)
-class Find(Operation[list[D]]):
-    collection: str
-    filter: Query
+class Find(Filtered[list[D]]):
     projection: Query | None = None
     sort: Sequence[tuple[str, int]] | None = None
     limit: int = 0
-
-    def __post_init__(self) -> None:
-        checked(self.filter)
 
     def run(self, collection: Collection[RawDocument]) -> Any:
         return list(collection.find(self.filter, self.projection, sort=self.sort, limit=self.limit))
@@ -119,18 +120,13 @@ class Find(Operation[list[D]]):
 
 
 @dataclass(frozen=True)
-class FindOneAndUpdate(Operation[D | None]):
+class FindOneAndUpdate(Filtered[D | None]):
     """The document after the update (or before it, with `after=False`); None when none matched."""
 
-    collection: str
-    filter: Query
     update: Query
     projection: Query | None = None
     upsert: bool = False
     after: bool = True
-
-    def __post_init__(self) -> None:
-        checked(self.filter)
 
     def _options(self) -> dict[str, Any]:
         returned = ReturnDocument.AFTER if self.after else ReturnDocument.BEFORE
@@ -144,14 +140,9 @@ class FindOneAndUpdate(Operation[D | None]):
 
 
 @dataclass(frozen=True)
-class UpdateOne(Operation[Updated]):
-    collection: str
-    filter: Query
+class UpdateOne(Filtered[Updated]):
     update: Query
     upsert: bool = False
-
-    def __post_init__(self) -> None:
-        checked(self.filter)
 
     def run(self, collection: Collection[RawDocument]) -> Any:
         result = collection.update_one(self.filter, self.update, upsert=self.upsert)
@@ -163,13 +154,8 @@ class UpdateOne(Operation[Updated]):
 
 
 @dataclass(frozen=True)
-class UpdateMany(Operation[Updated]):
-    collection: str
-    filter: Query
+class UpdateMany(Filtered[Updated]):
     update: Query
-
-    def __post_init__(self) -> None:
-        checked(self.filter)
 
     def run(self, collection: Collection[RawDocument]) -> Any:
         result = collection.update_many(self.filter, self.update)
@@ -195,13 +181,10 @@ class InsertOne(Operation[None]):
 
 
 @dataclass(frozen=True)
-class Distinct(Operation[list[D]]):
-    collection: str
-    key: str
-    filter: Query
+class Distinct(Filtered[list[D]]):
+    """The values of `key` among the documents the filter selects."""
 
-    def __post_init__(self) -> None:
-        checked(self.filter)
+    key: str
 
     def run(self, collection: Collection[RawDocument]) -> Any:
         return collection.distinct(self.key, self.filter)

@@ -204,7 +204,7 @@ def release_expired(now: datetime) -> Program[list[tuple[str, int]]]:
 
 
 def requests_with_stale_results(older_than: datetime) -> Distinct[str]:
-    return Distinct[str](COLLECTION, "request_id", {"done": True, "merged": False, "done_at": {"$lt": older_than}})
+    return Distinct[str](COLLECTION, {"done": True, "merged": False, "done_at": {"$lt": older_than}}, "request_id")
 
 
 def settled(request_id: str, now: datetime) -> Program[set[int]]:
