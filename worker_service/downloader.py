@@ -43,6 +43,7 @@ REQUEST_HEADERS = {
 }
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
+NOT_MODIFIED = 304
 
 
 class DownloadError(ServiceError):
@@ -107,9 +108,35 @@ class CompressedResponse(DownloadError):
 
 
 @dataclass(frozen=True)
+class Validators:
+    """What a host said identifies the body it sent (`ETag`, `Last-Modified`): asked back with
+    `If-None-Match` / `If-Modified-Since`, a host answers `304 Not Modified` when it is unchanged."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def conditions(self) -> dict[str, str]:
+        conditions = {}
+        if self.etag:
+            conditions["If-None-Match"] = self.etag
+        if self.last_modified:
+            conditions["If-Modified-Since"] = self.last_modified
+        return conditions
+
+
+@dataclass(frozen=True)
 class Download:
-    data: bytes
+    data: bytes  # empty when not modified
     attempts: int  # 1 unless transient errors were retried
+    validators: Validators = Validators()
+    not_modified: bool = False  # the host answered 304 to the validators it was given
+
+
+@dataclass(frozen=True)
+class _Answer:
+    data: bytes
+    validators: Validators
+    not_modified: bool = False
 
 
 class Downloader:
@@ -128,17 +155,20 @@ class Downloader:
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
 
-    def fetch(self, url: str, not_after: float | None = None) -> Download:
+    def fetch(self, url: str, not_after: float | None = None, validators: Validators | None = None) -> Download:
         """The body of `url`, retried on retryable errors; raises the last `DownloadError`,
         its `attempts` set.
 
         `not_after` (monotonic time) ends every attempt and wait there, and then `OutOfTime`.
+        With `validators`, the request is conditional: a `304` is a Download that is `not_modified`.
         """
         parsed = parse_http_url(url)
+        headers = {**REQUEST_HEADERS, **(validators.conditions() if validators else {})}
         attempt = 1
         while True:
             try:
-                return Download(self._fetch_once(parsed, _time_until(not_after)), attempt)
+                answer = self._fetch_once(parsed, _time_until(not_after), headers)
+                return Download(answer.data, attempt, answer.validators, answer.not_modified)
             except DownloadError as error:
                 error.attempts = attempt
                 if not error.retryable or attempt >= self._limits.attempts:
@@ -169,12 +199,12 @@ class Downloader:
             return min(error.retry_after, self._limits.max_retry_after_seconds)
         return self._limits.backoff_seconds * 2.0 ** (failed_attempts - 1) * random.random()
 
-    def _fetch_once(self, url: httpx.URL, time_left: float) -> bytes:
+    def _fetch_once(self, url: httpx.URL, time_left: float, headers: dict[str, str]) -> _Answer:
         if time_left <= 0:
             raise OutOfTime()
         with deadline(min(self._limits.total_timeout_seconds, time_left)) as attempt:
             try:
-                return self._follow_redirects(url)
+                return self._follow_redirects(url, headers)
             except BlockedAddressError as error:
                 raise BlockedAddress(str(error)) from error
             except UnresolvableHostError as error:
@@ -187,30 +217,33 @@ class Downloader:
                     raise self._timeout_error(error, attempt, time_left) from error
                 raise _connection_failed(error) from error
 
-    def _follow_redirects(self, url: httpx.URL) -> bytes:
+    def _follow_redirects(self, url: httpx.URL, headers: dict[str, str]) -> _Answer:
         # Redirects are followed here rather than by httpx, because httpx reads the whole
         # body of every redirect response, without our size limit.
         for _ in range(self._limits.max_redirects + 1):
-            with self._open(url) as response:
+            with self._open(url, headers) as response:
                 if response.next_request is None:
                     return self._read_image(response)
                 url = parse_http_url(str(response.next_request.url))
         raise TooManyRedirects(self._limits.max_redirects)
 
     @contextlib.contextmanager
-    def _open(self, url: httpx.URL) -> Iterator[httpx.Response]:
-        request = self._client.build_request("GET", url, headers=REQUEST_HEADERS)
+    def _open(self, url: httpx.URL, headers: dict[str, str]) -> Iterator[httpx.Response]:
+        request = self._client.build_request("GET", url, headers=headers)
         response = self._client.send(request, stream=True, follow_redirects=False)
         try:
             yield response
         finally:
             response.close()
 
-    def _read_image(self, response: httpx.Response) -> bytes:
+    def _read_image(self, response: httpx.Response) -> _Answer:
+        validators = Validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
+        if response.status_code == NOT_MODIFIED and _was_conditional(response):
+            return _Answer(b"", validators, not_modified=True)
         _refuse_error_status(response)
         _refuse_compressed(response)
         self._refuse_declared_oversize(response)
-        return self._read_body(response)
+        return _Answer(self._read_body(response), validators)
 
     def _refuse_declared_oversize(self, response: httpx.Response) -> None:
         declared = _declared_length(response)
@@ -239,6 +272,11 @@ class Downloader:
         return DownloadTimeout(
             f"timed out: no data from the server for {self._limits.read_timeout_seconds:g} s", detail=detail
         )
+
+
+def _was_conditional(response: httpx.Response) -> bool:
+    """A 304 means "unchanged" only as the answer to a conditional request; unasked, it is an error."""
+    return "If-None-Match" in response.request.headers or "If-Modified-Since" in response.request.headers
 
 
 def _time_until(not_after: float | None) -> float:

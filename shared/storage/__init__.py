@@ -1,7 +1,7 @@
 """Where output images are kept, behind a small interface (`base.Storage`)."""
 
 from shared.settings import Settings
-from shared.storage.base import Elsewhere, LocalFile, Storage, image_key
+from shared.storage.base import Elsewhere, LocalFile, MissingObject, Storage, image_key
 from shared.storage.local import LocalStorage
 from shared.storage.s3 import S3Storage
 
@@ -15,4 +15,13 @@ def storage_from_settings(settings: Settings) -> Storage:
     return LocalStorage(settings.service.media_dir, public_base_url)
 
 
-__all__ = ["Elsewhere", "LocalFile", "LocalStorage", "S3Storage", "Storage", "image_key", "storage_from_settings"]
+__all__ = [
+    "Elsewhere",
+    "LocalFile",
+    "LocalStorage",
+    "MissingObject",
+    "S3Storage",
+    "Storage",
+    "image_key",
+    "storage_from_settings",
+]

@@ -29,9 +29,17 @@ class Elsewhere:
     url: str
 
 
+class MissingObject(Exception):
+    """The object to copy is not there (its request was deleted)."""
+
+
 class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Store `data` under `key`, replacing what was there: writing the same key twice is safe."""
+
+    def copy(self, source_key: str, key: str) -> None:
+        """Store under `key` what is stored under `source_key`, byte for byte, with its content
+        type, without reading it through this process; `MissingObject` if there is none."""
 
     def public_url(self, key: str) -> str:
         """The absolute URL a client downloads the object from."""

@@ -2,10 +2,12 @@
 
 import mimetypes
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
-from shared.storage.base import LocalFile
+from shared.storage.base import LocalFile, MissingObject
 
 
 class KeyOutsideStorage(ValueError):
@@ -31,6 +33,24 @@ class LocalStorage:
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def copy(self, source_key: str, key: str) -> None:
+        source, path = self.writable_path(source_key), self.writable_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.parent / f".{uuid.uuid4().hex}.part"
+        try:
+            # A second name for the same file: no bytes are copied, and deleting either name leaves
+            # the other whole. Where links cannot be made (another file system), the bytes are copied.
+            try:
+                os.link(source, temporary)
+            except FileNotFoundError:
+                raise MissingObject(source_key) from None
+            except OSError:
+                shutil.copyfile(source, temporary)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
             raise
 
     def public_url(self, key: str) -> str:

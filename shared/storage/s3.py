@@ -9,15 +9,18 @@ from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from shared.settings import StorageSettings
-from shared.storage.base import CACHE_CONTROL, Elsewhere
+from shared.storage.base import CACHE_CONTROL, Elsewhere, MissingObject
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
 # S3 refuses longer keys; a longer one names no object.
 MAX_KEY_BYTES = 1024
+# What a store answers when the object to copy does not exist.
+MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 CLIENT_CONFIG = Config(
     # Path-style (`endpoint/bucket/key`): every S3-compatible server answers it, and it needs
@@ -131,6 +134,21 @@ class S3Storage:
             ContentType=content_type,
             CacheControl=CACHE_CONTROL,
         )
+
+    def copy(self, source_key: str, key: str) -> None:
+        # Done by the store itself (CopyObject): the bytes never pass through the worker, and the
+        # copy keeps the source's content type and cache headers.
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=self.object_key(key),
+                CopySource={"Bucket": self.bucket, "Key": self.object_key(source_key)},
+                MetadataDirective="COPY",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in MISSING_CODES:
+                raise MissingObject(source_key) from error
+            raise
 
     def public_url(self, key: str) -> str:
         """`{MEDIA_BASE_URL}/{key}` (so that base names the prefix's folder, prefix included),

@@ -16,7 +16,15 @@ from fastapi.testclient import TestClient
 
 from api_service.main import create_app
 from shared.settings import Settings
-from shared.storage import Elsewhere, LocalFile, S3Storage, Storage, image_key, storage_from_settings
+from shared.storage import (
+    Elsewhere,
+    LocalFile,
+    MissingObject,
+    S3Storage,
+    Storage,
+    image_key,
+    storage_from_settings,
+)
 from tests.support import images
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.settings import changed
@@ -98,6 +106,21 @@ def test_a_second_put_replaces_the_first(storage):
 
 def test_an_absent_object_is_not_found(storage):
     assert read_back(storage, "req/9-9.jpg") is None
+
+
+def test_a_copy_reads_back_byte_for_byte(storage):
+    storage.put(image_key("old", 1, 0, "jpg"), JPEG, "image/jpeg")
+    storage.copy(image_key("old", 1, 0, "jpg"), image_key("new", 3, 2, "jpg"))
+    assert read_back(storage, image_key("new", 3, 2, "jpg")) == Stored(JPEG, "image/jpeg")
+    # A second copy onto the same key replaces it, like a second put.
+    storage.copy(image_key("old", 1, 0, "jpg"), image_key("new", 3, 2, "jpg"))
+    assert read_back(storage, image_key("new", 3, 2, "jpg")) == Stored(JPEG, "image/jpeg")
+
+
+def test_copying_an_object_that_is_not_there_says_so(storage):
+    with pytest.raises(MissingObject):
+        storage.copy(image_key("gone", 1, 0, "jpg"), image_key("new", 1, 0, "jpg"))
+    assert read_back(storage, image_key("new", 1, 0, "jpg")) is None
 
 
 @pytest.mark.parametrize("key", ["../x.jpg", "/etc/passwd", "a/../../x", "", ".", "a\x00b"])

@@ -39,6 +39,7 @@ from worker_service.downloader import (
     OutOfTime,
     TooLarge,
     TooManyRedirects,
+    Validators,
 )
 
 LIMITS = DownloadSettings(
@@ -335,3 +336,43 @@ def test_limits_come_from_the_settings() -> None:
         8 * (os.cpu_count() or 1) * 8,
     )  # eight products per core, eight images each
     assert TooLarge(limits.max_bytes).message == "image larger than 25 MiB"
+
+
+# Conditional requests: what a re-import asks of a host it has fetched from before.
+
+
+def test_the_validators_of_an_answer_are_kept(server: ScriptedServer) -> None:
+    url = server.route("/v.jpg", reply(body=b"jpeg", headers={"ETag": '"v1"', "Last-Modified": "Sun, 06 Dec 2026"}))
+    with downloader_for() as downloader:
+        download = downloader.fetch(url)
+    assert download.validators == Validators('"v1"', "Sun, 06 Dec 2026")
+    assert (download.data, download.not_modified) == (b"jpeg", False)
+
+
+def test_a_conditional_request_answered_not_modified_downloads_nothing(server: ScriptedServer) -> None:
+    url = server.route("/v.jpg", reply(304, b"", headers={"ETag": '"v1"'}))
+    with downloader_for() as downloader:
+        download = downloader.fetch(url, validators=Validators('"v1"', "Sun, 06 Dec 2026"))
+    assert (download.not_modified, download.data, download.attempts) == (True, b"", 1)
+    assert server.request_headers[0]["If-None-Match"] == '"v1"'
+    assert server.request_headers[0]["If-Modified-Since"] == "Sun, 06 Dec 2026"
+
+
+def test_a_changed_image_is_downloaded_whole_in_answer_to_the_condition(server: ScriptedServer) -> None:
+    url = server.route("/v.jpg", reply(body=b"new", headers={"ETag": '"v2"'}))
+    with downloader_for() as downloader:
+        download = downloader.fetch(url, validators=Validators('"v1"'))
+    assert (download.not_modified, download.data, download.validators.etag) == (False, b"new", '"v2"')
+
+
+def test_the_conditions_follow_a_redirect(server: ScriptedServer) -> None:
+    target = server.route("/moved.jpg", reply(304, b""))
+    url = server.route("/v.jpg", redirect(target))
+    with downloader_for() as downloader:
+        assert downloader.fetch(url, validators=Validators('"v1"')).not_modified
+    assert [headers.get("If-None-Match") for headers in server.request_headers] == ['"v1"', '"v1"']
+
+
+def test_a_304_nobody_asked_for_is_an_error(server: ScriptedServer) -> None:
+    with pytest.raises(HttpStatusError, match="^HTTP 304$"):
+        download(server.route("/v.jpg", reply(304, b"")))
