@@ -42,6 +42,7 @@ class Upload:
     size: int
     sha256: str
     webhook_url: str | None
+    refresh: bool = False
 
 
 async def capped(stream: AsyncIterator[bytes], cap: int, limit: int) -> AsyncGenerator[bytes, None]:
@@ -62,12 +63,24 @@ def sha256_of(file: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def text_field(value: object) -> str | None:
+TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+
+
+def text_field(value: object, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise MalformedUpload("webhook_url must be a text field, not a file")
+        raise MalformedUpload(f"{name} must be a text field, not a file")
     return value.strip() or None
+
+
+def boolean_field(value: object, name: str) -> bool:
+    """A form's yes or no: true/false (1/0, yes/no, on/off, any case); absent or empty is false."""
+    text = (text_field(value, name) or "false").lower()
+    if text not in TRUE_WORDS | FALSE_WORDS:
+        raise MalformedUpload(f"{name} must be true or false")
+    return text in TRUE_WORDS
 
 
 async def read_upload(request: Request, max_file_bytes: int) -> Upload:
@@ -98,5 +111,9 @@ async def read_upload(request: Request, max_file_bytes: int) -> Upload:
         await file.close()
         raise BodyTooLarge(max_file_bytes)
     return Upload(
-        file=file.file, size=size, sha256=sha256_of(file.file), webhook_url=text_field(form.get("webhook_url"))
+        file=file.file,
+        size=size,
+        sha256=sha256_of(file.file),
+        webhook_url=text_field(form.get("webhook_url"), "webhook_url"),
+        refresh=boolean_field(form.get("refresh"), "refresh"),
     )

@@ -27,6 +27,10 @@ NAMESPACE = "image_service"
 REQUESTS_ACCEPTED = Counter("requests_accepted", "Uploads accepted", namespace=NAMESPACE)
 REQUESTS_FINISHED = Counter("requests_finished", "Requests finished, by final status", ["status"], namespace=NAMESPACE)
 IMAGES = Counter("images", "Images processed, by outcome: stored or failed", ["outcome"], namespace=NAMESPACE)
+IMAGES_REUSED = Counter(
+    "images_reused", "Images whose output was reused from an earlier request, by how: not_modified or unchanged",
+    ["reuse"], namespace=NAMESPACE,
+)  # fmt: skip
 BYTES_IN = Counter("bytes_in", "Bytes of images downloaded", namespace=NAMESPACE)
 BYTES_OUT = Counter("bytes_out", "Bytes of images stored", namespace=NAMESPACE)
 IMAGE_STEP_SECONDS = Histogram(

@@ -35,6 +35,13 @@ class ProductStatus(StrEnum):
     FAILED = "failed"
 
 
+class ReuseKind(StrEnum):
+    """How an image's output came from an earlier request's (CONTRACT §10)."""
+
+    NOT_MODIFIED = "not_modified"  # the host answered 304 to the remembered validators
+    UNCHANGED = "unchanged"  # the body downloaded again has the remembered SHA-256
+
+
 class WebhookState(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
@@ -50,6 +57,7 @@ class Progress(BaseModel):
     images_failed: int
     bytes_in: int = Field(description="bytes of the images downloaded so far")
     bytes_out: int = Field(description="bytes of the images stored so far")
+    images_reused: int = Field(description="images whose output an earlier request's was reused for (re-imports)")
 
 
 class ImageError(BaseModel):

@@ -281,6 +281,25 @@ class WebhookSettings(Group):
         return standard_webhooks_secret(value)
 
 
+class ReuseSettings(Group):
+    """Re-imports: what the service remembers of the images it fetched, to reuse what did not change."""
+
+    heading: ClassVar[str] = "Re-imports"
+
+    outputs: bool = setting(
+        True,
+        "REUSE_OUTPUTS",
+        "remember sources and reuse outputs across requests (conditional requests, unchanged bodies); "
+        "`false` processes every image every time",
+    )
+    memory_days: float = setting(
+        30.0,
+        "REUSE_MEMORY_DAYS",
+        "a remembered source not used for this long is forgotten (fractions allowed)",
+        gt=0,
+    )
+
+
 class StorageSettings(Group):
     """Where output images are kept: files under DATA_DIR/media, or an S3-compatible bucket."""
 
@@ -394,6 +413,7 @@ GROUPS: dict[str, type[Group]] = {
     "download": DownloadSettings,
     "codec": CodecSettings,
     "webhooks": WebhookSettings,
+    "reuse": ReuseSettings,
     "storage": StorageSettings,
     "work": WorkSettings,
     "operations": OperationsSettings,
@@ -468,6 +488,7 @@ class Settings:
     download: DownloadSettings
     codec: CodecSettings
     webhooks: WebhookSettings
+    reuse: ReuseSettings
     storage: StorageSettings
     work: WorkSettings
     operations: OperationsSettings

@@ -31,6 +31,7 @@ def progress_of(document: RequestSummary) -> Progress:
         images_failed=document["images_failed"],
         bytes_in=document.get("bytes_in", 0),
         bytes_out=document.get("bytes_out", 0),
+        images_reused=document.get("images_reused", 0),
     )
 
 

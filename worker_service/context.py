@@ -20,6 +20,7 @@ from shared.store.clients import sync_client, sync_store
 from shared.store.operations import RawDocument, SyncStore
 from worker_service.codec_pool import CodecPool
 from worker_service.downloader import Downloader
+from worker_service.image_codec import fingerprint
 
 
 @dataclass
@@ -49,6 +50,11 @@ class WorkerContext:
     @cached_property
     def codec_pool(self) -> CodecPool:
         return CodecPool(self.settings.codec)
+
+    @cached_property
+    def codec_fingerprint(self) -> str:
+        """What an output remembered for a re-import must have been made with to be reused."""
+        return fingerprint(self.settings.codec)
 
     @cached_property
     def image_threads(self) -> ThreadPoolExecutor:
@@ -81,7 +87,7 @@ def prepare(sender: Any, **_: Any) -> None:
     for made_on_first_use in ("store", "redis", "storage"):
         getattr(context, made_on_first_use)
     if consumes_images(sender):
-        for made_on_first_use in ("downloader", "image_threads", "codec_pool"):
+        for made_on_first_use in ("downloader", "image_threads", "codec_pool", "codec_fingerprint"):
             getattr(context, made_on_first_use)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import struct
 import warnings
@@ -34,11 +35,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import ExifTags, GifImagePlugin, Image, ImageFile, ImageSequence, PngImagePlugin
+import PIL
+from PIL import ExifTags, GifImagePlugin, Image, ImageFile, ImageSequence, PngImagePlugin, features
 
 from shared.errors import ServiceError
 from shared.settings import CodecSettings
 from worker_service.image_metadata import EXIF_HEADER, gif_canvas_size, without_metadata
+
+# Changed whenever this module changes what it writes for the same input and settings, so that an
+# output remembered for a re-import (shared/store/sources.py) is reused only if it would be made again.
+CODEC_VERSION = 1
+# The codec settings that decide the output or a refusal (not how many processes, nor their time limit).
+OUTPUT_SETTINGS = {"quality", "jpeg_optimize", "png_optimize", "max_pixels", "max_frames", "max_animation_pixels"}
+
+
+def fingerprint(options: CodecSettings) -> str:
+    """What decides the bytes stored for a source, and whether it is refused: this code, Pillow and
+    its encoders, and every codec setting."""
+    made_by = [CODEC_VERSION, PIL.__version__, *(features.version(codec) for codec in ("jpg", "zlib", "webp"))]
+    chosen = options.model_dump(include=OUTPUT_SETTINGS)
+    return hashlib.sha256(json.dumps([made_by, chosen], sort_keys=True).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)

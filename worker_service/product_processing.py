@@ -1,4 +1,5 @@
-"""One product: every image downloaded, compressed and stored, each failure kept to itself."""
+"""One product: its images in the worker's threads, within its deadline, with its lease kept alive;
+then what came of it."""
 
 import contextvars
 import logging
@@ -7,29 +8,21 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from itertools import islice
 
 from structlog.contextvars import bind_contextvars
 
 from shared import metrics
-from shared.errors import InternalError, OutOfTime, ServiceError
-from shared.models import ProductStatus, utcnow
-from shared.storage import image_key
-from shared.store import product_claims, requests
+from shared.errors import OutOfTime
+from shared.models import ProductStatus, ReuseKind, utcnow
+from shared.store import product_claims, requests, sources
 from shared.store.product_claims import ImageDetails, ProductResult, ProductWork
-from shared.url_rules import redact_credentials
+from shared.store.sources import SourceDocument
+from worker_service import image_work
 from worker_service.context import WorkerContext
-from worker_service.downloader import DownloadError
+from worker_service.image_work import ImageJob, ImageOutcome
 
 log = logging.getLogger("worker.product")
-
-
-@dataclass(frozen=True)
-class ImageOutcome:
-    key: str | None = None
-    error: str | None = None
-    details: ImageDetails = field(default_factory=ImageDetails)
 
 
 def product_result(outcomes: list[ImageOutcome]) -> ProductResult:
@@ -45,55 +38,10 @@ def product_result(outcomes: list[ImageOutcome]) -> ProductResult:
         ],
         "images": len(outcomes),
         "images_failed": failed,
+        "images_reused": sum(1 for outcome in outcomes if outcome.details.reuse),
         "bytes_in": sum(outcome.details.bytes_in or 0 for outcome in outcomes),
         "bytes_out": sum(outcome.details.bytes_out or 0 for outcome in outcomes),
     }
-
-
-def elapsed_ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
-
-
-def download_compress_store(
-    context: WorkerContext, work: ProductWork, position: int, not_after: float, details: ImageDetails
-) -> str:
-    """The image's storage key; `details` filled in as each step finishes, so a failure keeps what was measured."""
-    started = time.perf_counter()
-    try:
-        download = context.downloader.fetch(work.input_image_urls[position], not_after)
-    except DownloadError as failed_download:
-        details.attempts = failed_download.attempts
-        raise
-    finally:
-        details.download_ms = elapsed_ms(started)  # a failed download's time too: how long it took to fail
-    details.attempts, details.bytes_in = download.attempts, len(download.data)
-    with context.codec_pool.process(not_after) as codec:
-        started = time.perf_counter()  # after the wait for a free process: the time spent compressing
-        image = codec.compress(download.data)
-        details.compress_ms = elapsed_ms(started)
-    details.format, details.width, details.height = image.format, image.width, image.height
-    key = image_key(work.request_id, work.serial_number, position, image.extension)
-    started = time.perf_counter()
-    context.storage.put(key, image.data, image.content_type)
-    details.store_ms, details.bytes_out = elapsed_ms(started), len(image.data)
-    return key
-
-
-def process_image(context: WorkerContext, work: ProductWork, position: int, not_after: float) -> ImageOutcome:
-    url = work.input_image_urls[position]
-    where = f"request {work.request_id}, product {work.serial_number}, image {position}"
-    details = ImageDetails()
-    key, error = None, None
-    try:
-        key = download_compress_store(context, work, position, not_after, details)
-    except Exception as raised:
-        failure = ServiceError.of(raised)
-        # The detail may say what a name resolved to: the log's business, not the client's.
-        log.log(failure.log_level, "%s failed: %s (%s)", where, failure.detail, redact_credentials(url),
-                exc_info=failure.__cause__ if isinstance(failure, InternalError) else None)  # fmt: skip
-        error = failure.message
-    details.finished_at = utcnow()
-    return ImageOutcome(key=key, error=error, details=details)
 
 
 def failed(message: str) -> ImageOutcome:
@@ -131,12 +79,25 @@ def lease_renewal(context: WorkerContext, work: ProductWork, attempt: int) -> It
         renewer.join()
 
 
-def submit_image(context: WorkerContext, work: ProductWork, position: int, not_after: float) -> Future[ImageOutcome]:
+def submit_image(context: WorkerContext, job: ImageJob, not_after: float) -> Future[ImageOutcome]:
     # Executor threads do not inherit the task's context variables: each image runs in a copy
     # of them (the request and product the task bound), with its position added to the copy only.
     image_context = contextvars.copy_context()
-    image_context.run(bind_contextvars, image=position)
-    return context.image_threads.submit(image_context.run, process_image, context, work, position, not_after)
+    image_context.run(bind_contextvars, image=job.position)
+    return context.image_threads.submit(image_context.run, image_work.run, context, job, not_after)
+
+
+def image_jobs(context: WorkerContext, work: ProductWork) -> list[ImageJob]:
+    """The product's images, each with what the owner's earlier requests left of its source: one
+    read for the whole product, none with REUSE_OUTPUTS off or a refresh asked for."""
+    remember = context.settings.reuse.outputs
+    remembered: dict[str, SourceDocument] = {}
+    if remember and not work.refresh:
+        remembered = context.store.run(sources.remembered(work.owner, work.input_image_urls, context.codec_fingerprint))
+    return [
+        ImageJob(work.request_id, work.serial_number, position, url, work.owner, remembered.get(url), remember)
+        for position, url in enumerate(work.input_image_urls)
+    ]
 
 
 def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> list[ImageOutcome]:
@@ -148,14 +109,14 @@ def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> 
     give_up_at = not_after + deadlines.product_grace_seconds
     # At most DOWNLOAD_CONCURRENCY images of the product at once, the next as one ends: a product
     # of many images on a slow host holds no more of the worker's image threads than any other.
-    waiting = iter(range(len(work.input_image_urls)))
-    futures: dict[int, Future[ImageOutcome]] = {}
-    running: set[Future[ImageOutcome]] = set()
     with lease_renewal(context, work, attempt):
+        waiting = iter(image_jobs(context, work))
+        futures: dict[int, Future[ImageOutcome]] = {}
+        running: set[Future[ImageOutcome]] = set()
         while True:
-            for position in islice(waiting, context.settings.download.concurrency - len(running)):
-                futures[position] = submit_image(context, work, position, not_after)
-                running.add(futures[position])
+            for job in islice(waiting, context.settings.download.concurrency - len(running)):
+                futures[job.position] = submit_image(context, job, not_after)
+                running.add(futures[job.position])
             if not running:
                 break
             done, running = wait(running, max(0.0, give_up_at - time.monotonic()), FIRST_COMPLETED)
@@ -174,7 +135,10 @@ def add_to_metrics(outcomes: list[ImageOutcome]) -> None:
     for outcome in outcomes:
         details = outcome.details
         metrics.IMAGES.labels(outcome="stored" if outcome.key else "failed").inc()
-        metrics.BYTES_IN.inc(details.bytes_in or 0)
+        if details.reuse:
+            metrics.IMAGES_REUSED.labels(reuse=details.reuse).inc()
+        if details.reuse != ReuseKind.NOT_MODIFIED:  # bytes downloaded: none for a 304
+            metrics.BYTES_IN.inc(details.bytes_in or 0)
         metrics.BYTES_OUT.inc(details.bytes_out or 0)
         for step, ms in (("download", details.download_ms), ("compress", details.compress_ms),
                          ("store", details.store_ms)):  # fmt: skip

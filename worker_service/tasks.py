@@ -20,7 +20,7 @@ from shared.queue import (
     enqueue_request,
     enqueue_webhook,
 )
-from shared.store import product_claims, requests
+from shared.store import product_claims, requests, sources
 from shared.store.product_claims import ProductWork
 from worker_service import context as worker_contexts
 from worker_service import merge_schedule, product_processing, webhooks, worker_metrics
@@ -74,7 +74,8 @@ def process_product(work: dict[str, Any]) -> None:
         outcomes = product_processing.process_product(context, product, attempt)
     result = product_processing.product_result(outcomes)
     image_log = [outcome.details for outcome in outcomes]
-    if context.store.run(product_claims.record(product, attempt, result, image_log, utcnow())):
+    learned = [outcome.source for outcome in outcomes if outcome.source]
+    if context.store.run(product_claims.record(product, attempt, result, image_log, learned, utcnow())):
         product_processing.add_to_metrics(outcomes)
         merge_schedule.ask_for_merge(
             context.redis,
@@ -94,6 +95,9 @@ def merge_results(request_id: str) -> None:
     started = time.monotonic()
     claims = context.store.run(product_claims.unmerged(request_id))
     merged = context.store.run(requests.merge(request_id, claims, utcnow()))
+    # Before the claims are marked merged: a merge lost in between is run again, and remembering
+    # twice writes the same documents.
+    context.store.run(sources.remember(product_claims.sources_of(claims)))
     context.store.run(product_claims.mark_merged(claims))
     if merged:
         log.info("request %s: %d products merged", request_id, len(merged))

@@ -47,6 +47,12 @@ MULTIPART_BODY = {
                             "description": "optional: notified with a signed POST when the request is finished",
                             "example": "https://shop.example.com/hooks/images",
                         },
+                        "refresh": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "true: ignore what earlier requests left (re-imports) and process "
+                            "every image from scratch",
+                        },
                     },
                 }
             }
@@ -122,6 +128,7 @@ async def upload_csv(
         idempotency_key=idempotency_key,
         file_sha256=upload.sha256,
         owner=owner,
+        refresh=upload.refresh,
     )
     bind_contextvars(request_id=request_id)
     try:

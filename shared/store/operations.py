@@ -20,7 +20,7 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from pymongo import IndexModel, ReturnDocument
+from pymongo import IndexModel, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.collection import Collection
@@ -178,6 +178,36 @@ class InsertOne(Operation[None]):
 
     async def run_async(self, collection: AsyncCollection[RawDocument]) -> Any:
         await collection.insert_one(dict(self.document))
+
+
+@dataclass(frozen=True)
+class UpsertAll(Operation[None]):
+    """Every document written whole under its `_id`, new or not, in one round trip."""
+
+    collection: str
+    documents: Sequence[Mapping[str, Any]]
+
+    def _writes(self) -> list[ReplaceOne[RawDocument]]:
+        return [ReplaceOne({"_id": document["_id"]}, dict(document), upsert=True) for document in self.documents]
+
+    def run(self, collection: Collection[RawDocument]) -> Any:
+        if self.documents:
+            collection.bulk_write(self._writes(), ordered=False)
+
+    async def run_async(self, collection: AsyncCollection[RawDocument]) -> Any:
+        if self.documents:
+            await collection.bulk_write(self._writes(), ordered=False)
+
+
+@dataclass(frozen=True)
+class DeleteMany(Filtered[int]):
+    """The number of documents deleted."""
+
+    def run(self, collection: Collection[RawDocument]) -> Any:
+        return collection.delete_many(self.filter).deleted_count
+
+    async def run_async(self, collection: AsyncCollection[RawDocument]) -> Any:
+        return (await collection.delete_many(self.filter)).deleted_count
 
 
 @dataclass(frozen=True)

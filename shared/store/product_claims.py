@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from shared.models import ProductStatus
+from shared.models import ProductStatus, ReuseKind
 from shared.store.leases import is_live, lease_until, no_live_lease
 from shared.store.operations import (
     CreateIndexes,
@@ -28,6 +28,7 @@ from shared.store.operations import (
     UpdateMany,
     UpdateOne,
 )
+from shared.store.sources import SourceDocument
 
 COLLECTION = "product_claims"
 
@@ -45,6 +46,10 @@ class ProductWork:
     index: int
     serial_number: int
     input_image_urls: list[str]
+    # Whose request it is (the API key's digest), for what the service remembers of its sources.
+    owner: str | None = None
+    # The upload asked for every image to be processed from scratch.
+    refresh: bool = False
 
 
 class ImageDetails(BaseModel):
@@ -60,6 +65,9 @@ class ImageDetails(BaseModel):
     compress_ms: float | None = Field(default=None, description="decoding and encoding, without the wait for a codec")
     store_ms: float | None = None
     finished_at: datetime | None = None
+    reuse: ReuseKind | None = Field(
+        default=None, description="not_modified or unchanged when an earlier request's output was reused"
+    )
 
 
 class ImageFailure(TypedDict):
@@ -77,6 +85,7 @@ class ProductResult(TypedDict):
     errors: list[ImageFailure]
     images: int
     images_failed: int
+    images_reused: NotRequired[int]  # absent from results recorded before re-imports
     # Absent from results recorded before bytes were counted.
     bytes_in: NotRequired[int]
     bytes_out: NotRequired[int]
@@ -97,6 +106,8 @@ class FinishedClaim(ClaimDocument):
 
     result: ProductResult
     done_at: datetime
+    # What to remember of the product's sources, once merged (absent with REUSE_OUTPUTS off).
+    sources: NotRequired[list[SourceDocument]]
 
 
 class LoggedClaim(FinishedClaim):
@@ -148,9 +159,15 @@ def renew_lease(work: ProductWork, attempt: int, now: datetime, lease_seconds: f
 
 
 def record(
-    work: ProductWork, attempt: int, result: ProductResult, image_log: list[ImageDetails], now: datetime
+    work: ProductWork,
+    attempt: int,
+    result: ProductResult,
+    image_log: list[ImageDetails],
+    sources: list[SourceDocument],
+    now: datetime,
 ) -> Program[bool]:
-    """Keep the product's result and its images' details, if this attempt still holds the claim."""
+    """Keep the product's result, its images' details and what to remember of its sources, if this
+    attempt still holds the claim."""
     recorded = yield from UpdateOne(
         COLLECTION,
         {"_id": claim_id(work.request_id, work.index), "attempts": attempt, "done": False},
@@ -159,6 +176,7 @@ def record(
                 "done": True,
                 "result": result,
                 "image_log": image_log_of(image_log),
+                "sources": sources,
                 "lease_expires_at": None,
                 "done_at": now,
             }
@@ -175,6 +193,11 @@ def image_log_of(details: list[ImageDetails]) -> list[dict[str, object]]:
 def unmerged(request_id: str) -> Find[FinishedClaim]:
     # The merge needs results, not the per-image details of the processing log.
     return Find[FinishedClaim](COLLECTION, {"request_id": request_id, "merged": False, "done": True}, {"image_log": 0})
+
+
+def sources_of(claims: list[FinishedClaim]) -> list[SourceDocument]:
+    """What the merged products teach of their sources, for the next re-import."""
+    return [source for claim in claims for source in claim.get("sources", [])]
 
 
 def mark_merged(claims: list[FinishedClaim]) -> Program[None]:

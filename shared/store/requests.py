@@ -97,6 +97,9 @@ class RequestSummary(TypedDict):
     # Absent from requests stored before these counters were kept.
     bytes_in: NotRequired[int]
     bytes_out: NotRequired[int]
+    images_reused: NotRequired[int]  # absent from requests stored before re-imports
+    # The upload asked for every image to be processed from scratch (CONTRACT §10).
+    refresh: NotRequired[bool]
     webhook: WebhookDocument | None
     # Absent rather than null, so that the unique index on it ignores requests without a key.
     idempotency_key: NotRequired[str]
@@ -163,6 +166,7 @@ def new_request(
     idempotency_key: str | None,
     file_sha256: str,
     owner: str | None = None,
+    refresh: bool = False,
 ) -> RequestDocument:
     products = [new_product(row) for row in sorted(rows, key=lambda row: row.serial_number)]
     document: RequestDocument = {
@@ -180,6 +184,8 @@ def new_request(
         "images_failed": 0,
         "bytes_in": 0,
         "bytes_out": 0,
+        "images_reused": 0,
+        "refresh": refresh,
         "webhook": new_webhook(webhook_url, now) if webhook_url else None,
         "products": products,
     }
@@ -256,18 +262,30 @@ def replace_webhook(request_id: str, owner: str | None, url: str, now: datetime)
 
 # -- the worker's: a request's life ---------------------------------------------------------------
 
-PRODUCT_WORK = {"products.serial_number": 1, "products.input_image_urls": 1, "products.status": 1}
+PRODUCT_WORK = {
+    "products.serial_number": 1,
+    "products.input_image_urls": 1,
+    "products.status": 1,
+    "owner": 1,
+    "refresh": 1,
+}
 
 
 class ProductsAtWork(TypedDict):
-    """The request with only what its product tasks need of each product."""
+    """The request with only what its product tasks need of it and of each product."""
 
     _id: str
     products: list[ProductDocument]
+    owner: NotRequired[str]
+    refresh: NotRequired[bool]
 
 
-def work_of(request_id: str, products: list[ProductDocument], indexes: Iterable[int]) -> list[ProductWork]:
-    return [ProductWork(request_id, i, products[i]["serial_number"], products[i]["input_image_urls"]) for i in indexes]
+def work_of(document: ProductsAtWork, indexes: Iterable[int]) -> list[ProductWork]:
+    products, owner, refresh = document["products"], document.get("owner"), document.get("refresh", False)
+    return [
+        ProductWork(document["_id"], i, products[i]["serial_number"], products[i]["input_image_urls"], owner, refresh)
+        for i in indexes
+    ]
 
 
 def start(request_id: str, now: datetime) -> Program[list[ProductWork] | None]:
@@ -278,7 +296,7 @@ def start(request_id: str, now: datetime) -> Program[list[ProductWork] | None]:
         {"$set": {"status": RequestStatus.PROCESSING.value, "started_at": now, "updated_at": now}},
         projection=PRODUCT_WORK,
     )
-    return work_of(request_id, document["products"], range(len(document["products"]))) if document else None
+    return work_of(document, range(len(document["products"]))) if document else None
 
 
 def pending_work(request_id: str, indexes: list[int] | None = None) -> Program[list[ProductWork]]:
@@ -288,7 +306,7 @@ def pending_work(request_id: str, indexes: list[int] | None = None) -> Program[l
         return []
     products = document["products"]
     candidates = range(len(products)) if indexes is None else indexes
-    return work_of(request_id, products, [i for i in candidates if products[i]["status"] == ProductStatus.PENDING])
+    return work_of(document, [i for i in candidates if products[i]["status"] == ProductStatus.PENDING])
 
 
 def product_path(index: int, field: str) -> str:
@@ -300,7 +318,9 @@ def merge_update(claims: list[FinishedClaim], now: datetime) -> tuple[Query, Que
     is folded in yet, so a merge run twice or concurrently counts each product once."""
     condition: dict[str, str] = {}
     fields: dict[str, object] = {"updated_at": now}
-    counters = {"products_done": 0, "images_done": 0, "images_failed": 0, "bytes_in": 0, "bytes_out": 0}
+    counters = dict.fromkeys(
+        ("products_done", "images_done", "images_failed", "images_reused", "bytes_in", "bytes_out"), 0
+    )
     for claim in claims:
         index, result = claim["index"], claim["result"]
         condition[product_path(index, "status")] = ProductStatus.PENDING.value
@@ -311,6 +331,7 @@ def merge_update(claims: list[FinishedClaim], now: datetime) -> tuple[Query, Que
         counters["products_done"] += 1
         counters["images_done"] += result["images"]
         counters["images_failed"] += result["images_failed"]
+        counters["images_reused"] += result.get("images_reused", 0)
         counters["bytes_in"] += result.get("bytes_in", 0)
         counters["bytes_out"] += result.get("bytes_out", 0)
     return condition, {"$set": fields, "$inc": counters}

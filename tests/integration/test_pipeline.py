@@ -36,6 +36,7 @@ def test_the_sample_request_completes_with_every_image_compressed(stack, image_s
         "images_total": 6,
         "images_done": 6,
         "images_failed": 0,
+        "images_reused": 0,
     }
     outputs = [url for product in body["products"] for url in product["output_image_urls"]]
     expected_formats = ["JPEG", "JPEG", "PNG", "WEBP", "GIF", "JPEG"]

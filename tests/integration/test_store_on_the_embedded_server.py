@@ -9,7 +9,8 @@ from shared.store import product_claims, requests
 from shared.store.operations import SyncStore
 from shared.store.product_claims import ImageDetails, ProductWork
 from shared.store.requests import new_request, new_request_id
-from worker_service.product_processing import ImageOutcome, product_result
+from worker_service.image_work import ImageOutcome
+from worker_service.product_processing import product_result
 
 
 @dataclass
@@ -41,7 +42,7 @@ def claim(store: SyncStore, work: ProductWork, lease_seconds: float = 60) -> int
 
 def record(store: SyncStore, work: ProductWork, attempt: int | None, outcomes: list[ImageOutcome]) -> bool:
     details = [outcome.details for outcome in outcomes]
-    return store.run(product_claims.record(work, attempt, product_result(outcomes), details, utcnow()))
+    return store.run(product_claims.record(work, attempt, product_result(outcomes), details, [], utcnow()))
 
 
 def finish(store: SyncStore, work: ProductWork, outcomes: list[ImageOutcome]) -> None:

@@ -33,16 +33,16 @@ def accepted_id(api: str, csv_text: str, **options) -> str:
     return response.json()["request_id"]
 
 
-def status(api: str, request_id: str, **params) -> dict:
-    response = httpx.get(f"{api}/status/{request_id}", params=params, timeout=30)
+def status(api: str, request_id: str, headers: dict[str, str] | None = None, **params) -> dict:
+    response = httpx.get(f"{api}/status/{request_id}", params=params, headers=headers, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def wait_final(api: str, request_id: str, timeout: float = 90) -> dict:
+def wait_final(api: str, request_id: str, timeout: float = 90, headers: dict[str, str] | None = None) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        body = status(api, request_id, limit=1000)
+        body = status(api, request_id, headers, limit=1000)
         if body["status"] in FINAL_STATUS_VALUES:
             return body
         if time.monotonic() > deadline:

@@ -1,8 +1,9 @@
 """The image hosts the tests download from: real images, failures, slowness and redirects."""
 
+import hashlib
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from urllib.parse import urlsplit
 
 from tests.support import images
@@ -50,6 +51,25 @@ class Handler(QuietHandler):
 
     def route_img(self, owner: "ImageServer", name: str) -> None:
         self.serve_image(owner, name)
+
+    def route_validated(self, owner: "ImageServer", name: str) -> None:
+        """The image with an ETag (its bytes' digest) and a Last-Modified; a 304 to a request whose
+        If-None-Match names the current ETag (re-imports)."""
+        if name not in owner.library:
+            self.send_bytes(404, b"no such image")
+            return
+        body, content_type = owner.library[name]
+        etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+        validators = {"ETag": etag, "Last-Modified": "Sun, 06 Dec 2026 10:00:00 GMT"}
+        conditions = {h: self.headers[h] for h in ("If-None-Match", "If-Modified-Since") if h in self.headers}
+        with owner.lock:
+            owner.conditions[self.path].append(conditions)
+        if conditions.get("If-None-Match") == etag:
+            self.send_bytes(304, b"", content_type, headers=validators)
+            return
+        with owner.lock:
+            owner.bodies[self.path] += 1
+        self.send_bytes(200, body, content_type, headers=validators)
 
     def route_status(self, owner: "ImageServer", code: str) -> None:
         self.send_bytes(int(code), b"status")
@@ -130,6 +150,9 @@ class ImageServer(BackgroundServer):
     def __init__(self) -> None:
         self.library = build_library()
         self.hits: Counter[str] = Counter()
+        # Of the /validated route: the bodies sent, and the conditions each request came with, by path.
+        self.bodies: Counter[str] = Counter()
+        self.conditions: defaultdict[str, list[dict[str, str]]] = defaultdict(list)
         self.flaky: Counter[str] = Counter()
         self.lock = threading.Lock()
 

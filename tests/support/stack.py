@@ -25,6 +25,10 @@ TEST_ENVIRONMENT = {
     "DOWNLOAD_TOTAL_TIMEOUT_SECONDS": "5",
     "DOWNLOAD_CONNECT_TIMEOUT_SECONDS": "2",
     "DOWNLOAD_BACKOFF_SECONDS": "0.05",
+    # Tests of everything but re-imports fetch the same URLs from the same host in whatever order
+    # pytest runs them: each request is processed from scratch, so no test sees what another left.
+    # The re-import tests run a stack of their own with the memory on (test_reimports.py).
+    "REUSE_OUTPUTS": "false",
 }
 
 

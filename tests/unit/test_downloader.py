@@ -374,5 +374,5 @@ def test_the_conditions_follow_a_redirect(server: ScriptedServer) -> None:
 
 
 def test_a_304_nobody_asked_for_is_an_error(server: ScriptedServer) -> None:
-    with pytest.raises(HttpStatusError, match="^HTTP 304$"):
+    with pytest.raises(HttpStatusError, match=r"^HTTP 304$"):
         download(server.route("/v.jpg", reply(304, b"")))

@@ -9,7 +9,7 @@ from shared.models import RequestStatus, WebhookState, final_status, percentage
 from shared.settings import Settings
 from shared.store.product_claims import ImageDetails, image_log_of
 from shared.store.requests import MAX_ERROR_MESSAGE, merge_update, unfinished
-from worker_service.product_processing import ImageOutcome
+from worker_service.image_work import ImageOutcome
 from worker_service.product_processing import product_result as result_of
 from worker_service.sweeper import Cutoffs, processing_request_needs
 from worker_service.webhooks import after_attempt
@@ -39,6 +39,7 @@ def test_a_products_result_lines_up_with_its_images() -> None:
         "errors": [{"index": 1, "message": "HTTP 404"}],
         "images": 3,
         "images_failed": 1,
+        "images_reused": 0,
         "bytes_in": 0,
         "bytes_out": 0,
     }
@@ -85,6 +86,7 @@ def test_each_images_details_are_kept_by_position_for_the_processing_log() -> No
         "compress_ms": 30.1,
         "store_ms": 1.2,
         "finished_at": None,
+        "reuse": None,
     }
     assert set(log[1].values()) == {None}
 
@@ -114,6 +116,7 @@ def test_a_merge_sets_each_products_result_and_adds_up_the_counters() -> None:
         "products_done": 2,
         "images_done": 3,
         "images_failed": 1,
+        "images_reused": 0,
         "bytes_in": 200,
         "bytes_out": 80,
     }

@@ -7,7 +7,7 @@ from datetime import timedelta
 from api_service.processing_log import product_entries, products_on_page
 from shared.models import utcnow
 from shared.store.product_claims import ImageDetails, image_log_of
-from worker_service.product_processing import ImageOutcome
+from worker_service.image_work import ImageOutcome
 from worker_service.product_processing import product_result as result_of
 
 

@@ -77,6 +77,7 @@ def context(tmp_path) -> Iterator[WorkerContext]:
         worker_concurrency=2,
         codec_concurrency=1,
         product_lease_seconds=600,  # no renewal falls due within the test: it needs no database
+        reuse_outputs=False,  # nor does it remember sources
     )
     worker = WorkerContext(settings)
     yield worker

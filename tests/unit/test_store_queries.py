@@ -107,7 +107,7 @@ def test_a_claim_is_taken_only_while_not_done_and_not_leased() -> None:
 
 
 def test_a_result_is_recorded_only_under_the_attempt_that_holds_the_claim() -> None:
-    record = first(product_claims.record(WORK, 2, {}, [], NOW))
+    record = first(product_claims.record(WORK, 2, {}, [], [], NOW))
     assert record.filter == {"_id": "r1:4", "attempts": 2, "done": False}
     assert record.update["$set"]["lease_expires_at"] is None
 

@@ -1,0 +1,167 @@
+"""Re-imports (CONTRACT §10) on a stack of their own, with the memory on and two API keys.
+
+A catalogue uploaded again reuses what did not change: a host that sends validators is asked with
+them and answers 304 (no body downloaded), one that sends none is downloaded but its unchanged
+bytes are not decoded again; changed bytes, a refresh, another key or other codec settings process
+the image again. Every test uses URLs of its own, so none sees what another left.
+"""
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support import images
+from tests.support.client import product_csv, wait_final
+from tests.support.image_server import ImageServer
+from tests.support.stack import Stack, start_stack
+
+KEY_A, KEY_B = "reimport-key-a", "reimport-key-b"
+NAMES = ["photo.jpg", "photo.png", "photo.webp", "anim.gif"]
+
+
+@pytest.fixture(scope="module")
+def reuse_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    extra = {"REUSE_OUTPUTS": "true", "API_KEYS": f"{KEY_A},{KEY_B}", "RATE_LIMIT_UPLOADS_PER_MINUTE": "0"}
+    with start_stack(tmp_path_factory.mktemp("reuse-stack"), extra) as running:
+        yield running
+
+
+def headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def catalogue(image_server: ImageServer, route: str, names: list[str] = NAMES) -> list[str]:
+    """URLs of this test's own: the same images, under a query no other test uses."""
+    token = uuid.uuid4().hex
+    return [f"{image_server.url}/{route}/{name}?t={token}" for name in names]
+
+
+def import_catalogue(stack: Stack, urls: list[str], key: str = KEY_A, refresh: bool | None = None) -> dict:
+    """Upload the catalogue (two products), wait until it is final; its status and processing log."""
+    rows = [(1, "SKU1", urls[:2]), (2, "SKU2", urls[2:])]
+    data = {"refresh": "true" if refresh else "false"} if refresh is not None else None
+    files = {"file": ("products.csv", product_csv(rows).encode(), "text/csv")}
+    response = httpx.post(f"{stack.api}/upload", files=files, data=data, headers=headers(key), timeout=60)
+    assert response.status_code == 202, response.text
+    request_id = response.json()["request_id"]
+    body = wait_final(stack.api, request_id, headers=headers(key))
+    log = httpx.get(f"{stack.api}/status/{request_id}/images", headers=headers(key), timeout=30).json()["images"]
+    return {"status": body, "log": log}
+
+
+def outputs(result: dict) -> list[bytes]:
+    return [httpx.get(entry["output_url"], timeout=30).content for entry in result["log"]]
+
+
+def test_a_catalogue_from_a_host_with_validators_is_reused_without_downloading_a_body(reuse_stack, image_server):
+    urls = catalogue(image_server, "validated")
+    first = import_catalogue(reuse_stack, urls)
+    assert {entry["reuse"] for entry in first["log"]} == {None}
+    assert first["status"]["progress"]["images_reused"] == 0
+    paths = [url.removeprefix(image_server.url) for url in urls]
+    bodies = [image_server.bodies[path] for path in paths]
+
+    second = import_catalogue(reuse_stack, urls)
+
+    assert second["status"]["status"] == "completed"
+    assert [entry["reuse"] for entry in second["log"]] == ["not_modified"] * len(urls)
+    assert second["status"]["progress"]["images_reused"] == len(urls)
+    assert [image_server.bodies[path] for path in paths] == bodies, "a body was downloaded again"
+    assert all(image_server.conditions[path][-1]["If-None-Match"] for path in paths)
+    # Nothing decoded or encoded; the output is this request's own, byte for byte the first's.
+    assert {entry["compress_ms"] for entry in second["log"]} == {None}
+    request_id = second["status"]["request_id"]
+    assert all(f"/media/{request_id}/" in entry["output_url"] for entry in second["log"])
+    assert outputs(second) == outputs(first)
+    assert [e["bytes_in"] for e in second["log"]] == [e["bytes_in"] for e in first["log"]]
+
+
+def test_unchanged_bytes_from_a_host_without_validators_are_not_decoded_again(reuse_stack, image_server):
+    urls = catalogue(image_server, "img")
+    first = import_catalogue(reuse_stack, urls)
+    second = import_catalogue(reuse_stack, urls)
+
+    assert [entry["reuse"] for entry in second["log"]] == ["unchanged"] * len(urls)
+    assert {entry["compress_ms"] for entry in second["log"]} == {None}
+    assert all(entry["download_ms"] is not None for entry in second["log"])
+    assert outputs(second) == outputs(first)
+
+
+def test_changed_bytes_are_processed_again(reuse_stack, image_server):
+    image_server.library["changing.jpg"] = (images.encode(images.photo(320, 240, seed=21), "JPEG"), "image/jpeg")
+    [changing, *_] = urls = catalogue(image_server, "validated", ["changing.jpg", *NAMES[1:]])
+    first = import_catalogue(reuse_stack, urls)
+    image_server.library["changing.jpg"] = (images.encode(images.photo(320, 240, seed=22), "JPEG"), "image/jpeg")
+
+    second = import_catalogue(reuse_stack, urls)
+
+    assert [entry["reuse"] for entry in second["log"]] == [None, "not_modified", "not_modified", "not_modified"]
+    assert second["log"][0]["compress_ms"] is not None
+    assert outputs(second)[0] != outputs(first)[0]
+    assert second["status"]["progress"]["images_reused"] == 3
+    # And the next time, the changed image is what is remembered.
+    third = import_catalogue(reuse_stack, urls)
+    assert third["log"][0]["reuse"] == "not_modified"
+    assert outputs(third)[0] == outputs(second)[0]
+    assert changing
+
+
+def test_a_refresh_asks_no_conditions_and_processes_everything_to_the_same_bytes(reuse_stack, image_server):
+    urls = catalogue(image_server, "validated")
+    first = import_catalogue(reuse_stack, urls)
+    paths = [url.removeprefix(image_server.url) for url in urls]
+
+    refreshed = import_catalogue(reuse_stack, urls, refresh=True)
+
+    assert {entry["reuse"] for entry in refreshed["log"]} == {None}
+    assert all(image_server.conditions[path][-1] == {} for path in paths)
+    assert all(entry["compress_ms"] is not None for entry in refreshed["log"])
+    # What processing stores again is what reuse copies: byte for byte.
+    assert outputs(refreshed) == outputs(first)
+
+
+def test_another_key_reuses_nothing_of_the_first_keys(reuse_stack, image_server):
+    urls = catalogue(image_server, "validated")
+    import_catalogue(reuse_stack, urls, key=KEY_A)
+    paths = [url.removeprefix(image_server.url) for url in urls]
+
+    other = import_catalogue(reuse_stack, urls, key=KEY_B)
+
+    assert {entry["reuse"] for entry in other["log"]} == {None}
+    assert all(image_server.conditions[path][-1] == {} for path in paths), "B's request used A's validators"
+    # Each key then remembers its own.
+    assert {e["reuse"] for e in import_catalogue(reuse_stack, urls, key=KEY_B)["log"]} == {"not_modified"}
+
+
+def test_a_remembered_output_that_is_gone_is_processed_again(reuse_stack, image_server):
+    urls = catalogue(image_server, "validated")
+    first = import_catalogue(reuse_stack, urls)
+    request_id = first["status"]["request_id"]
+    # As if that request had been deleted with its images.
+    for stored in (reuse_stack.data_dir / "media" / request_id).iterdir():
+        stored.unlink()
+
+    second = import_catalogue(reuse_stack, urls)
+
+    assert second["status"]["status"] == "completed"
+    assert {entry["reuse"] for entry in second["log"]} == {None}
+    assert all(entry["compress_ms"] is not None for entry in second["log"])
+    assert outputs(second) == [httpx.get(e["output_url"]).content for e in second["log"]]
+    assert all(len(content) > 0 for content in outputs(second))
+
+
+def test_a_changed_codec_setting_processes_again(tmp_path, image_server):
+    urls = catalogue(image_server, "validated")
+    environment = {"REUSE_OUTPUTS": "true", "API_KEYS": KEY_A, "JPEG_QUALITY": "50"}
+    with start_stack(tmp_path, environment) as stack:
+        import_catalogue(stack, urls)
+        again = import_catalogue(stack, urls)
+        assert {entry["reuse"] for entry in again["log"]} == {"not_modified"}
+        at_50 = outputs(again)
+    with start_stack(tmp_path, {**environment, "JPEG_QUALITY": "60"}) as stack:
+        changed = import_catalogue(stack, urls)
+        at_60 = outputs(changed)
+    assert {entry["reuse"] for entry in changed["log"]} == {None}
+    assert at_60[0] != at_50[0]

@@ -1,0 +1,194 @@
+"""One image of a product: fetched, then reused or compressed, then stored; each failure kept to itself.
+
+A source the owner's earlier requests fetched (shared/store/sources.py) is asked for again with the
+host's validators. A `304 Not Modified`, or a body whose SHA-256 is the remembered one, means the
+remembered output is copied under this request's key: the codec never sees the image. Anything else
+(new, changed, refreshed, or a remembered output that is gone) is decoded and encoded as usual. Either
+way the outcome carries what to remember for the next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from shared.errors import InternalError, ServiceError
+from shared.models import ReuseKind, utcnow
+from shared.storage import MissingObject, image_key
+from shared.store.product_claims import ImageDetails
+from shared.store.sources import RememberedOutput, SourceDocument, source_id
+from shared.url_rules import redact_credentials
+from worker_service.context import WorkerContext
+from worker_service.downloader import Download, DownloadError, Validators
+from worker_service.image_codec import CompressedImage
+
+log = logging.getLogger("worker.product")
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    request_id: str
+    serial_number: int
+    position: int
+    url: str
+    owner: str | None
+    # What the owner's earlier requests left of this URL, made with today's codec settings.
+    remembered: SourceDocument | None
+    # Whether to keep what this image teaches for the next time (REUSE_OUTPUTS).
+    remember: bool
+
+    def key(self, extension: str) -> str:
+        return image_key(self.request_id, self.serial_number, self.position, extension)
+
+    def where(self) -> str:
+        return f"request {self.request_id}, product {self.serial_number}, image {self.position}"
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    key: str | None = None
+    error: str | None = None
+    details: ImageDetails = field(default_factory=ImageDetails)
+    # What to remember of the source, once the product's result is merged.
+    source: SourceDocument | None = None
+
+
+def elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def run(context: WorkerContext, job: ImageJob, not_after: float) -> ImageOutcome:
+    """The image's outcome; `details` are filled in as each step finishes, so a failure keeps what was measured."""
+    details = ImageDetails()
+    try:
+        key, source = fetch_and_store(context, job, not_after, details)
+    except Exception as raised:
+        failure = ServiceError.of(raised)
+        # The detail may say what a name resolved to: the log's business, not the client's.
+        log.log(failure.log_level, "%s failed: %s (%s)", job.where(), failure.detail, redact_credentials(job.url),
+                exc_info=failure.__cause__ if isinstance(failure, InternalError) else None)  # fmt: skip
+        details.finished_at = utcnow()
+        return ImageOutcome(error=failure.message, details=details)
+    details.finished_at = utcnow()
+    return ImageOutcome(key=key, details=details, source=source)
+
+
+def fetch_and_store(
+    context: WorkerContext, job: ImageJob, not_after: float, details: ImageDetails
+) -> tuple[str, SourceDocument | None]:
+    """The image's storage key, and what to remember of its source (None when nothing is remembered)."""
+    remembered = job.remembered
+    download = fetch(context, job.url, not_after, details, validators_of(remembered))
+    digest = sha256_of(download) if job.remember or remembered else None
+    if remembered is not None and (download.not_modified or digest == remembered["sha256"]):
+        try:
+            return reuse(context, job, remembered, download, details)
+        except MissingObject:
+            log.info("%s: its remembered output is gone; processing it again", job.where())
+            if download.not_modified:
+                download = fetch(context, job.url, not_after, details, None)
+                digest = sha256_of(download)
+    image = compress(context, download, not_after, details)
+    key = job.key(image.extension)
+    started = time.perf_counter()
+    context.storage.put(key, image.data, image.content_type)
+    details.store_ms, details.bytes_out = elapsed_ms(started), len(image.data)
+    if not job.remember or digest is None:
+        return key, None
+    output: RememberedOutput = {
+        "key": key,
+        "request_id": job.request_id,
+        "fingerprint": context.codec_fingerprint,
+        "format": image.format,
+        "extension": image.extension,
+        "width": image.width,
+        "height": image.height,
+        "bytes_out": len(image.data),
+    }
+    return key, source_document(context, job, download.validators, digest, len(download.data), output)
+
+
+def fetch(
+    context: WorkerContext, url: str, not_after: float, details: ImageDetails, validators: Validators | None
+) -> Download:
+    started = time.perf_counter()
+    try:
+        download = context.downloader.fetch(url, not_after, validators)
+    except DownloadError as failed_download:
+        details.attempts = failed_download.attempts
+        raise
+    finally:
+        details.download_ms = elapsed_ms(started)  # a failed download's time too: how long it took to fail
+    details.attempts, details.bytes_in = download.attempts, len(download.data)
+    return download
+
+
+def compress(context: WorkerContext, download: Download, not_after: float, details: ImageDetails) -> CompressedImage:
+    with context.codec_pool.process(not_after) as codec:
+        started = time.perf_counter()  # after the wait for a free process: the time spent compressing
+        image = codec.compress(download.data)
+        details.compress_ms = elapsed_ms(started)
+    details.format, details.width, details.height = image.format, image.width, image.height
+    return image
+
+
+def reuse(
+    context: WorkerContext, job: ImageJob, remembered: SourceDocument, download: Download, details: ImageDetails
+) -> tuple[str, SourceDocument | None]:
+    """Copy the remembered output under this image's key; what to remember of it now."""
+    output = remembered["output"]
+    key = job.key(output["extension"])
+    started = time.perf_counter()
+    context.storage.copy(output["key"], key)
+    details.store_ms = elapsed_ms(started)
+    details.reuse = ReuseKind.NOT_MODIFIED if download.not_modified else ReuseKind.UNCHANGED
+    details.format, details.width, details.height = output["format"], output["width"], output["height"]
+    details.bytes_in, details.bytes_out = remembered["bytes_in"], output["bytes_out"]
+    if not job.remember:
+        return key, None
+    # A 304 may carry no validators: the remembered ones still hold.
+    validators = download.validators if not download.not_modified else newest(download.validators, remembered)
+    moved: RememberedOutput = {**output, "key": key, "request_id": job.request_id}
+    source = source_document(context, job, validators, remembered["sha256"], remembered["bytes_in"], moved)
+    return key, source
+
+
+def source_document(
+    context: WorkerContext,
+    job: ImageJob,
+    validators: Validators,
+    digest: str,
+    bytes_in: int,
+    output: RememberedOutput,
+) -> SourceDocument:
+    return {
+        "_id": source_id(job.owner, job.url),
+        "etag": validators.etag,
+        "last_modified": validators.last_modified,
+        "sha256": digest,
+        "bytes_in": bytes_in,
+        "output": output,
+        "expires_at": expiry(context, utcnow()),
+    }
+
+
+def expiry(context: WorkerContext, now: datetime) -> datetime:
+    return now + timedelta(days=context.settings.reuse.memory_days)
+
+
+def validators_of(remembered: SourceDocument | None) -> Validators | None:
+    if remembered is None or not (remembered["etag"] or remembered["last_modified"]):
+        return None
+    return Validators(remembered["etag"], remembered["last_modified"])
+
+
+def newest(answered: Validators, remembered: SourceDocument) -> Validators:
+    return Validators(answered.etag or remembered["etag"], answered.last_modified or remembered["last_modified"])
+
+
+def sha256_of(download: Download) -> str:
+    # hashlib lets other threads run while it hashes a body.
+    return hashlib.sha256(download.data).hexdigest()
