@@ -23,6 +23,7 @@ from benchmarks.burst import Burst, run_burst
 from benchmarks.corpus import CORPORA, CorpusImage, CorpusSpec, burst_spec, formats
 from benchmarks.image_host import ImageHost
 from benchmarks.measure import PeakMemory, cpu_shares, cpu_snapshot, percentile, status_latency, wait_until_idle
+from benchmarks.reimport import run_reimport
 from benchmarks.report import markdown
 from benchmarks.service import last_stored_at, product_csv, since, upload, wait_final
 from benchmarks.webhook_receiver import WEBHOOK_WAIT_S, WebhookReceiver
@@ -160,6 +161,21 @@ def measure_corpus(
     return section
 
 
+def measure_reimports(
+    stack: RunningStack, pids: dict[str, int], name: str, corpus: list[CorpusImage], arguments: argparse.Namespace
+) -> list[dict]:
+    """The same catalogue uploaded twice, from a host that sends validators and from one that sends none."""
+    runs = []
+    for validators in (True, False):
+        with ImageHost(corpus, arguments.reimport_latency / 1000, validators=validators) as host:
+            kind = "with validators" if validators else "without validators"
+            print(f"{name}: re-import of {arguments.reimport_images} images {kind}…", flush=True)
+            run = f"{name}-reimport-{'etag' if validators else 'plain'}"
+            runs.append(run_reimport(stack, host, pids, run, arguments.reimport_images, arguments.per_product))
+            print(json.dumps(runs[-1]), flush=True)
+    return runs
+
+
 def measure_burst(
     stack: RunningStack, webhook: WebhookReceiver, pids: dict[str, int], burst: Burst, ceiling_images: int
 ) -> dict:
@@ -210,6 +226,10 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--accept-products", type=int, default=10_000, help="products in the CSV whose acceptance is timed"
     )
+    parser.add_argument(
+        "--reimport-images", type=int, default=1000, help="images in the catalogue uploaded twice (0: no re-import)"
+    )
+    parser.add_argument("--reimport-latency", type=int, default=0, help="image host latency in the re-import, ms")
     parser.add_argument("--burst-requests", type=int, default=30, help="requests uploaded at once (0: no burst)")
     parser.add_argument("--burst-products", type=int, default=10, help="products per burst request, 2 images each")
     parser.add_argument("--burst-pollers", type=int, default=50, help="clients polling the burst's requests")
@@ -241,6 +261,8 @@ def main() -> None:
             print(f"{name}: generating the corpus…", flush=True)
             corpora[name] = CORPORA[name].generate()
             report["corpora"][name] = measure_corpus(stack, webhook, pids, CORPORA[name], corpora[name], arguments)
+            if arguments.reimport_images:
+                report["corpora"][name]["reimports"] = measure_reimports(stack, pids, name, corpora[name], arguments)
         # Before the acceptance test, whose 10,000 products the workers then start on.
         if arguments.burst_requests and arguments.burst_products:
             burst = Burst(arguments.burst_requests, arguments.burst_products, arguments.burst_pollers)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import socket
 import subprocess
 import sys
@@ -50,20 +51,49 @@ class QuietServer(ThreadingHTTPServer):
         pass
 
 
-def response(content_type: str, data: bytes) -> bytes:
+LAST_MODIFIED = "Sun, 06 Dec 2026 10:00:00 GMT"
+
+
+def etag_of(data: bytes) -> str:
+    return f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+
+
+def response(content_type: str, data: bytes, validators: bool) -> bytes:
     """An image's whole answer, status line, headers and body, built once and then only written."""
-    head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n"
+    tags = f"ETag: {etag_of(data)}\r\nLast-Modified: {LAST_MODIFIED}\r\n" if validators else ""
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n{tags}\r\n"
     return head.encode("latin-1") + data
 
 
-class Images:
-    """What the host's process serves, and when each image path was first asked for."""
+def not_modified(data: bytes) -> bytes:
+    return f"HTTP/1.1 304 Not Modified\r\nETag: {etag_of(data)}\r\nContent-Length: 0\r\n\r\n".encode("latin-1")
 
-    def __init__(self, corpus: list[tuple[str, bytes]], latency: float, bandwidth: float | None) -> None:
-        self.responses = [response(content_type, data) for content_type, data in corpus]
+
+def header(headers: bytes, name: bytes) -> bytes | None:
+    for line in headers.split(b"\r\n"):
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip()
+    return None
+
+
+class Images:
+    """What the host's process serves, and when each image path was first asked for.
+
+    With `validators`, every image has an ETag (of its bytes) and a Last-Modified, and a request
+    whose If-None-Match names it is answered `304 Not Modified`, as a CDN does (re-imports)."""
+
+    def __init__(
+        self, corpus: list[tuple[str, bytes]], latency: float, bandwidth: float | None, validators: bool
+    ) -> None:
+        self.responses = [response(content_type, data, validators) for content_type, data in corpus]
+        self.etags = [etag_of(data).encode() for _, data in corpus] if validators else []
+        self.unchanged = [not_modified(data) for _, data in corpus]
         self.latency = latency
         self.bandwidth = bandwidth
         self.arrivals: dict[bytes, float] = {}
+        # Answers with a body, and 304s, since the host started.
+        self.counts = {"bodies": 0, "not_modified": 0}
 
     def answer(self, head: bytes) -> tuple[bytes, bool, bool]:
         """The answer to a request head; whether it waits the host's latency; whether the connection then closes."""
@@ -82,7 +112,12 @@ class Images:
         if len(segments) < 4 or segments[0] or segments[1] != b"img" or not segments[2].isdigit():
             return NOT_FOUND, False, close
         self.arrivals.setdefault(path, time.time())
-        return self.responses[int(segments[2]) % len(self.responses)], True, close
+        index = int(segments[2]) % len(self.responses)
+        if self.etags and header(headers, b"if-none-match") == self.etags[index]:
+            self.counts["not_modified"] += 1
+            return self.unchanged[index], True, close
+        self.counts["bodies"] += 1
+        return self.responses[index], True, close
 
 
 class ClientConnection(asyncio.Protocol):
@@ -169,8 +204,8 @@ class ClientConnection(asyncio.Protocol):
 
 async def serve(control: Connection) -> None:
     """Serve the corpus received over `control` until it closes, answering its requests for the arrivals."""
-    corpus, latency, bandwidth = control.recv()
-    images = Images(corpus, latency, bandwidth)
+    corpus, latency, bandwidth, validators = control.recv()
+    images = Images(corpus, latency, bandwidth, validators)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: ClientConnection(images), "127.0.0.1", 0, backlog=1024)
     control.send(server.sockets[0].getsockname()[1])
@@ -183,6 +218,8 @@ async def serve(control: Connection) -> None:
             message = "stop"
         if message == "arrivals":
             control.send({path.decode("latin-1"): arrived for path, arrived in images.arrivals.items()})
+        elif message == "counts":
+            control.send(dict(images.counts))
         elif not stopped.done():
             loop.remove_reader(control.fileno())
             stopped.set_result(None)
@@ -206,10 +243,17 @@ def main() -> None:
 class ImageHost:
     """The corpus served at `url(run, index)` by a process of its own (`pid`) while in a `with` block."""
 
-    def __init__(self, corpus: list[CorpusImage], latency: float = 0.0, bandwidth: float | None = None) -> None:
+    def __init__(
+        self,
+        corpus: list[CorpusImage],
+        latency: float = 0.0,
+        bandwidth: float | None = None,
+        validators: bool = False,
+    ) -> None:
         self.corpus = corpus
         self.latency = latency
         self.bandwidth = bandwidth
+        self.validators = validators
         self.process: subprocess.Popen[bytes] | None = None
         self.control: Connection | None = None
         self.port = 0
@@ -230,9 +274,8 @@ class ImageHost:
             )
         self.control = Connection(ours.detach())
         try:
-            self.control.send(
-                ([(image.content_type, image.data) for image in self.corpus], self.latency, self.bandwidth)
-            )
+            corpus = [(image.content_type, image.data) for image in self.corpus]
+            self.control.send((corpus, self.latency, self.bandwidth, self.validators))
             if not self.control.poll(STARTUP_S):
                 raise TimeoutError(f"the image host did not start within {STARTUP_S:g} s")
             self.port = self.control.recv()
@@ -270,6 +313,15 @@ class ImageHost:
                 self.control.send("arrivals")
                 self.fetched = self.control.recv()
             return self.fetched
+
+    def counts(self) -> dict[str, int]:
+        """How many answers carried a body, and how many were 304s, since the host started."""
+        with self.lock:
+            if self.control is None:
+                raise RuntimeError("the image host runs only inside its `with` block")
+            self.control.send("counts")
+            counts: dict[str, int] = self.control.recv()
+            return counts
 
     @property
     def arrivals(self) -> dict[str, float]:

@@ -83,7 +83,37 @@ def corpus_section(name: str, section: dict) -> list[str]:
     lines = [heading, "", f"{corpus_line(corpus)}.", ceiling_line(section["ceiling"]), "", *RUN_HEADER]
     lines += [run_row(run) for run in section["runs"]]
     notes = host_cpu_line(section["runs"]) + growth_lines(section["runs"])
-    return [*lines, *(["", *notes] if notes else []), ""]
+    return [*lines, *(["", *notes] if notes else []), "", *reimport_lines(section.get("reimports", []))]
+
+
+REIMPORT_HEADER = [
+    "| images | host | first upload | second upload | second faster by | bodies downloaded again "
+    "| 304s | reused | failed |",
+    "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+]
+
+
+def reimport_row(run: dict) -> str:
+    first, second = run["first"], run["second"]
+    host = "validators" if run["validators"] else "no validators"
+    return (
+        f"| {run['images']} | {host} | {first['seconds']:.2f} s | {second['seconds']:.2f} s | {run['speedup']:.1f}× "
+        f"| {second['bodies_downloaded']} | {second['not_modified']} | {second['images_reused']} "
+        f"| {second['images_failed']} |"
+    )
+
+
+def reimport_lines(runs: list[dict]) -> list[str]:
+    if not runs:
+        return []
+    return [
+        "Re-import: the same catalogue uploaded twice (a new request each time, the second reusing the first's "
+        "outputs); bodies, 304s and reused images are those of the second upload.",
+        "",
+        *REIMPORT_HEADER,
+        *(reimport_row(run) for run in runs),
+        "",
+    ]
 
 
 def spread(figures: dict) -> str:

@@ -45,12 +45,15 @@ def upload(
     webhook_url: Annotated[str | None, typer.Option(help="notified with a signed POST when finished")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="show the progress until the request is final")] = False,
     output: Annotated[Path | None, typer.Option(help="with --wait: save the output CSV here")] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="process every image from scratch, reusing nothing of earlier uploads")
+    ] = False,
     server: Server = "http://127.0.0.1:8000",
     api_key: ApiKey = None,
 ) -> None:
     """Upload a product CSV; with --wait, follow it to the end and print a summary."""
     with talking_to(server, api_key) as service:
-        accepted = service.upload(csv_file, webhook_url)
+        accepted = service.upload(csv_file, webhook_url, refresh=refresh)
         request_id = accepted["request_id"]
         err.print(f"accepted: {request_id} ({accepted['products']} products, {accepted['images']} images)")
         if not wait:
@@ -164,7 +167,11 @@ def progress_line(body: dict[str, Any]) -> str:
 def print_summary(body: dict[str, Any]) -> None:
     progress = body["progress"]
     stored = progress["images_done"] - progress["images_failed"]
-    out.print(f"{body['request_id']}: {body['status']}: {stored} images stored, {progress['images_failed']} failed")
+    reused = progress.get("images_reused", 0)
+    unchanged = f" ({reused} unchanged since an earlier upload, reused)" if reused else ""
+    out.print(
+        f"{body['request_id']}: {body['status']}: {stored} images stored{unchanged}, {progress['images_failed']} failed"
+    )
     for product in body["products"]:
         for error in product["errors"]:
             out.print(f"  failed: {product['product_name']} {error['url']}: {error['message']}", markup=False)

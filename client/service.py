@@ -43,13 +43,15 @@ class Service:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
 
-    def upload(self, csv_file: Path, webhook_url: str | None = None) -> dict[str, Any]:
+    def upload(self, csv_file: Path, webhook_url: str | None = None, *, refresh: bool = False) -> dict[str, Any]:
         """Upload the CSV; a connection lost on the way is retried with the same Idempotency-Key,
-        so the server starts the work once however often the upload is sent."""
+        so the server starts the work once however often the upload is sent. `refresh`: reuse
+        nothing of earlier uploads."""
         files = {"file": (csv_file.name, csv_file.read_bytes(), "text/csv")}
+        fields = {"webhook_url": webhook_url} if webhook_url else {}
         options = {
             "files": files,
-            "data": {"webhook_url": webhook_url} if webhook_url else None,
+            "data": {**fields, "refresh": "true"} if refresh else fields or None,
             "headers": {"Idempotency-Key": str(uuid.uuid4())},
         }
         for attempt in range(1, UPLOAD_ATTEMPTS):

@@ -147,13 +147,22 @@ def reuse(
     details.reuse = ReuseKind.NOT_MODIFIED if download.not_modified else ReuseKind.UNCHANGED
     details.format, details.width, details.height = output["format"], output["width"], output["height"]
     details.bytes_in, details.bytes_out = remembered["bytes_in"], output["bytes_out"]
-    if not job.remember:
-        return key, None
     # A 304 may carry no validators: the remembered ones still hold.
     validators = download.validators if not download.not_modified else newest(download.validators, remembered)
-    moved: RememberedOutput = {**output, "key": key, "request_id": job.request_id}
-    source = source_document(context, job, validators, remembered["sha256"], remembered["bytes_in"], moved)
-    return key, source
+    if not job.remember or not worth_writing(context, remembered, validators):
+        return key, None
+    # The output stays where it is: this request's copy is its own to delete.
+    return key, source_document(context, job, validators, remembered["sha256"], remembered["bytes_in"], output)
+
+
+def worth_writing(context: WorkerContext, remembered: SourceDocument, validators: Validators) -> bool:
+    """Whether a reused source's document must be written again: the host named it anew, or half its
+    time is gone. A catalogue re-imported every night then writes each source about twice a
+    REUSE_MEMORY_DAYS, not every night."""
+    if validators != Validators(remembered["etag"], remembered["last_modified"]):
+        return True
+    half_gone = remembered["expires_at"] - timedelta(days=context.settings.reuse.memory_days / 2)
+    return utcnow() >= half_gone
 
 
 def source_document(

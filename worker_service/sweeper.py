@@ -4,6 +4,7 @@ It finds what a lost message, a killed worker or a restarted server left behind:
 requests accepted but never started, products whose worker's lease expired, finished
 products never merged into their request, requests whose products are all in but which
 were never finalised, stalled requests, and webhook deliveries that are due but not running.
+And it forgets what the re-import memory has not used for REUSE_MEMORY_DAYS.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Literal
 
 from shared.models import utcnow
 from shared.settings import WorkSettings
-from shared.store import product_claims, requests
+from shared.store import product_claims, requests, sources
 from shared.store.product_claims import ProductWork
 from shared.store.requests import UnfinishedRequest
 from worker_service.context import WorkerContext
@@ -88,6 +89,18 @@ def processing_request_needs(request: UnfinishedRequest, cutoffs: Cutoffs) -> Li
     if request.last_progress_at < cutoffs.stalled_before:
         return "restart"
     return None
+
+
+def forget_unused_sources(context: WorkerContext, now: datetime) -> int:
+    """What the re-import memory has not used for REUSE_MEMORY_DAYS, and the outputs it adopted for them."""
+    expired = context.store.run(sources.expired(now))
+    if not expired:
+        return 0
+    adopted = [source["output"]["key"] for source in expired if sources.is_adopted(source["output"])]
+    forgotten = context.store.run(sources.forget(expired, now))
+    context.storage.delete(adopted)
+    log.info("forgot %d sources unused for %g days", forgotten, context.settings.reuse.memory_days)
+    return forgotten
 
 
 def plan_sweep(context: WorkerContext) -> SweepPlan:

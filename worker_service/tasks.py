@@ -26,7 +26,7 @@ from worker_service import context as worker_contexts
 from worker_service import merge_schedule, product_processing, webhooks, worker_metrics
 from worker_service.celery_app import app
 from worker_service.context import worker_context
-from worker_service.sweeper import plan_sweep
+from worker_service.sweeper import forget_unused_sources, plan_sweep
 
 log = logging.getLogger("worker.tasks")
 # Here rather than with the app: only workers import the tasks (beat and Flower do not).
@@ -144,7 +144,9 @@ def deliver_webhook(request_id: str) -> None:
 
 @app.task(name=SWEEP, expires=60, ignore_result=True)
 def sweep() -> None:
-    plan = plan_sweep(worker_context())
+    context = worker_context()
+    forget_unused_sources(context, utcnow())
+    plan = plan_sweep(context)
     for request_id in plan.start_requests:
         enqueue_request(app, request_id)
     for work in plan.products:

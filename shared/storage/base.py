@@ -41,6 +41,9 @@ class Storage(Protocol):
         """Store under `key` what is stored under `source_key`, byte for byte, with its content
         type, without reading it through this process; `MissingObject` if there is none."""
 
+    def delete(self, keys: list[str]) -> None:
+        """Delete these objects; one that is not there is no error."""
+
     def public_url(self, key: str) -> str:
         """The absolute URL a client downloads the object from."""
 

@@ -53,6 +53,10 @@ class LocalStorage:
             temporary.unlink(missing_ok=True)
             raise
 
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self.writable_path(key).unlink(missing_ok=True)
+
     def public_url(self, key: str) -> str:
         return f"{self.base_url}/{key}"
 

@@ -16,9 +16,12 @@ from shared.storage.base import CACHE_CONTROL, Elsewhere, MissingObject
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
+    from types_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 # S3 refuses longer keys; a longer one names no object.
 MAX_KEY_BYTES = 1024
+# Keys one DeleteObjects call may name.
+DELETE_BATCH = 1000
 # What a store answers when the object to copy does not exist.
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
@@ -149,6 +152,14 @@ class S3Storage:
             if error.response.get("Error", {}).get("Code") in MISSING_CODES:
                 raise MissingObject(source_key) from error
             raise
+
+    def delete(self, keys: list[str]) -> None:
+        # DeleteObjects takes up to 1,000 keys a call; an absent key is no error to it either.
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch: list[ObjectIdentifierTypeDef] = [
+                {"Key": self.object_key(key)} for key in keys[start : start + DELETE_BATCH]
+            ]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
     def public_url(self, key: str) -> str:
         """`{MEDIA_BASE_URL}/{key}` (so that base names the prefix's folder, prefix included),

@@ -8,8 +8,11 @@ with the same SHA-256, means the remembered output is copied under the new reque
 decoding and encoding the image again. Owners never share a document: the owner is part of its id.
 
 The documents are written in batches by the merge of finished products (never once per product),
-point at the newest copy of each output, and expire `REUSE_MEMORY_DAYS` after they were last used
-(a TTL index). Deleting a request forgets the outputs that pointed into it.
+and only when they change: a new or changed source, or a use that pushes back an expiry already
+half gone. An output stays where it was first stored, under its request's key; a request being
+deleted hands the outputs it holds over to the memory (`adopt`), which keeps them under keys of its
+own until they expire. The sweeper forgets sources unused for `REUSE_MEMORY_DAYS`, and deletes the
+outputs the memory adopted (`expired`, `forget`).
 """
 
 import hashlib
@@ -18,13 +21,16 @@ from typing import TypedDict
 
 from pymongo import ASCENDING, IndexModel
 
-from shared.store.operations import CreateIndexes, DeleteMany, Find, Program, UpsertAll
+from shared.store.operations import CreateIndexes, DeleteMany, Find, Program, UpdateOne, UpsertAll
 
 COLLECTION = "sources"
 
+# The prefix of the keys of outputs the memory adopted from deleted requests (no request id has a slash).
+ADOPTED = "sources/"
+EXPIRED_BATCH = 500
+
 INDEXES = [
-    # Each document expires at its own `expires_at`, pushed back every time it is used.
-    IndexModel([("expires_at", ASCENDING)], name="expire_unused", expireAfterSeconds=0),
+    IndexModel([("expires_at", ASCENDING)], name="by_expiry"),
     IndexModel([("output.request_id", ASCENDING)], name="outputs_by_request"),
 ]
 
@@ -33,7 +39,7 @@ class RememberedOutput(TypedDict):
     """The output stored from a source: where, under which codec settings, and what it is."""
 
     key: str
-    request_id: str  # the request whose key it is: deleting that request forgets it
+    request_id: str | None  # the request whose key it is; None once the memory adopted it
     fingerprint: str  # of the codec settings that made it (image_codec.fingerprint)
     format: str
     extension: str
@@ -74,6 +80,35 @@ def remember(sources: list[SourceDocument]) -> UpsertAll:
     return UpsertAll(COLLECTION, sources)
 
 
-def forget_outputs_of(request_id: str) -> DeleteMany:
-    """Sources whose remembered output is stored under this request's keys, which are going away."""
-    return DeleteMany(COLLECTION, {"output.request_id": request_id})
+def adopted_key(source: SourceDocument) -> str:
+    """Where the memory keeps an output once the request that stored it is deleted."""
+    return f"{ADOPTED}{source['_id']}.{source['output']['extension']}"
+
+
+def held_by(request_id: str) -> Find[SourceDocument]:
+    """The sources whose output is stored under this request's keys."""
+    return Find[SourceDocument](COLLECTION, {"output.request_id": request_id})
+
+
+def adopt(source: SourceDocument) -> UpdateOne:
+    """The output now kept under the memory's own key (copied there first by the caller)."""
+    return UpdateOne(
+        COLLECTION,
+        {"_id": source["_id"], "output.key": source["output"]["key"]},
+        {"$set": {"output.key": adopted_key(source), "output.request_id": None}},
+    )
+
+
+def expired(now: datetime) -> Find[SourceDocument]:
+    """Sources not used for REUSE_MEMORY_DAYS, a batch at a time."""
+    return Find[SourceDocument](COLLECTION, {"expires_at": {"$lt": now}}, limit=EXPIRED_BATCH)
+
+
+def forget(sources: list[SourceDocument], now: datetime) -> DeleteMany:
+    """Forget these sources, unless one was used meanwhile. Their adopted outputs are the caller's to
+    delete: one used in that moment is then missing, and the image it was for is processed again."""
+    return DeleteMany(COLLECTION, {"_id": {"$in": [s["_id"] for s in sources]}, "expires_at": {"$lt": now}})
+
+
+def is_adopted(output: RememberedOutput) -> bool:
+    return output["request_id"] is None

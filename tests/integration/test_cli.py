@@ -11,13 +11,8 @@ from pathlib import Path
 
 from local_stack.processes import free_port
 from tests.support.client import product_csv
+from tests.support.command import image_service
 from tests.support.stack import PROJECT_ROOT
-
-
-def image_service(*arguments: str, server: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "IMAGE_SERVICE_URL": server}
-    return subprocess.run([sys.executable, "-m", "client", *arguments], cwd=PROJECT_ROOT, env=environment,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
 def write(path: Path, text: str) -> Path:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.support import images
 from tests.support.client import product_csv, wait_final
+from tests.support.command import image_service
 from tests.support.image_server import ImageServer
 from tests.support.stack import Stack, start_stack
 
@@ -76,6 +77,10 @@ def test_a_catalogue_from_a_host_with_validators_is_reused_without_downloading_a
     assert all(f"/media/{request_id}/" in entry["output_url"] for entry in second["log"])
     assert outputs(second) == outputs(first)
     assert [e["bytes_in"] for e in second["log"]] == [e["bytes_in"] for e in first["log"]]
+    # And what is remembered was not written again: it changed in nothing but a use.
+    with reuse_stack.mongo() as client:
+        remembered = client["image_service"]["sources"]
+        assert remembered.count_documents({"output.request_id": first["status"]["request_id"]}) == len(urls)
 
 
 def test_unchanged_bytes_from_a_host_without_validators_are_not_decoded_again(reuse_stack, image_server):
@@ -165,3 +170,38 @@ def test_a_changed_codec_setting_processes_again(tmp_path, image_server):
         at_60 = outputs(changed)
     assert {entry["reuse"] for entry in changed["log"]} == {None}
     assert at_60[0] != at_50[0]
+
+
+def test_the_command_counts_reused_images_and_can_refresh(reuse_stack, image_server, tmp_path):
+    products = tmp_path / "products.csv"
+    products.write_text(product_csv([(1, "SKU1", catalogue(image_server, "validated", NAMES[:2]))]))
+    upload = ("upload", str(products), "--wait")
+    first = image_service(*upload, server=reuse_stack.base_url, api_key=KEY_A)
+    assert first.returncode == 0, first.stderr
+    assert ": completed: 2 images stored, 0 failed" in first.stdout
+
+    again = image_service(*upload, server=reuse_stack.base_url, api_key=KEY_A)
+    assert ": completed: 2 images stored (2 unchanged since an earlier upload, reused), 0 failed" in again.stdout
+
+    refreshed = image_service(*upload, "--refresh", server=reuse_stack.base_url, api_key=KEY_A)
+    assert ": completed: 2 images stored, 0 failed" in refreshed.stdout
+
+
+def test_reused_images_are_counted_in_the_metrics(reuse_stack, image_server):
+    def reused(kind: str) -> float:
+        scrape = httpx.get(f"{reuse_stack.base_url}/metrics", timeout=30).text
+        line = next(
+            (
+                row
+                for row in scrape.splitlines()
+                if row.startswith(f'image_service_images_reused_total{{reuse="{kind}"}}')
+            ),
+            None,
+        )
+        return float(line.split()[-1]) if line else 0.0
+
+    before = reused("not_modified"), reused("unchanged")
+    validated, plain = catalogue(image_server, "validated", NAMES[:2]), catalogue(image_server, "img", NAMES[2:])
+    import_catalogue(reuse_stack, validated + plain)
+    import_catalogue(reuse_stack, validated + plain)
+    assert (reused("not_modified") - before[0], reused("unchanged") - before[1]) == (2, 2)

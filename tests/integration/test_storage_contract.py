@@ -117,6 +117,15 @@ def test_a_copy_reads_back_byte_for_byte(storage):
     assert read_back(storage, image_key("new", 3, 2, "jpg")) == Stored(JPEG, "image/jpeg")
 
 
+def test_a_copy_outlives_its_source_and_deleting_twice_is_no_error(storage):
+    storage.put(image_key("old", 1, 0, "png"), b"png bytes", "image/png")
+    storage.copy(image_key("old", 1, 0, "png"), image_key("new", 1, 0, "png"))
+    storage.delete([image_key("old", 1, 0, "png"), image_key("never", 1, 0, "png")])
+    storage.delete([image_key("old", 1, 0, "png")])
+    assert read_back(storage, image_key("old", 1, 0, "png")) is None
+    assert read_back(storage, image_key("new", 1, 0, "png")) == Stored(b"png bytes", "image/png")
+
+
 def test_copying_an_object_that_is_not_there_says_so(storage):
     with pytest.raises(MissingObject):
         storage.copy(image_key("gone", 1, 0, "jpg"), image_key("new", 1, 0, "jpg"))

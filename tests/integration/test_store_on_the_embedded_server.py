@@ -1,16 +1,21 @@
 """The store's programs against the real embedded server: safe to run twice, each race won once."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 
 from shared.models import utcnow
-from shared.store import product_claims, requests
+from shared.settings import Settings
+from shared.store import product_claims, requests, sources
 from shared.store.operations import SyncStore
 from shared.store.product_claims import ImageDetails, ProductWork
 from shared.store.requests import new_request, new_request_id
+from shared.store.sources import SourceDocument
+from worker_service.context import WorkerContext
 from worker_service.image_work import ImageOutcome
 from worker_service.product_processing import product_result
+from worker_service.sweeper import forget_unused_sources
 
 
 @dataclass
@@ -107,3 +112,31 @@ def test_the_processing_log_and_busy_products_are_read_back_by_id(store):
     merge_all(store, request_id)
     store.run(product_claims.mark_merged([logged[0]]))
     assert store.run(product_claims.busy_products(request_id, [0, 1, 2], utcnow())) == {1}
+
+
+def test_the_sweeper_forgets_unused_sources_and_deletes_the_outputs_the_memory_adopted(stack, tmp_path):
+    environment = stack.environment()
+    settings = Settings.load(
+        mongodb_url=environment["MONGODB_URL"], redis_url=environment["REDIS_URL"], data_dir=tmp_path
+    )
+    context = WorkerContext(settings)
+    now = utcnow()
+    adopted = source_document("https://img.test/old.jpg", expires_at=now - timedelta(seconds=1), request_id=None)
+    fresh = source_document("https://img.test/new.jpg", expires_at=now + timedelta(days=1), request_id="r1")
+    context.storage.put(adopted["output"]["key"], b"jpeg", "image/jpeg")
+    context.store.run(sources.remember([adopted, fresh]))
+
+    assert forget_unused_sources(context, now) == 1
+
+    left = context.store.run(sources.remembered(None, ["https://img.test/old.jpg", "https://img.test/new.jpg"], "fp"))
+    assert list(left) == ["https://img.test/new.jpg"]
+    assert context.storage.locate(adopted["output"]["key"]) is None
+
+
+def source_document(url: str, *, expires_at, request_id: str | None) -> SourceDocument:
+    identity = sources.source_id(None, url)
+    key = f"sources/{identity}.jpg" if request_id is None else f"{request_id}/1-0.jpg"
+    output = {"key": key, "request_id": request_id, "fingerprint": "fp", "format": "JPEG", "extension": "jpg",
+              "width": 1, "height": 1, "bytes_out": 4}  # fmt: skip
+    return {"_id": identity, "etag": None, "last_modified": None, "sha256": "0", "bytes_in": 4, "output": output,
+            "expires_at": expires_at}  # fmt: skip

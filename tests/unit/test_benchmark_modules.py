@@ -141,6 +141,22 @@ def test_the_image_host_serves_images_over_kept_alive_connections_and_notes_arri
     assert host.process is not None and host.process.poll() is not None, "the host's process has ended"
 
 
+def test_the_image_host_with_validators_answers_304_to_its_own_etag_and_counts_bodies() -> None:
+    corpus = tiny_corpus()
+    with ImageHost(corpus, validators=True) as host, socket.create_connection(("127.0.0.1", host.port)) as connection:
+        reader = connection.makefile("rb")
+        connection.sendall(b"GET /img/0/run-1 HTTP/1.1\r\n\r\n")
+        status, headers, body = read_response(reader)
+        assert (status, body) == ("HTTP/1.1 200 OK", corpus[0].data)
+        etag = headers["etag"]
+        assert headers["last-modified"]
+        connection.sendall(f"GET /img/0/run-1 HTTP/1.1\r\nIf-None-Match: {etag}\r\n\r\n".encode())
+        assert read_response(reader)[:3:2] == ("HTTP/1.1 304 Not Modified", b"")
+        connection.sendall(b'GET /img/0/run-1 HTTP/1.1\r\nIf-None-Match: "other"\r\n\r\n')
+        assert read_response(reader)[2] == corpus[0].data
+        assert host.counts() == {"bodies": 2, "not_modified": 1}
+
+
 def test_the_image_host_serves_64_connections_at_once_and_keeps_to_its_bandwidth() -> None:
     corpus = tiny_corpus()
     with ImageHost(corpus, latency=0.02) as host:
