@@ -239,6 +239,9 @@ class Downloader:
     def _read_image(self, response: httpx.Response) -> _Answer:
         validators = Validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
         if response.status_code == NOT_MODIFIED and _was_conditional(response):
+            # Its body (none, or whatever a host sends, within the limit) is read so that the
+            # connection is kept for the next request rather than closed unread.
+            self._read_body(response)
             return _Answer(b"", validators, not_modified=True)
         _refuse_error_status(response)
         _refuse_compressed(response)

@@ -13,6 +13,7 @@ import pytest
 
 from shared import address_guard
 from shared.settings import DownloadSettings, NetworkSettings, Settings
+from tests.support.http_server import BackgroundServer, QuietHandler
 from tests.support.scripted_server import (
     ScriptedServer,
     Step,
@@ -376,3 +377,22 @@ def test_the_conditions_follow_a_redirect(server: ScriptedServer) -> None:
 def test_a_304_nobody_asked_for_is_an_error(server: ScriptedServer) -> None:
     with pytest.raises(HttpStatusError, match=r"^HTTP 304$"):
         download(server.route("/v.jpg", reply(304, b"")))
+
+
+class NotModifiedHost(BackgroundServer):
+    """An HTTP/1.1 host that keeps connections open and answers 304 to a conditional request."""
+
+    class handler(QuietHandler):  # noqa: N801 - BackgroundServer's name for it
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.headers.get("If-None-Match"):
+                self.send_bytes(304, b"", headers={"ETag": '"v1"'})
+            else:
+                self.send_bytes(200, b"image", "image/jpeg", headers={"ETag": '"v1"'})
+
+
+def test_the_connection_of_a_304_is_kept_for_the_next_request(resolutions: list[str]) -> None:
+    with NotModifiedHost() as host, downloader_for() as downloader:
+        for _ in range(3):
+            assert downloader.fetch(f"{host.url}/v.jpg", validators=Validators('"v1"')).not_modified
+        assert downloader.fetch(f"{host.url}/v.jpg").data == b"image"
+    assert resolutions == ["127.0.0.1"], "one connection, reused"
