@@ -2,14 +2,16 @@
 the products a worker holds shown as processing), the processing log's page. The routes ask the
 store and hand what they got here; this module and shared/views.py are where a view names fields."""
 
+import logging
 from datetime import datetime
 
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 
 from api_service.processing_log import ImageLogPage, product_entries
 from api_service.schemas import UploadAccepted
 from api_service.state import AppState
-from shared.models import ProductStatus, RequestStatus, utcnow
+from shared.models import ProductStatus, QueuePlace, RequestStatus, utcnow
 from shared.store import product_claims
 from shared.store.operations import AsyncStore
 from shared.store.product_claims import LoggedClaim
@@ -17,6 +19,7 @@ from shared.store.requests import ProductDocument, RequestDocument, RequestSumma
 from shared.views import status_view
 
 DEFAULT_PAGE = 100
+log = logging.getLogger("api.answers")
 
 
 def accepted(state: AppState, document: RequestSummary) -> JSONResponse:
@@ -32,8 +35,24 @@ def accepted(state: AppState, document: RequestSummary) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 
-def status_json(state: AppState, document: RequestDocument) -> bytes:
-    return status_view(document, state.storage, state.download_url(document["_id"])).model_dump_json().encode()
+def status_json(state: AppState, document: RequestDocument, place: QueuePlace | None = None) -> bytes:
+    view = status_view(document, state.storage, state.download_url(document["_id"]), place)
+    return view.model_dump_json().encode()
+
+
+async def queue_place(state: AppState, document: RequestDocument) -> QueuePlace | None:
+    """Where an unfinished request stands in the workers' turns; None once nothing of it waits, or
+    while Redis does not answer (the status needs it for nothing else)."""
+    if RequestStatus(document["status"]).is_final:
+        return None
+    try:
+        place = await state.fair_queue.place(document.get("owner"), document["_id"])
+    except RedisError as error:
+        log.info("queue place of %s unknown: %s", document["_id"], error)
+        return None
+    if not place.products_waiting:
+        return None
+    return QueuePlace(products_waiting=place.products_waiting, products_ahead=place.products_ahead)
 
 
 async def show_busy_products(store: AsyncStore, document: RequestDocument, offset: int) -> None:

@@ -23,6 +23,7 @@ from api_service.status_cache import StatusCache
 from api_service.web import install_web_page
 from shared import metrics as service_metrics
 from shared import request_events, store
+from shared.fair_queue import FairQueueView
 from shared.logging import configure_logging
 from shared.queue import make_celery, redis_url
 from shared.settings import Settings, get_settings
@@ -63,6 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         celery=make_celery(settings, "image-api"),
         storage=storage_from_settings(settings),
         status_cache=StatusCache(settings.api.status_cache_seconds, max_bytes=settings.api.status_cache_max_bytes),
+        fair_queue=FairQueueView(redis_client),
     )
     app.state.services = state
     indexes = asyncio.create_task(create_indexes_when_ready(state))

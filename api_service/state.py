@@ -8,6 +8,7 @@ from fastapi import Request
 from pymongo import AsyncMongoClient
 
 from api_service.status_cache import StatusCache
+from shared.fair_queue import FairQueueView
 from shared.settings import Settings
 from shared.storage import Storage
 from shared.store.operations import AsyncStore, RawDocument
@@ -22,6 +23,7 @@ class AppState:
     celery: Celery
     storage: Storage
     status_cache: StatusCache
+    fair_queue: FairQueueView
 
     def status_url(self, request_id: str) -> str:
         return self.settings.api_url(f"status/{request_id}")

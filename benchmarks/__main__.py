@@ -26,6 +26,7 @@ from benchmarks.measure import PeakMemory, cpu_shares, cpu_snapshot, percentile,
 from benchmarks.reimport import run_reimport
 from benchmarks.report import markdown
 from benchmarks.service import last_stored_at, product_csv, since, upload, wait_final
+from benchmarks.sharing import owners_share, small_alone, small_behind_large
 from benchmarks.webhook_receiver import WEBHOOK_WAIT_S, WebhookReceiver
 from local_stack.running import RunningStack, running_stack
 
@@ -176,6 +177,28 @@ def measure_reimports(
     return runs
 
 
+SHARING_KEYS = ("bench-owner-a", "bench-owner-b")
+
+
+def measure_sharing(environment: dict[str, str], corpus: list[CorpusImage], arguments: argparse.Namespace) -> dict:
+    """On a stack of its own with two API keys: a small request alone and behind a large one, and
+    one owner's request beside another's five."""
+    keyed = {**environment, "API_KEYS": ",".join(SHARING_KEYS)}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-sharing-") as root,
+        running_stack(Path(root), keyed) as stack,
+        ImageHost(corpus) as host,
+    ):
+        api, per_product = stack.api, arguments.per_product
+        print("sharing: a small request alone…", flush=True)
+        alone = small_alone(api, host, per_product, key=SHARING_KEYS[0])
+        print(f"sharing: a small request behind {arguments.sharing_large} images…", flush=True)
+        behind = small_behind_large(api, host, per_product, arguments.sharing_large, key=SHARING_KEYS[0])
+        print(f"sharing: one owner's request beside another's five of {arguments.sharing_owner_images}…", flush=True)
+        shares = owners_share(api, host, per_product, arguments.sharing_owner_images, SHARING_KEYS)
+    return {"small_alone_seconds": alone, "small_behind_large": behind, "owners": shares}
+
+
 def measure_burst(
     stack: RunningStack, webhook: WebhookReceiver, pids: dict[str, int], burst: Burst, ceiling_images: int
 ) -> dict:
@@ -230,6 +253,12 @@ def parse_arguments() -> argparse.Namespace:
         "--reimport-images", type=int, default=1000, help="images in the catalogue uploaded twice (0: no re-import)"
     )
     parser.add_argument("--reimport-latency", type=int, default=0, help="image host latency in the re-import, ms")
+    parser.add_argument(
+        "--sharing-large", type=int, default=2000, help="images of the request a small one follows (0: no sharing)"
+    )
+    parser.add_argument(
+        "--sharing-owner-images", type=int, default=500, help="images of each request in the owners' share run"
+    )
     parser.add_argument("--burst-requests", type=int, default=30, help="requests uploaded at once (0: no burst)")
     parser.add_argument("--burst-products", type=int, default=10, help="products per burst request, 2 images each")
     parser.add_argument("--burst-pollers", type=int, default=50, help="clients polling the burst's requests")
@@ -269,6 +298,9 @@ def main() -> None:
             report["burst"] = measure_burst(stack, webhook, pids, burst, arguments.ceiling_images)
             print(json.dumps(report["burst"]), flush=True)
         first = arguments.corpora[0]
+        if arguments.sharing_large:
+            report["sharing"] = {**measure_sharing(environment, corpora[first], arguments), "corpus": first}
+            print(json.dumps(report["sharing"]), flush=True)
         with ImageHost(corpora[first]) as host:
             print(f"status latency under 50 pollers ({first})…", flush=True)
             report["status_under_50_pollers"] = {

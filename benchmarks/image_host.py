@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import socket
 import subprocess
 import sys
@@ -216,6 +217,8 @@ async def serve(control: Connection) -> None:
             message = control.recv()
         except (EOFError, OSError):
             message = "stop"
+        # The event loop made the socket non-blocking to watch it; a long answer must be written whole.
+        os.set_blocking(control.fileno(), True)
         if message == "arrivals":
             control.send({path.decode("latin-1"): arrived for path, arrived in images.arrivals.items()})
         elif message == "counts":

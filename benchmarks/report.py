@@ -154,12 +154,34 @@ def burst_section(burst: dict) -> list[str]:
     ]
 
 
+def sharing_section(sharing: dict) -> list[str]:
+    behind, owners = sharing["small_behind_large"], sharing["owners"]
+    alone = sharing["small_alone_seconds"]
+    bound = 3 * alone + 2
+    share = owners["b_share"]
+    return [
+        f"## Sharing the workers ({sharing['corpus']} corpus)",
+        "",
+        "| small request (10 images) alone | behind a large one of the same owner | bound (3 × alone + 2 s) "
+        "| the large one's images/s | owner B's share beside A's five requests | B's request, seconds |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {alone:.2f} s | {number(behind['small_seconds'])} s ({behind['large_images']} images ahead) "
+        f"| {bound:.2f} s | {behind['large_images_per_second']:.1f} "
+        f"| {'–' if share is None else f'{share:.2f}'} ({owners['b_images_in_window']} of "
+        f"{owners['a_images_in_window'] + owners['b_images_in_window']} images in "
+        f"{owners['window_seconds']:.1f} s) | {number(owners['b_seconds'], 1)} |",
+        "",
+    ]
+
+
 def markdown(report: dict) -> str:
     lines = [f"Machine: {report['cores']} cores. {report['per_product']} images per product.", ""]
     for name, section in sections(report).items():
         lines += corpus_section(name, section)
     if report.get("burst"):
         lines += burst_section(report["burst"])
+    if report.get("sharing"):
+        lines += sharing_section(report["sharing"])
     pollers = report.get("status_under_50_pollers")
     if pollers:
         lines.append(

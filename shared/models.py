@@ -83,6 +83,15 @@ class WebhookView(BaseModel):
     last_status_code: int | None
 
 
+class QueuePlace(BaseModel):
+    """Where an unfinished request stands while some of its products wait for their turn (CONTRACT §11)."""
+
+    products_waiting: int = Field(description="its products not yet released to the image workers")
+    products_ahead: int = Field(
+        description="about how many products of any request go to the image workers before its next one"
+    )
+
+
 class StatusView(BaseModel):
     request_id: str
     status: RequestStatus
@@ -92,6 +101,9 @@ class StatusView(BaseModel):
     completed_at: datetime | None
     download_url: str
     webhook: WebhookView | None
+    queue: QueuePlace | None = Field(
+        default=None, description="while some of its products wait for their turn; null otherwise"
+    )
     products: list[ProductView]
 
 

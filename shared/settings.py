@@ -380,6 +380,13 @@ class WorkSettings(Group):
     stall_seconds: float = setting(
         120.0, "STALL_SECONDS", "a request with no progress for this long has its pending work enqueued again", gt=0
     )
+    products_queued_ahead: int = setting(
+        4,
+        "PRODUCTS_QUEUED_AHEAD",
+        "products queued for the image workers ahead of a free thread; the rest wait in their request's own "
+        "list and are released in turn, between owners and within an owner between its requests",
+        ge=1,
+    )
 
     @property
     def products_at_once(self) -> int:

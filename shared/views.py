@@ -7,6 +7,7 @@ from shared.models import (
     ProductStatus,
     ProductView,
     Progress,
+    QueuePlace,
     RequestStatus,
     StatusView,
     WebhookState,
@@ -64,7 +65,9 @@ def webhook_view(webhook: WebhookDocument | None) -> WebhookView | None:
     )
 
 
-def status_view(document: RequestDocument, urls: PublicUrls, download_url: str) -> StatusView:
+def status_view(
+    document: RequestDocument, urls: PublicUrls, download_url: str, place: QueuePlace | None = None
+) -> StatusView:
     return StatusView(
         request_id=document["_id"],
         status=RequestStatus(document["status"]),
@@ -74,5 +77,6 @@ def status_view(document: RequestDocument, urls: PublicUrls, download_url: str) 
         completed_at=document["completed_at"],
         download_url=download_url,
         webhook=webhook_view(document["webhook"]),
+        queue=place,
         products=[product_view(p, urls) for p in document["products"]],
     )

@@ -13,6 +13,7 @@ import redis
 from celery.signals import worker_init, worker_shutdown
 from pymongo import MongoClient
 
+from shared.fair_queue import FairQueue
 from shared.queue import IMAGES_QUEUE, redis_url
 from shared.settings import Settings, get_settings
 from shared.storage import Storage, storage_from_settings
@@ -38,6 +39,10 @@ class WorkerContext:
     @cached_property
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(redis_url(self.settings), socket_timeout=5, socket_connect_timeout=5)
+
+    @cached_property
+    def fair_queue(self) -> FairQueue:
+        return FairQueue(self.redis, self.settings.work.products_queued_ahead)
 
     @cached_property
     def storage(self) -> Storage:
@@ -84,7 +89,7 @@ def prepare(sender: Any, **_: Any) -> None:
     two threads making the same client at once would make two (`cached_property` does not lock
     on every Python this runs on), two sets of codec processes among them."""
     context = worker_context()
-    for made_on_first_use in ("store", "redis", "storage"):
+    for made_on_first_use in ("store", "redis", "fair_queue", "storage"):
         getattr(context, made_on_first_use)
     if consumes_images(sender):
         for made_on_first_use in ("downloader", "image_threads", "codec_pool", "codec_fingerprint"):

@@ -115,6 +115,11 @@ def plan_sweep(context: WorkerContext) -> SweepPlan:
         match processing_request_needs(request, cutoffs):
             case "finalise":
                 plan.merges.add(request.request_id)
+            case "restart" if context.fair_queue.waiting(request.request_id):
+                # Not stalled: its products wait for their turn behind others'. Their turns are
+                # given again in case Redis lost them, and the wait counts as progress.
+                context.fair_queue.register(request.owner, request.request_id)
+                context.store.run(requests.touch(request.request_id, cutoffs.now))
             case "restart":
                 plan.products += stalled_products(context, request.request_id)
     plan.webhooks = context.store.run(requests.due_webhooks(cutoffs.webhook_due_before, cutoffs.now))

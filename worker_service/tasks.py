@@ -6,13 +6,14 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
+import redis
 from celery import Signature, chord
 
 from shared import metrics, request_events
+from shared.fair_queue import waiting_queue
 from shared.models import WebhookState, utcnow
 from shared.queue import (
     DELIVER_WEBHOOK,
-    IMAGES_QUEUE,
     MERGE_RESULTS,
     PROCESS_PRODUCT,
     PROCESS_REQUEST,
@@ -25,7 +26,7 @@ from shared.store.product_claims import ProductWork
 from worker_service import context as worker_contexts
 from worker_service import merge_schedule, product_processing, webhooks, worker_metrics
 from worker_service.celery_app import app
-from worker_service.context import worker_context
+from worker_service.context import WorkerContext, worker_context
 from worker_service.sweeper import forget_unused_sources, plan_sweep
 
 log = logging.getLogger("worker.tasks")
@@ -37,18 +38,37 @@ ATTEMPT_OUTCOMES = {WebhookState.DELIVERED: "delivered", WebhookState.PENDING: "
 
 
 def product_task(work: ProductWork) -> Signature[None]:
-    return process_product.si(asdict(work)).set(queue=IMAGES_QUEUE)
+    """The product's task, sent to wait in its request's own list until it is released in turn."""
+    return process_product.si(asdict(work)).set(queue=waiting_queue(work.request_id))
+
+
+def take_turns(context: WorkerContext, works: list[ProductWork]) -> None:
+    """Give the requests of these (sent) products their turns, and release what is due."""
+    for owner, request_id in {(work.owner, work.request_id) for work in works}:
+        context.fair_queue.register(owner, request_id)
+    release_in_turn(context)
+
+
+def release_in_turn(context: WorkerContext) -> None:
+    """Top the workers' queue up from the products waiting, in turn; Redis away, the sweeper will."""
+    try:
+        context.fair_queue.release()
+    except redis.RedisError:
+        log.warning("could not release waiting products now; the sweeper will", exc_info=True)
 
 
 # Results nobody reads are not stored; the product tasks' are, since the chord counts them.
 @app.task(name=PROCESS_REQUEST, ignore_result=True)
 def process_request(request_id: str) -> None:
-    """Mark the request processing and fan out one task per product; the chord's callback finishes it."""
-    works = worker_context().store.run(requests.start(request_id, utcnow()))
+    """Mark the request processing and fan out one task per product, each waiting for its turn
+    (shared/fair_queue.py); the chord's callback finishes the request."""
+    context = worker_context()
+    works = context.store.run(requests.start(request_id, utcnow()))
     if works is None:
         return
     chord([product_task(work) for work in works])(merge_results.si(request_id))
-    log.info("request %s: %d products enqueued", request_id, len(works))
+    take_turns(context, works)
+    log.info("request %s: %d products waiting for their turn", request_id, len(works))
 
 
 # No Celery time limits: every worker runs threads, which Celery cannot interrupt. Each wait of
@@ -57,8 +77,16 @@ def process_request(request_id: str) -> None:
 @app.task(name=PROCESS_PRODUCT)
 def process_product(work: dict[str, Any]) -> None:
     context = worker_context()
+    # This task left the workers' queue: the next in turn takes its place, and another as it ends.
+    release_in_turn(context)
+    try:
+        run_product(context, ProductWork(**work))
+    finally:
+        release_in_turn(context)
+
+
+def run_product(context: WorkerContext, product: ProductWork) -> None:
     limits = context.settings.work
-    product = ProductWork(**work)
     attempt = context.store.run(product_claims.claim(product, utcnow(), limits.product_lease_seconds))
     if attempt is None:
         return
@@ -151,6 +179,7 @@ def sweep() -> None:
         enqueue_request(app, request_id)
     for work in plan.products:
         product_task(work).apply_async()
+    take_turns(context, plan.products)
     for request_id in plan.merges:
         merge_results.delay(request_id)
     for request_id in plan.webhooks:

@@ -1,12 +1,12 @@
-"""GET /metrics: the metrics of every program of this host in Prometheus text format, and
-the depth of the task queues, read from Redis at each scrape."""
+"""GET /metrics: the metrics of every program of this host in Prometheus text format, and the
+depth of the task queues and the products waiting for their turn, read from Redis at each scrape."""
 
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Annotated
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -24,45 +24,69 @@ QUEUES = (IMAGES_QUEUE, CONTROL_QUEUE, WEBHOOKS_QUEUE)
 log = logging.getLogger("api.metrics")
 
 
-class QueueDepths(Collector):
-    """Messages waiting in each queue (those held by a worker are not counted)."""
+# An owner is named in the metrics by the start of its key's digest: enough to tell keys apart.
+OWNER_LABEL_CHARS = 12
 
-    def __init__(self, depths: dict[str, int]) -> None:
-        self.depths = depths
+
+@dataclass(frozen=True)
+class Waiting:
+    """What Redis says waits: messages in each queue, and products waiting for their turn by owner."""
+
+    queues: dict[str, int]
+    products_by_owner: dict[str, int]
+
+
+class WaitingWork(Collector):
+    def __init__(self, waiting: Waiting) -> None:
+        self.waiting = waiting
 
     def collect(self) -> Iterable[Metric]:
-        gauge = GaugeMetricFamily(f"{metrics.NAMESPACE}_queue_depth", self.__doc__ or "", labels=["queue"])
-        for queue, depth in self.depths.items():
-            gauge.add_metric([queue], depth)
-        yield gauge
+        queues = GaugeMetricFamily(
+            f"{metrics.NAMESPACE}_queue_depth",
+            "Messages waiting in each queue (those held by a worker are not counted)",
+            labels=["queue"],
+        )
+        for queue, depth in self.waiting.queues.items():
+            queues.add_metric([queue], depth)
+        yield queues
+        products = GaugeMetricFamily(
+            f"{metrics.NAMESPACE}_products_waiting",
+            "Products waiting for their turn to go to the image workers, by owner (its key's digest, shortened)",
+            labels=["owner"],
+        )
+        for owner, count in self.waiting.products_by_owner.items():
+            products.add_metric([owner[:OWNER_LABEL_CHARS]], count)
+        yield products
 
 
-async def queue_depths(redis: aioredis.Redis) -> dict[str, int]:
-    """Each queue's length; none while Redis does not answer, so that the rest is still scraped."""
+async def waiting_work(state: AppState) -> Waiting:
+    """Each queue's length and the products waiting by owner; none while Redis does not answer,
+    so that the rest is still scraped."""
     try:
         # Celery's Redis transport keeps a queue's messages in a list named after the queue.
-        async with redis.pipeline(transaction=False) as pipeline:
+        async with state.redis.pipeline(transaction=False) as pipeline:
             for queue in QUEUES:
                 pipeline.llen(queue)
             lengths = await pipeline.execute()
+        by_owner = await state.fair_queue.waiting_by_owner()
     except RedisError as error:
         log.warning("queue depth unknown: %s", error)
-        return {}
-    return dict(zip(QUEUES, lengths, strict=True))
+        return Waiting({}, {})
+    return Waiting(dict(zip(QUEUES, lengths, strict=True)), by_owner)
 
 
-def exposition(depths: dict[str, int]) -> bytes:
+def exposition(waiting: Waiting) -> bytes:
     registry = CollectorRegistry()
     root = metrics.programs_root()
     # In multiprocess mode this process's own metrics are in its program's directory, with the others'.
     registry.register(metrics.ProgramsCollector(root) if root else REGISTRY)
-    registry.register(QueueDepths(depths))
+    registry.register(WaitingWork(waiting))
     return generate_latest(registry)
 
 
 @router.get("/metrics", include_in_schema=False)
 async def prometheus_metrics(state: Annotated[AppState, Depends(services)]) -> Response:
-    depths = await queue_depths(state.redis)
+    waiting = await waiting_work(state)
     # Reading the programs' files is blocking work: off the event loop.
-    body = await asyncio.to_thread(exposition, depths)
+    body = await asyncio.to_thread(exposition, waiting)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -79,7 +79,7 @@ async def request_status(
         if document is None:
             return None
         await answers.show_busy_products(state.store, document, offset)
-        return answers.status_json(state, document)
+        return answers.status_json(state, document, await answers.queue_place(state, document))
 
     # Cached per caller: another key's answer (its 404 included) is never served to this one.
     body = await state.status_cache.get((request_id, offset, limit, owner), load)

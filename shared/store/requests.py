@@ -423,6 +423,7 @@ class RequestProgress(TypedDict):
     updated_at: datetime
     products_total: int
     products_done: int
+    owner: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -432,6 +433,7 @@ class UnfinishedRequest:
     request_id: str
     all_products_in: bool
     last_progress_at: datetime
+    owner: str | None = None
 
 
 def stalled_pending(older_than: datetime) -> Program[list[str]]:
@@ -447,14 +449,17 @@ def processing() -> Program[list[UnfinishedRequest]]:
     found = yield from Find[RequestProgress](
         COLLECTION,
         {"status": RequestStatus.PROCESSING.value},
-        {"updated_at": 1, "products_total": 1, "products_done": 1},
+        {"updated_at": 1, "products_total": 1, "products_done": 1, "owner": 1},
     )
     return [unfinished(document) for document in found]
 
 
 def unfinished(document: RequestProgress) -> UnfinishedRequest:
     return UnfinishedRequest(
-        document["_id"], document["products_done"] >= document["products_total"], document["updated_at"]
+        document["_id"],
+        document["products_done"] >= document["products_total"],
+        document["updated_at"],
+        document.get("owner"),
     )
 
 
