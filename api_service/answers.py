@@ -12,7 +12,7 @@ from api_service.processing_log import ImageLogPage, product_entries
 from api_service.schemas import UploadAccepted
 from api_service.state import AppState
 from shared.models import ProductStatus, QueuePlace, RequestStatus, utcnow
-from shared.store import product_claims
+from shared.store import product_claims, requests
 from shared.store.operations import AsyncStore
 from shared.store.product_claims import LoggedClaim
 from shared.store.requests import ProductDocument, RequestDocument, RequestSummary
@@ -68,6 +68,15 @@ async def show_busy_products(store: AsyncStore, document: RequestDocument, offse
     if pending:
         for index in await store.run(product_claims.busy_products(document["_id"], pending, utcnow())):
             products[index - offset]["status"] = ProductStatus.PROCESSING.value
+
+
+async def status_page(state: AppState, request_id: str, owner: str | None, offset: int, limit: int) -> bytes | None:
+    """The status answer with a page of the products, as the caller may see it; None if not found."""
+    document = await state.store.run(requests.find_page(request_id, owner, offset, limit))
+    if document is None:
+        return None
+    await show_busy_products(state.store, document, offset)
+    return status_json(state, document, await queue_place(state, document))
 
 
 def seed_first_page(state: AppState, document: RequestDocument) -> None:

@@ -16,10 +16,11 @@ from api_service.docs import install_docs
 from api_service.errors import install_error_handlers
 from api_service.http_request_ids import FastAPIWithHttpRequestIds
 from api_service.rate_limits import RateLimits, limit_requests
-from api_service.routes import download, health, images, media, metrics, status, upload, webhook
+from api_service.routes import download, health, images, media, metrics, requests, status, upload, webhook
 from api_service.schemas import error_responses
 from api_service.state import AppState
 from api_service.status_cache import StatusCache
+from api_service.storage_probe import StorageProbe
 from api_service.web import install_web_page
 from shared import metrics as service_metrics
 from shared import request_events, store
@@ -55,6 +56,7 @@ async def create_indexes_when_ready(state: AppState) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     mongo = async_client(settings)
+    storage = storage_from_settings(settings)
     redis_client = aioredis.Redis.from_url(redis_url(settings), socket_timeout=2, socket_connect_timeout=2)
     state = AppState(
         settings=settings,
@@ -62,7 +64,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mongo=mongo,
         redis=redis_client,
         celery=make_celery(settings, "image-api"),
-        storage=storage_from_settings(settings),
+        storage=storage,
+        storage_probe=StorageProbe(storage, redis_client),
         status_cache=StatusCache(settings.api.status_cache_seconds, max_bytes=settings.api.status_cache_max_bytes),
         fair_queue=FairQueueView(redis_client),
     )
@@ -101,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # when API_KEYS is set (api_service.auth), then the request rate limit (api_service.rate_limits).
     # (limit_requests depends on caller_owner, which FastAPI runs once per request.)
     api_guard = [Depends(limit_requests)]
-    for module in (upload, status, images, download, webhook):
+    for module in (upload, status, images, download, webhook, requests):
         app.include_router(module.router, dependencies=api_guard, responses=error_responses(401, 429))
     # Open: media, health, /metrics, the docs, the schema and the web page at /.
     for module in (media, health, metrics):

@@ -66,6 +66,10 @@ def product_entries(
     errors: dict[int, str] = {}
     details = [NOT_MEASURED] * len(inputs)
     statuses = [unfinished_status(claim, now)] * len(inputs)
+    if claim is None and product["status"] == ProductStatus.FAILED:
+        # Never claimed, and failed all the same: its request was cancelled before it started.
+        errors = {error["index"]: error["message"] for error in product["errors"]}
+        statuses = [ProductStatus.FAILED] * len(inputs)
     if claim is not None and claim["done"]:
         keys = claim["result"]["output_keys"]
         errors = {error["index"]: error["message"] for error in claim["result"]["errors"]}

@@ -1,10 +1,11 @@
 """Request and response bodies of the HTTP API, with the examples shown in /docs."""
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.models import RequestStatus
+from shared.models import Progress, RequestStatus
 
 EXAMPLE_ID = "3f2c8a9e-5b1d-4c7e-9a2f-6d8e0b1c2a3f"
 EXAMPLE_BASE = "http://127.0.0.1:8000/api/v1"
@@ -69,6 +70,52 @@ class CsvErrorBody(BaseModel):
     errors: list[CsvErrorItem] = []
 
 
+class RequestListItem(BaseModel):
+    request_id: str
+    status: RequestStatus
+    created_at: datetime
+    completed_at: datetime | None
+    products: int = Field(description="products in the request")
+    images: int = Field(description="image URLs in the request")
+    progress: Progress
+
+
+class RequestList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "requests": [
+                        {
+                            "request_id": EXAMPLE_ID,
+                            "status": "completed",
+                            "created_at": "2026-12-06T10:00:00Z",
+                            "completed_at": "2026-12-06T10:00:04Z",
+                            "products": 2,
+                            "images": 3,
+                            "progress": {
+                                "percentage": 100.0,
+                                "products_total": 2,
+                                "products_done": 2,
+                                "images_total": 3,
+                                "images_done": 3,
+                                "images_failed": 0,
+                                "bytes_in": 481230,
+                                "bytes_out": 152811,
+                                "images_reused": 0,
+                            },
+                        }
+                    ],
+                    "next_cursor": None,
+                }
+            ]
+        }
+    )
+
+    requests: list[RequestListItem] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
 class WebhookRegistration(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -91,7 +138,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: ("The input is not valid", CsvErrorBody),
         401: ("No valid API key (only when API_KEYS is set)", ErrorBody),
         404: ("No request with this id", ErrorBody),
-        409: ("The request is not finished yet", ErrorBody),
+        409: ("The request is not in a state that allows it (not finished yet, or already final)", ErrorBody),
         413: ("The upload is over a size limit", ErrorBody),
         422: ("A parameter is out of range, or the Idempotency-Key was used for another file", ErrorBody),
         429: ("A rate limit was reached; Retry-After says when to try again", ErrorBody),

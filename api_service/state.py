@@ -8,6 +8,7 @@ from fastapi import Request
 from pymongo import AsyncMongoClient
 
 from api_service.status_cache import StatusCache
+from api_service.storage_probe import StorageProbe
 from shared.fair_queue import FairQueueView
 from shared.settings import Settings
 from shared.storage import Storage
@@ -24,6 +25,7 @@ class AppState:
     storage: Storage
     status_cache: StatusCache
     fair_queue: FairQueueView
+    storage_probe: StorageProbe
 
     def status_url(self, request_id: str) -> str:
         return self.settings.api_url(f"status/{request_id}")

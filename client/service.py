@@ -13,7 +13,7 @@ import httpx
 API = "/api/v1"
 UPLOAD_ATTEMPTS = 3
 RETRY_PAUSE_SECONDS = 1.0
-FINAL_STATUSES = ("completed", "completed_with_errors", "failed")
+FINAL_STATUSES = ("completed", "completed_with_errors", "failed", "cancelled")
 
 
 class Unreachable(Exception):

@@ -40,6 +40,10 @@ IMAGE_STEP_SECONDS = Histogram(
     namespace=NAMESPACE,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+STORAGE_REFUSALS = Counter(
+    "storage_refusals", "Writes the storage refused (no space, a store down or answering 5xx); each is tried again",
+    namespace=NAMESPACE,
+)  # fmt: skip
 WEBHOOK_ATTEMPTS = Counter(
     "webhook_attempts", "Webhook delivery attempts, by outcome: delivered, retry, given_up", ["outcome"],
     namespace=NAMESPACE,

@@ -12,13 +12,19 @@ class RequestStatus(StrEnum):
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset({RequestStatus.COMPLETED, RequestStatus.COMPLETED_WITH_ERRORS, RequestStatus.FAILED})
+FINAL_STATUSES = frozenset(
+    {RequestStatus.COMPLETED, RequestStatus.COMPLETED_WITH_ERRORS, RequestStatus.FAILED, RequestStatus.CANCELLED}
+)
+UNFINISHED_STATUS_VALUES = sorted({RequestStatus.PENDING.value, RequestStatus.PROCESSING.value})
+# The message of an image a cancelled request never did.
+CANCELLED_IMAGE = "cancelled"
 # As stored in MongoDB, for queries on them.
 FINAL_STATUS_VALUES = sorted(status.value for status in FINAL_STATUSES)
 

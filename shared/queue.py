@@ -19,6 +19,9 @@ WEBHOOKS_QUEUE = "webhooks"
 PROCESS_REQUEST = "control.process_request"
 MERGE_RESULTS = "control.merge_results"
 SWEEP = "control.sweep"
+CANCEL_REQUEST = "control.cancel_request"
+FINISH_CANCEL = "control.finish_cancel"
+DELETE_REQUEST = "control.delete_request"
 PROCESS_PRODUCT = "images.process_product"
 DELIVER_WEBHOOK = "webhooks.deliver"
 
@@ -76,6 +79,14 @@ def make_celery(settings: Settings, name: str) -> Celery:
 # subscribing to each task's result channel (one more Redis command that could hang).
 def enqueue_request(app: Celery, request_id: str) -> None:
     app.send_task(PROCESS_REQUEST, args=[request_id], queue=CONTROL_QUEUE, ignore_result=True)
+
+
+def enqueue_cancel(app: Celery, request_id: str, owner: str | None) -> None:
+    app.send_task(CANCEL_REQUEST, args=[request_id, owner], queue=CONTROL_QUEUE, ignore_result=True)
+
+
+def enqueue_delete(app: Celery, request_id: str) -> None:
+    app.send_task(DELETE_REQUEST, args=[request_id], queue=CONTROL_QUEUE, ignore_result=True)
 
 
 def enqueue_webhook(app: Celery, request_id: str, countdown: float = 0) -> None:

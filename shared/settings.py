@@ -332,6 +332,13 @@ class StorageSettings(Group):
         300, "S3_PRESIGNED_URL_SECONDS", "how long the signed URL `/media` redirects to stays valid",
         ge=1, le=7 * 24 * 3600,
     )  # fmt: skip
+    retry_seconds: float = setting(
+        600.0,
+        "STORAGE_RETRY_SECONDS",
+        "how long an image waits for storage that refuses writes (a full disk, an S3 store down or answering "
+        "`5xx`), tried again with backoff, before it fails with `storage unavailable`",
+        ge=0,
+    )
     media_base_url: str | None = setting(
         None,
         "MEDIA_BASE_URL",
@@ -375,10 +382,21 @@ class WorkSettings(Group):
         gt=0,
     )
     sweep_interval_seconds: float = setting(
-        10.0, "SWEEP_INTERVAL_SECONDS", "how often the sweeper looks for lost work", gt=0
+        10.0,
+        "SWEEP_INTERVAL_SECONDS",
+        "how often the sweeper looks for lost work and, with `RETENTION_DAYS`, for expired requests",
+        gt=0,
     )
     stall_seconds: float = setting(
         120.0, "STALL_SECONDS", "a request with no progress for this long has its pending work enqueued again", gt=0
+    )
+    retention_days: float | None = setting(
+        None,
+        "RETENTION_DAYS",
+        "final requests older than this (by `completed_at`; fractions allowed) are deleted with their images, "
+        "as by `DELETE`, within a sweep",
+        shown="unset: keep forever",
+        gt=0,
     )
     products_queued_ahead: int = setting(
         4,
@@ -453,10 +471,13 @@ class Deadlines:
     webhook_claim_seconds: float
 
     @classmethod
-    def of(cls, codec: CodecSettings, webhooks: WebhookSettings) -> Deadlines:
+    def of(cls, codec: CodecSettings, webhooks: WebhookSettings, storage: StorageSettings) -> Deadlines:
+        # An image given to a codec process just before the deadline may still be decoded and
+        # encoded, then wait for storage that refuses writes, then be stored.
+        grace = codec.timeout_seconds + CODEC_START_SECONDS + storage.retry_seconds + STORE_GRACE_SECONDS
         return cls(
             product_seconds=PRODUCT_DEADLINE_SECONDS,
-            product_grace_seconds=codec.timeout_seconds + CODEC_START_SECONDS + STORE_GRACE_SECONDS,
+            product_grace_seconds=grace,
             webhook_claim_seconds=webhooks.timeout_seconds + WEBHOOK_CLAIM_SLACK_SECONDS,
         )
 
@@ -470,8 +491,9 @@ class Deadlines:
         broker would hand it to a second worker while the first still works on it."""
         if self.product_ends_within_seconds > VISIBILITY_TIMEOUT_SECONDS / 2:
             return [
-                f"CODEC_TIMEOUT_SECONDS: a product could then run {self.product_ends_within_seconds:g} s, "
-                f"more than half the {VISIBILITY_TIMEOUT_SECONDS:g} s a task may stay unacknowledged"
+                f"CODEC_TIMEOUT_SECONDS, STORAGE_RETRY_SECONDS: a product could then run "
+                f"{self.product_ends_within_seconds:g} s, more than half the {VISIBILITY_TIMEOUT_SECONDS:g} s a "
+                "task may stay unacknowledged"
             ]
         return []
 
@@ -528,7 +550,7 @@ class Settings:
 
     @cached_property
     def deadlines(self) -> Deadlines:
-        return Deadlines.of(self.codec, self.webhooks)
+        return Deadlines.of(self.codec, self.webhooks, self.storage)
 
     @property
     def base_url(self) -> str:

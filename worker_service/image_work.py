@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -24,6 +25,7 @@ from shared.url_rules import redact_credentials
 from worker_service.context import WorkerContext
 from worker_service.downloader import Download, DownloadError, Validators
 from worker_service.image_codec import CompressedImage
+from worker_service.storage_waits import waiting_for_storage
 
 log = logging.getLogger("worker.product")
 
@@ -54,6 +56,8 @@ class ImageOutcome:
     details: ImageDetails = field(default_factory=ImageDetails)
     # What to remember of the source, once the product's result is merged.
     source: SourceDocument | None = None
+    # Left by an earlier run of the product (a retry processes only the images that failed).
+    earlier: bool = False
 
 
 def elapsed_ms(started: float) -> float:
@@ -94,7 +98,7 @@ def fetch_and_store(
     image = compress(context, download, not_after, details)
     key = job.key(image.extension)
     started = time.perf_counter()
-    context.storage.put(key, image.data, image.content_type)
+    stored(context, lambda: context.storage.put(key, image.data, image.content_type))
     details.store_ms, details.bytes_out = elapsed_ms(started), len(image.data)
     if not job.remember or digest is None:
         return key, None
@@ -109,6 +113,11 @@ def fetch_and_store(
         "bytes_out": len(image.data),
     }
     return key, source_document(context, job, download.validators, digest, len(download.data), output)
+
+
+def stored(context: WorkerContext, write: Callable[[], None]) -> None:
+    """A write to storage, waited for while the storage refuses writes (storage_waits)."""
+    waiting_for_storage(write, context.settings.storage.retry_seconds, lambda: context.redis)
 
 
 def fetch(
@@ -142,7 +151,7 @@ def reuse(
     output = remembered["output"]
     key = job.key(output["extension"])
     started = time.perf_counter()
-    context.storage.copy(output["key"], key)
+    stored(context, lambda: context.storage.copy(output["key"], key))
     details.store_ms = elapsed_ms(started)
     details.reuse = ReuseKind.NOT_MODIFIED if download.not_modified else ReuseKind.UNCHANGED
     details.format, details.width, details.height = output["format"], output["width"], output["height"]

@@ -16,7 +16,7 @@ from shared import metrics
 from shared.errors import OutOfTime
 from shared.models import ProductStatus, ReuseKind, utcnow
 from shared.store import product_claims, requests, sources
-from shared.store.product_claims import ImageDetails, ProductResult, ProductWork
+from shared.store.product_claims import Claimed, ImageDetails, ProductResult, ProductWork
 from shared.store.sources import SourceDocument
 from worker_service import image_work
 from worker_service.context import WorkerContext
@@ -91,16 +91,30 @@ def image_jobs(context: WorkerContext, work: ProductWork) -> list[ImageJob]:
     """The product's images, each with what the owner's earlier requests left of its source: one
     read for the whole product, none with REUSE_OUTPUTS off or a refresh asked for."""
     remember = context.settings.reuse.outputs
+    positions = set(work.to_process())
     remembered: dict[str, SourceDocument] = {}
     if remember and not work.refresh:
         remembered = context.store.run(sources.remembered(work.owner, work.input_image_urls, context.codec_fingerprint))
     return [
         ImageJob(work.request_id, work.serial_number, position, url, work.owner, remembered.get(url), remember)
         for position, url in enumerate(work.input_image_urls)
+        if position in positions
     ]
 
 
-def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> list[ImageOutcome]:
+def with_earlier(work: ProductWork, claimed: Claimed, done: dict[int, ImageOutcome]) -> list[ImageOutcome]:
+    """The outcome of every image of the product: those done now, and as an earlier run left the rest."""
+    outcomes = []
+    for position in range(len(work.input_image_urls)):
+        if position in done:
+            outcomes.append(done[position])
+            continue
+        key, error, details = claimed.earlier_outcome(position)
+        outcomes.append(ImageOutcome(key, error, ImageDetails.model_validate(details), earlier=True))
+    return outcomes
+
+
+def process_product(context: WorkerContext, work: ProductWork, claimed: Claimed) -> list[ImageOutcome]:
     # The product's waits stop at its deadline, whatever its hosts do; images already in a codec
     # process then have its grace to finish (shared.settings.Deadlines, checked at start to end
     # well within the message's visibility timeout, with the lease renewed meanwhile).
@@ -109,7 +123,7 @@ def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> 
     give_up_at = not_after + deadlines.product_grace_seconds
     # At most DOWNLOAD_CONCURRENCY images of the product at once, the next as one ends: a product
     # of many images on a slow host holds no more of the worker's image threads than any other.
-    with lease_renewal(context, work, attempt):
+    with lease_renewal(context, work, claimed.attempt):
         waiting = iter(image_jobs(context, work))
         futures: dict[int, Future[ImageOutcome]] = {}
         running: set[Future[ImageOutcome]] = set()
@@ -122,17 +136,20 @@ def process_product(context: WorkerContext, work: ProductWork, attempt: int) -> 
             done, running = wait(running, max(0.0, give_up_at - time.monotonic()), FIRST_COMPLETED)
             if not done:
                 break  # past the grace: what is still running is recorded as not finished
-    return [outcome_or_timeout(futures.get(position)) for position in range(len(work.input_image_urls))]
+    outcomes = {position: outcome_or_timeout(futures.get(position)) for position in work.to_process()}
+    return with_earlier(work, claimed, outcomes)
 
 
-def given_up(work: ProductWork, max_attempts: int) -> list[ImageOutcome]:
+def given_up(work: ProductWork, max_attempts: int, claimed: Claimed) -> list[ImageOutcome]:
     message = f"given up after {max_attempts} attempts: the worker processing this product was lost each time"
-    return [failed(message) for _ in work.input_image_urls]
+    return with_earlier(work, claimed, {position: failed(message) for position in work.to_process()})
 
 
 def add_to_metrics(outcomes: list[ImageOutcome]) -> None:
     """Count a product's images once its result is recorded, so a product run twice counts once."""
     for outcome in outcomes:
+        if outcome.earlier:
+            continue
         details = outcome.details
         metrics.IMAGES.labels(outcome="stored" if outcome.key else "failed").inc()
         if details.reuse:

@@ -33,6 +33,9 @@ class SweepPlan:
     products: list[ProductWork] = field(default_factory=list)
     merges: set[str] = field(default_factory=set)
     webhooks: list[str] = field(default_factory=list)
+    # Cancelled requests to finish now, and deleted requests whose documents are still there.
+    cancels: list[str] = field(default_factory=list)
+    deletions: list[str] = field(default_factory=list)
 
 
 def lost_products(context: WorkerContext, now: datetime) -> list[ProductWork]:
@@ -69,6 +72,9 @@ class Cutoffs:
     merge_due_before: datetime
     # A due delivery that nobody has taken up within a sweep.
     webhook_due_before: datetime
+    # A cancel, or a deletion, that its task has not finished within a sweep.
+    cancel_due_before: datetime
+    deletion_due_before: datetime
 
     @classmethod
     def at(cls, now: datetime, settings: WorkSettings) -> Cutoffs:
@@ -78,6 +84,8 @@ class Cutoffs:
             stalled_before=now - timedelta(seconds=settings.stall_seconds),
             merge_due_before=now - timedelta(seconds=settings.merge_interval_seconds) - sweep,
             webhook_due_before=now - sweep,
+            cancel_due_before=now - sweep,
+            deletion_due_before=now - sweep,
         )
 
 
@@ -115,6 +123,8 @@ def plan_sweep(context: WorkerContext) -> SweepPlan:
         match processing_request_needs(request, cutoffs):
             case "finalise":
                 plan.merges.add(request.request_id)
+            case "restart" if request.cancelling:
+                pass  # its cancel ends it (plan.cancels)
             case "restart" if context.fair_queue.waiting(request.request_id):
                 # Not stalled: its products wait for their turn behind others'. Their turns are
                 # given again in case Redis lost them, and the wait counts as progress.
@@ -123,4 +133,6 @@ def plan_sweep(context: WorkerContext) -> SweepPlan:
             case "restart":
                 plan.products += stalled_products(context, request.request_id)
     plan.webhooks = context.store.run(requests.due_webhooks(cutoffs.webhook_due_before, cutoffs.now))
+    plan.cancels = context.store.run(requests.cancelling(cutoffs.cancel_due_before))
+    plan.deletions = context.store.run(requests.being_deleted(cutoffs.deletion_due_before))
     return plan

@@ -9,22 +9,26 @@ from typing import Any
 import redis
 from celery import Signature, chord
 
-from shared import metrics, request_events
+from shared import metrics
 from shared.fair_queue import waiting_queue
 from shared.models import WebhookState, utcnow
 from shared.queue import (
+    CANCEL_REQUEST,
+    DELETE_REQUEST,
     DELIVER_WEBHOOK,
+    FINISH_CANCEL,
     MERGE_RESULTS,
     PROCESS_PRODUCT,
     PROCESS_REQUEST,
     SWEEP,
+    enqueue_delete,
     enqueue_request,
     enqueue_webhook,
 )
-from shared.store import product_claims, requests, sources
+from shared.store import product_claims, requests
 from shared.store.product_claims import ProductWork
 from worker_service import context as worker_contexts
-from worker_service import merge_schedule, product_processing, webhooks, worker_metrics
+from worker_service import merge_schedule, product_processing, request_life, webhooks, worker_metrics
 from worker_service.celery_app import app
 from worker_service.context import WorkerContext, worker_context
 from worker_service.sweeper import forget_unused_sources, plan_sweep
@@ -66,6 +70,8 @@ def process_request(request_id: str) -> None:
     works = context.store.run(requests.start(request_id, utcnow()))
     if works is None:
         return
+    # Started, so not cancelled: a retry of a cancelled request starts its products again.
+    request_life.allow_starting(context, request_id)
     chord([product_task(work) for work in works])(merge_results.si(request_id))
     take_turns(context, works)
     log.info("request %s: %d products waiting for their turn", request_id, len(works))
@@ -85,25 +91,36 @@ def process_product(work: dict[str, Any]) -> None:
         release_in_turn(context)
 
 
+def cancelled(context: WorkerContext, request_id: str) -> bool:
+    """A product of a cancelled request is not started; with Redis away it is (the cancel still ends
+    the request in time, and this product's result is then not merged)."""
+    try:
+        return request_life.is_cancelled(context, request_id)
+    except redis.RedisError:
+        return False
+
+
 def run_product(context: WorkerContext, product: ProductWork) -> None:
     limits = context.settings.work
-    attempt = context.store.run(product_claims.claim(product, utcnow(), limits.product_lease_seconds))
-    if attempt is None:
+    if cancelled(context, product.request_id):
         return
-    if attempt > limits.product_max_attempts:
+    claimed = context.store.run(product_claims.claim(product, utcnow(), limits.product_lease_seconds))
+    if claimed is None:
+        return
+    if claimed.attempt > limits.product_max_attempts:
         log.error(
             "request %s: giving up product %s after %d attempts",
             product.request_id,
             product.serial_number,
             limits.product_max_attempts,
         )
-        outcomes = product_processing.given_up(product, limits.product_max_attempts)
+        outcomes = product_processing.given_up(product, limits.product_max_attempts, claimed)
     else:
-        outcomes = product_processing.process_product(context, product, attempt)
+        outcomes = product_processing.process_product(context, product, claimed)
     result = product_processing.product_result(outcomes)
     image_log = [outcome.details for outcome in outcomes]
     learned = [outcome.source for outcome in outcomes if outcome.source]
-    if context.store.run(product_claims.record(product, attempt, result, image_log, learned, utcnow())):
+    if context.store.run(product_claims.record(product, claimed.attempt, result, image_log, learned, utcnow())):
         product_processing.add_to_metrics(outcomes)
         merge_schedule.ask_for_merge(
             context.redis,
@@ -121,24 +138,44 @@ def merge_results(request_id: str) -> None:
     """
     context = worker_context()
     started = time.monotonic()
-    claims = context.store.run(product_claims.unmerged(request_id))
-    merged = context.store.run(requests.merge(request_id, claims, utcnow()))
-    # Before the claims are marked merged: a merge lost in between is run again, and remembering
-    # twice writes the same documents.
-    context.store.run(sources.remember(product_claims.sources_of(claims)))
-    context.store.run(product_claims.mark_merged(claims))
-    if merged:
-        log.info("request %s: %d products merged", request_id, len(merged))
+    if merged := request_life.fold_in(context, request_id):
+        log.info("request %s: %d products merged", request_id, merged)
         interval = context.settings.work.merge_interval_seconds
         merge_schedule.hold_next_merge(context.redis, request_id, interval, time.monotonic() - started)
     finished = context.store.run(requests.finalize(request_id, utcnow()))
-    if finished is None:
-        return
-    log.info("request %s: %s", request_id, finished.status.value)
-    request_events.announce_finished(context.redis, request_id)
-    metrics.REQUESTS_FINISHED.labels(status=finished.status.value).inc()
-    if finished.has_webhook:
-        enqueue_webhook(app, request_id)
+    if finished is not None:
+        request_life.announce(context, request_id, finished, deliver_in_turn)
+
+
+def deliver_in_turn(request_id: str) -> None:
+    enqueue_webhook(app, request_id)
+
+
+@app.task(name=CANCEL_REQUEST, ignore_result=True)
+def cancel_request(request_id: str, owner: str | None) -> None:
+    """Its products not started never start; it is final once those under way finish, or soon."""
+    dropped = request_life.stop_starting(worker_context(), request_id, owner)
+    log.info("request %s: cancelled, %d products never started", request_id, dropped)
+    give_up_at = time.time() + request_life.CANCEL_GRACE_SECONDS
+    finish_cancel.apply_async((request_id, give_up_at), countdown=request_life.CANCEL_LOOK_SECONDS)
+
+
+@app.task(name=FINISH_CANCEL, ignore_result=True)
+def finish_cancel(request_id: str, give_up_at: float) -> None:
+    """Finish a cancelled request, or look again shortly while its images under way may still finish."""
+    context = worker_context()
+    # Wall-clock time in the message: another worker may take the next look.
+    left = give_up_at - time.time()
+    finished = request_life.finish_cancelled(context, request_id, time.monotonic() + left)
+    if finished is not None:
+        request_life.announce(context, request_id, finished, deliver_in_turn)
+    elif left > 0:
+        finish_cancel.apply_async((request_id, give_up_at), countdown=request_life.CANCEL_LOOK_SECONDS)
+
+
+@app.task(name=DELETE_REQUEST, ignore_result=True)
+def delete_request(request_id: str) -> None:
+    request_life.delete(worker_context(), request_id)
 
 
 @app.task(name=DELIVER_WEBHOOK, ignore_result=True)
@@ -174,6 +211,8 @@ def deliver_webhook(request_id: str) -> None:
 def sweep() -> None:
     context = worker_context()
     forget_unused_sources(context, utcnow())
+    for request_id in request_life.past_retention(context):
+        enqueue_delete(app, request_id)
     plan = plan_sweep(context)
     for request_id in plan.start_requests:
         enqueue_request(app, request_id)
@@ -184,3 +223,7 @@ def sweep() -> None:
         merge_results.delay(request_id)
     for request_id in plan.webhooks:
         enqueue_webhook(app, request_id)
+    for request_id in plan.cancels:
+        finish_cancel.delay(request_id, 0.0)
+    for request_id in plan.deletions:
+        enqueue_delete(app, request_id)

@@ -1,4 +1,4 @@
-"""GET /healthz (the process runs) and GET /readyz (MongoDB and Redis answer)."""
+"""GET /healthz (the process runs) and GET /readyz (MongoDB and Redis answer, storage accepts writes)."""
 
 import asyncio
 from collections.abc import Awaitable
@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from api_service.schemas import error_responses
 from api_service.state import AppState, services
 
 router = APIRouter(tags=["health"])
@@ -31,18 +30,38 @@ async def answers(ping: Awaitable[object]) -> bool:
         return False
 
 
+READY_EXAMPLE = {"status": "ready", "mongodb": "ok", "redis": "ok", "storage": "ok"}
+NOT_READY_EXAMPLE = {
+    "status": "not ready",
+    "detail": "storage refusing writes",
+    "mongodb": "ok",
+    "redis": "ok",
+    "storage": "refusing writes",
+}
+
+
 @router.get(
     "/readyz",
-    summary="MongoDB and Redis answer",
+    summary="MongoDB and Redis answer, and storage accepts writes",
     responses={
-        200: {"content": {"application/json": {"example": {"status": "ready", "mongodb": "ok", "redis": "ok"}}}},
-        **error_responses(503),
+        200: {"content": {"application/json": {"example": READY_EXAMPLE}}},
+        503: {
+            "description": "MongoDB or Redis does not answer, or storage refuses writes",
+            "content": {"application/json": {"example": NOT_READY_EXAMPLE}},
+        },
     },
 )
 async def readyz(state: Annotated[AppState, Depends(services)]) -> JSONResponse:
-    mongodb, redis = await asyncio.gather(answers(state.mongo.admin.command("ping")), answers(state.redis.ping()))
-    checks = {"mongodb": "ok" if mongodb else "unavailable", "redis": "ok" if redis else "unavailable"}
-    if mongodb and redis:
+    mongodb, redis, writable = await asyncio.gather(
+        answers(state.mongo.admin.command("ping")), answers(state.redis.ping()), state.storage_probe.writable()
+    )
+    checks = {
+        "mongodb": "ok" if mongodb else "unavailable",
+        "redis": "ok" if redis else "unavailable",
+        "storage": "ok" if writable else "refusing writes",
+    }
+    if mongodb and redis and writable:
         return JSONResponse({"status": "ready", **checks})
-    down = " and ".join(name for name, value in checks.items() if value != "ok")
-    return JSONResponse({"detail": f"{down} not answering", **checks}, status_code=503)
+    problems = [f"{name} not answering" for name in ("mongodb", "redis") if checks[name] != "ok"]
+    problems += [] if writable else ["storage refusing writes"]
+    return JSONResponse({"status": "not ready", "detail": "; ".join(problems), **checks}, status_code=503)

@@ -13,7 +13,6 @@ from api_service.errors import ApiError
 from api_service.schemas import EXAMPLE_ID, error_responses
 from api_service.state import AppState, services
 from shared.models import StatusView
-from shared.store import requests
 
 router = APIRouter()
 
@@ -75,11 +74,7 @@ async def request_status(
     bind_contextvars(request_id=request_id)
 
     async def load() -> bytes | None:
-        document = await state.store.run(requests.find_page(request_id, owner, offset, limit))
-        if document is None:
-            return None
-        await answers.show_busy_products(state.store, document, offset)
-        return answers.status_json(state, document, await answers.queue_place(state, document))
+        return await answers.status_page(state, request_id, owner, offset, limit)
 
     # Cached per caller: another key's answer (its 404 included) is never served to this one.
     body = await state.status_cache.get((request_id, offset, limit, owner), load)

@@ -1,6 +1,6 @@
 """POST /api/v1/upload: validate a CSV, store the request, enqueue its work."""
 
-import logging
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -15,6 +15,7 @@ from api_service.csv_reader import ProductRow, read_products
 from api_service.errors import ApiError
 from api_service.rate_limits import limit_uploads
 from api_service.schemas import UploadAccepted, error_responses
+from api_service.sending import send
 from api_service.state import AppState, services
 from api_service.upload_stream import Upload, read_upload
 from api_service.validation import idempotency_key_problem, webhook_url_problem
@@ -24,7 +25,6 @@ from shared.queue import enqueue_request
 from shared.store import requests
 from shared.store.requests import new_request, new_request_id
 
-log = logging.getLogger("api.upload")
 router = APIRouter()
 
 MULTIPART_BODY = {
@@ -78,13 +78,6 @@ async def replay(state: AppState, key: str, sha256: str) -> JSONResponse | None:
     if not requests.same_file(existing, sha256):
         raise ApiError(422, "this Idempotency-Key was already used with a different file")
     return answers.accepted(state, existing)
-
-
-async def enqueue(state: AppState, request_id: str) -> None:
-    try:
-        await run_in_threadpool(enqueue_request, state.celery, request_id)
-    except Exception:
-        log.exception("could not enqueue request %s now; the sweeper will", request_id)
 
 
 @router.post(
@@ -141,7 +134,7 @@ async def upload_csv(
     # Counted once stored: from here on the request is processed, whatever happens to the API.
     metrics.REQUESTS_ACCEPTED.inc()
     answers.seed_first_page(state, document)
-    await enqueue(state, request_id)
+    await send("start", request_id, partial(enqueue_request, state.celery, request_id))
     return answers.accepted(state, document)
 
 

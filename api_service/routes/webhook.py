@@ -1,15 +1,15 @@
 """POST /api/v1/webhook: set or replace a request's webhook."""
 
-import logging
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from fastapi.concurrency import run_in_threadpool
 from structlog.contextvars import bind_contextvars
 
 from api_service.auth import Owner
 from api_service.errors import ApiError
 from api_service.schemas import WebhookRegistration, error_responses
+from api_service.sending import send
 from api_service.state import AppState, services
 from api_service.validation import webhook_url_problem
 from shared.models import utcnow
@@ -17,7 +17,6 @@ from shared.queue import enqueue_webhook
 from shared.store import requests
 from shared.url_rules import redact_credentials
 
-log = logging.getLogger("api.webhook")
 router = APIRouter()
 
 
@@ -34,10 +33,7 @@ async def register_webhook(
         raise ApiError(404, "request not found")
     state.status_cache.forget(registration.request_id)
     if requests.status_of(document).is_final:
-        try:
-            await run_in_threadpool(enqueue_webhook, state.celery, registration.request_id)
-        except Exception:
-            log.exception("could not enqueue webhook of %s now; the sweeper will", registration.request_id)
+        await send("webhook", registration.request_id, partial(enqueue_webhook, state.celery, registration.request_id))
     return WebhookRegistration(request_id=registration.request_id, webhook_url=redact_credentials(url))
 
 

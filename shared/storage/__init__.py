@@ -1,7 +1,7 @@
 """Where output images are kept, behind a small interface (`base.Storage`)."""
 
 from shared.settings import Settings
-from shared.storage.base import Elsewhere, LocalFile, MissingObject, Storage, image_key
+from shared.storage.base import Elsewhere, LocalFile, MissingObject, Storage, StorageUnavailable, image_key
 from shared.storage.local import LocalStorage
 from shared.storage.s3 import S3Storage
 
@@ -22,6 +22,7 @@ __all__ = [
     "MissingObject",
     "S3Storage",
     "Storage",
+    "StorageUnavailable",
     "image_key",
     "storage_from_settings",
 ]

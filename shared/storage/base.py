@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from shared.errors import ServiceError
+
 # A key's image changes only when a retried product writes it again, with the same content.
 CACHE_CONTROL = "public, max-age=86400"
 
@@ -33,6 +35,16 @@ class MissingObject(Exception):
     """The object to copy is not there (its request was deleted)."""
 
 
+class StorageUnavailable(ServiceError):
+    """The store refuses writes: a full or read-only disk, an S3 store that does not answer or answers
+    5xx. The service's fault, not the image's: the image waits and is tried again (storage_waits)."""
+
+    retryable = True
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("storage unavailable", detail=detail)
+
+
 class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Store `data` under `key`, replacing what was there: writing the same key twice is safe."""
@@ -43,6 +55,12 @@ class Storage(Protocol):
 
     def delete(self, keys: list[str]) -> None:
         """Delete these objects; one that is not there is no error."""
+
+    def delete_request(self, request_id: str) -> None:
+        """Delete every object stored under the request's keys (`{request_id}/…`)."""
+
+    def probe(self) -> None:
+        """Write a small object and remove it: `StorageUnavailable` while the store refuses writes."""
 
     def public_url(self, key: str) -> str:
         """The absolute URL a client downloads the object from."""

@@ -1,17 +1,29 @@
 """Output images on the local disk, served by the API under `/media/`."""
 
+import contextlib
 import mimetypes
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-from shared.storage.base import LocalFile, MissingObject
+from shared.storage.base import LocalFile, MissingObject, StorageUnavailable
 
 
 class KeyOutsideStorage(ValueError):
     """A key that would name a file outside the storage folder."""
+
+
+@contextlib.contextmanager
+def refusals_as_unavailable(key: str) -> Iterator[None]:
+    """A write the file system refuses (no space, a quota, read-only, an I/O error) is the store
+    refusing writes, not a fault of the image."""
+    try:
+        yield
+    except OSError as error:
+        raise StorageUnavailable(f"writing {key}: {error}") from error
 
 
 class LocalStorage:
@@ -21,23 +33,29 @@ class LocalStorage:
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         path = self.writable_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target and rename over it, so a reader (or a worker killed
-        # mid-write) never leaves a half-written image under the final name.
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            # mkstemp makes the file private; images are public, and a web server may serve the folder.
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with refusals_as_unavailable(key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Write beside the target and rename over it, so a reader (or a worker killed
+            # mid-write, or a disk that fills up mid-write) never leaves a part of an image
+            # under the final name.
+            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                # mkstemp makes the file private; images are public, and a web server may serve the folder.
+                os.chmod(temporary, 0o644)
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
 
     def copy(self, source_key: str, key: str) -> None:
         source, path = self.writable_path(source_key), self.writable_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with refusals_as_unavailable(key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._link_or_copy(source, source_key, path)
+
+    def _link_or_copy(self, source: Path, source_key: str, path: Path) -> None:
         temporary = path.parent / f".{uuid.uuid4().hex}.part"
         try:
             # A second name for the same file: no bytes are copied, and deleting either name leaves
@@ -56,6 +74,17 @@ class LocalStorage:
     def delete(self, keys: list[str]) -> None:
         for key in keys:
             self.writable_path(key).unlink(missing_ok=True)
+
+    def delete_request(self, request_id: str) -> None:
+        shutil.rmtree(self.writable_path(request_id), ignore_errors=True)
+
+    def probe(self) -> None:
+        with refusals_as_unavailable("a probe"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-") as file:
+                file.write(b"probe")
+                file.flush()
+                os.fsync(file.fileno())
 
     def public_url(self, key: str) -> str:
         return f"{self.base_url}/{key}"

@@ -4,15 +4,17 @@ Objects are private: `/media/{key}` redirects to a short-lived signed URL of the
 unless `MEDIA_BASE_URL` names a public bucket or a CDN that clients download from directly.
 """
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.settings import StorageSettings
-from shared.storage.base import CACHE_CONTROL, Elsewhere, MissingObject
+from shared.storage.base import CACHE_CONTROL, Elsewhere, MissingObject, StorageUnavailable
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -20,8 +22,11 @@ if TYPE_CHECKING:
 
 # S3 refuses longer keys; a longer one names no object.
 MAX_KEY_BYTES = 1024
+# Written and removed to tell whether the store accepts writes (GET /readyz).
+PROBE_KEY = ".readyz-probe"
 # Keys one DeleteObjects call may name.
 DELETE_BATCH = 1000
+SERVER_ERROR = 500
 # What a store answers when the object to copy does not exist.
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
@@ -42,6 +47,20 @@ CLIENT_CONFIG = Config(
     request_checksum_calculation="when_required",
     response_checksum_validation="when_required",
 )
+
+
+@contextlib.contextmanager
+def refusals_as_unavailable(key: str) -> Iterator[None]:
+    """A store that does not answer, or answers 5xx after botocore's own retries, refuses writes:
+    not a fault of the image. Any other refusal (no such bucket, access denied) is a fault."""
+    try:
+        yield
+    except BotoCoreError as error:
+        raise StorageUnavailable(f"writing {key}: {error}") from error
+    except ClientError as error:
+        if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= SERVER_ERROR:
+            raise StorageUnavailable(f"writing {key}: {error}") from error
+        raise
 
 
 class InvalidKey(ValueError):
@@ -130,24 +149,26 @@ class S3Storage:
     def put(self, key: str, data: bytes, content_type: str) -> None:
         # A PUT replaces the object whole: a reader sees the old image or the new one, never a
         # part, and a retried product simply writes its key again.
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=self.object_key(key),
-            Body=data,
-            ContentType=content_type,
-            CacheControl=CACHE_CONTROL,
-        )
+        with refusals_as_unavailable(key):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.object_key(key),
+                Body=data,
+                ContentType=content_type,
+                CacheControl=CACHE_CONTROL,
+            )
 
     def copy(self, source_key: str, key: str) -> None:
         # Done by the store itself (CopyObject): the bytes never pass through the worker, and the
         # copy keeps the source's content type and cache headers.
         try:
-            self.client.copy_object(
-                Bucket=self.bucket,
-                Key=self.object_key(key),
-                CopySource={"Bucket": self.bucket, "Key": self.object_key(source_key)},
-                MetadataDirective="COPY",
-            )
+            with refusals_as_unavailable(key):
+                self.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=self.object_key(key),
+                    CopySource={"Bucket": self.bucket, "Key": self.object_key(source_key)},
+                    MetadataDirective="COPY",
+                )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in MISSING_CODES:
                 raise MissingObject(source_key) from error
@@ -160,6 +181,18 @@ class S3Storage:
                 {"Key": self.object_key(key)} for key in keys[start : start + DELETE_BATCH]
             ]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def delete_request(self, request_id: str) -> None:
+        folder = self.object_key(request_id) + "/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder)
+        for page in pages:
+            keys = [entry["Key"].removeprefix(self.prefix) for entry in page.get("Contents", [])]
+            self.delete(keys)
+
+    def probe(self) -> None:
+        with refusals_as_unavailable("a probe"):
+            self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}{PROBE_KEY}", Body=b"probe")
+            self.client.delete_object(Bucket=self.bucket, Key=f"{self.prefix}{PROBE_KEY}")
 
     def public_url(self, key: str) -> str:
         """`{MEDIA_BASE_URL}/{key}` (so that base names the prefix's folder, prefix included),

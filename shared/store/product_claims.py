@@ -21,6 +21,7 @@ from shared.models import ProductStatus, ReuseKind
 from shared.store.leases import is_live, lease_until, no_live_lease
 from shared.store.operations import (
     CreateIndexes,
+    DeleteMany,
     Distinct,
     Find,
     FindOneAndUpdate,
@@ -50,6 +51,11 @@ class ProductWork:
     owner: str | None = None
     # The upload asked for every image to be processed from scratch.
     refresh: bool = False
+    # The positions to process; None: every image. A retry processes only those that failed.
+    positions: list[int] | None = None
+
+    def to_process(self) -> list[int]:
+        return list(range(len(self.input_image_urls))) if self.positions is None else self.positions
 
 
 class ImageDetails(BaseModel):
@@ -129,10 +135,28 @@ def ensure_indexes() -> CreateIndexes:
 # -- the worker's ---------------------------------------------------------------------------------
 
 
-def claim(work: ProductWork, now: datetime, lease_seconds: float) -> Program[int | None]:
-    """Take the product; its attempt number, or None if it is done or another worker holds it."""
+@dataclass(frozen=True)
+class Claimed:
+    """A product taken by this attempt, with what an earlier run of it left (a retry keeps the
+    outcome of the images it does not process again)."""
+
+    attempt: int
+    earlier: LoggedClaim | None = None
+
+    def earlier_outcome(self, position: int) -> tuple[str | None, str | None, dict[str, object]]:
+        """(key, error, details) of an image as the earlier run left it."""
+        if self.earlier is None:
+            return None, None, {}
+        result = self.earlier["result"]
+        errors = {error["index"]: error["message"] for error in result["errors"]}
+        log = self.earlier.get("image_log") or []
+        return result["output_keys"][position], errors.get(position), log[position] if position < len(log) else {}
+
+
+def claim(work: ProductWork, now: datetime, lease_seconds: float) -> Program[Claimed | None]:
+    """Take the product; this attempt, or None if it is done or another worker holds it."""
     try:
-        document = yield from FindOneAndUpdate[ClaimDocument](
+        document = yield from FindOneAndUpdate[LoggedClaim](
             COLLECTION,
             {"_id": claim_id(work.request_id, work.index), "done": False, "lease_expires_at": no_live_lease(now)},
             {
@@ -145,7 +169,7 @@ def claim(work: ProductWork, now: datetime, lease_seconds: float) -> Program[int
     except DuplicateKeyError:
         return None  # the claim exists and is done or leased: the filter did not match it
     assert document is not None  # an upsert asked for the document after it always finds one
-    return document["attempts"]
+    return Claimed(document["attempts"], document if "result" in document else None)
 
 
 def renew_lease(work: ProductWork, attempt: int, now: datetime, lease_seconds: float) -> Program[bool]:
@@ -204,6 +228,42 @@ def mark_merged(claims: list[FinishedClaim]) -> Program[None]:
     if claims:
         ids = [claim["_id"] for claim in claims]
         yield from UpdateMany(COLLECTION, {"_id": {"$in": ids}}, {"$set": {"merged": True}})
+
+
+def recorded_results(request_id: str, indexes: list[int]) -> Program[dict[int, ProductResult]]:
+    """The recorded results of these products, by index (a product never claimed has none)."""
+    ids = [claim_id(request_id, index) for index in indexes]
+    claims = yield from Find[FinishedClaim](COLLECTION, {"_id": {"$in": ids}, "done": True}, {"index": 1, "result": 1})
+    return {claim["index"]: claim["result"] for claim in claims}
+
+
+def reopen_claims(request_id: str, indexes: list[int]) -> UpdateMany:
+    """These products are to be processed again (a retry): free to claim, their attempts counted
+    afresh; their last result and image log stay, for the images not processed again."""
+    ids = [claim_id(request_id, index) for index in indexes]
+    return UpdateMany(
+        COLLECTION,
+        {"_id": {"$in": ids}},
+        {"$set": {"done": False, "merged": False, "attempts": 0, "lease_expires_at": None}},
+    )
+
+
+def held(request_id: str, now: datetime) -> Program[bool]:
+    """Whether a worker holds a product of the request now (its images under way)."""
+    open_claims = yield from Find[ClaimDocument](
+        COLLECTION, {"request_id": request_id, "done": False}, {"lease_expires_at": 1}
+    )
+    return any(is_live(claim["lease_expires_at"], now) for claim in open_claims)
+
+
+def close_unfinished(request_id: str) -> DeleteMany:
+    """A cancelled request's claims that have no result: a worker still at one then records nothing."""
+    return DeleteMany(COLLECTION, {"request_id": request_id, "done": False})
+
+
+def delete_of(request_id: str) -> DeleteMany:
+    """Every claim of a deleted request, and so its processing log."""
+    return DeleteMany(COLLECTION, {"request_id": request_id})
 
 
 # -- the sweeper's --------------------------------------------------------------------------------

@@ -19,23 +19,34 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import NotRequired, Protocol, TypedDict
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from shared.models import FINAL_STATUS_VALUES, ProductStatus, RequestStatus, WebhookState, final_status
+from shared.models import (
+    CANCELLED_IMAGE,
+    FINAL_STATUS_VALUES,
+    UNFINISHED_STATUS_VALUES,
+    ProductStatus,
+    RequestStatus,
+    WebhookState,
+    final_status,
+)
 from shared.store.leases import lease_until, no_live_lease
 from shared.store.operations import (
     CreateIndexes,
+    DeleteMany,
     Find,
     FindOne,
     FindOneAndUpdate,
     InsertOne,
     Program,
     Query,
+    UpdateMany,
     UpdateOne,
 )
-from shared.store.product_claims import FinishedClaim, ImageFailure, ProductWork
+from shared.store.product_claims import FinishedClaim, ImageFailure, ProductWork, recorded_results, reopen_claims
 
 COLLECTION = "requests"
 # Bounds what a failure adds to the request document (docs/operations.md, document size).
@@ -53,6 +64,11 @@ INDEXES = [
     ),
     # Lets the sweeper find unfinished requests by age.
     IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)], name="status_by_age"),
+    # A caller's requests newest first (`_id` breaks ties), with API keys on and off.
+    IndexModel([("owner", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)], name="owners_newest_first"),
+    IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="newest_first"),
+    # The retention: finished requests by age.
+    IndexModel([("completed_at", ASCENDING)], name="by_completion"),
 ]
 
 
@@ -100,6 +116,12 @@ class RequestSummary(TypedDict):
     images_reused: NotRequired[int]  # absent from requests stored before re-imports
     # The upload asked for every image to be processed from scratch (CONTRACT §10).
     refresh: NotRequired[bool]
+    # Its caller asked for it to stop: products not started never start (CONTRACT §4, cancel).
+    cancel_requested_at: NotRequired[datetime]
+    # Its caller (or the retention) deleted it: it answers 404 until its documents are gone.
+    deleted_at: NotRequired[datetime]
+    # How often its failed images were processed again.
+    retries: NotRequired[int]
     webhook: WebhookDocument | None
     # Absent rather than null, so that the unique index on it ignores requests without a key.
     idempotency_key: NotRequired[str]
@@ -123,6 +145,7 @@ class ProductInput(Protocol):
 
 
 WITHOUT_PRODUCTS = {"products": 0}
+NOT_DELETED = {"deleted_at": {"$exists": False}}
 
 
 def new_request_id() -> str:
@@ -221,7 +244,8 @@ def visible(request_id: str, owner: str | None) -> Query:
     """One request as its caller may see it: with API keys on (`owner`, the caller's digest from
     api_service.auth), only a request that caller created matches, so another key's request reads
     as not found. Every read or change of a request on a caller's behalf goes through it."""
-    return {"_id": request_id} if owner is None else {"_id": request_id, "owner": owner}
+    caller = {"_id": request_id} if owner is None else {"_id": request_id, "owner": owner}
+    return {**caller, **NOT_DELETED}
 
 
 def insert(document: RequestDocument) -> InsertOne:
@@ -230,7 +254,7 @@ def insert(document: RequestDocument) -> InsertOne:
 
 
 def find_by_idempotency_key(key: str) -> FindOne[RequestSummary]:
-    return FindOne[RequestSummary](COLLECTION, {"idempotency_key": key}, WITHOUT_PRODUCTS)
+    return FindOne[RequestSummary](COLLECTION, {"idempotency_key": key, **NOT_DELETED}, WITHOUT_PRODUCTS)
 
 
 def find_summary(request_id: str, owner: str | None) -> FindOne[RequestSummary]:
@@ -266,6 +290,7 @@ PRODUCT_WORK = {
     "products.serial_number": 1,
     "products.input_image_urls": 1,
     "products.status": 1,
+    "products.errors": 1,
     "owner": 1,
     "refresh": 1,
 }
@@ -281,22 +306,35 @@ class ProductsAtWork(TypedDict):
 
 
 def work_of(document: ProductsAtWork, indexes: Iterable[int]) -> list[ProductWork]:
+    """The work of these products: each image, or, being retried, those that failed (its errors)."""
     products, owner, refresh = document["products"], document.get("owner"), document.get("refresh", False)
     return [
-        ProductWork(document["_id"], i, products[i]["serial_number"], products[i]["input_image_urls"], owner, refresh)
+        ProductWork(
+            document["_id"],
+            i,
+            products[i]["serial_number"],
+            products[i]["input_image_urls"],
+            owner,
+            refresh,
+            [error["index"] for error in products[i]["errors"]] or None,
+        )
         for i in indexes
     ]
 
 
 def start(request_id: str, now: datetime) -> Program[list[ProductWork] | None]:
-    """Move a pending request to processing; its products, or None if it was not pending."""
+    """Move a pending request to processing; its pending products, or None if it was not pending
+    (or its caller cancelled it meanwhile)."""
     document = yield from FindOneAndUpdate[ProductsAtWork](
         COLLECTION,
-        {"_id": request_id, "status": RequestStatus.PENDING.value},
+        {"_id": request_id, "status": RequestStatus.PENDING.value, "cancel_requested_at": {"$exists": False}},
         {"$set": {"status": RequestStatus.PROCESSING.value, "started_at": now, "updated_at": now}},
         projection=PRODUCT_WORK,
     )
-    return work_of(document, range(len(document["products"]))) if document else None
+    if document is None:
+        return None
+    products = document["products"]
+    return work_of(document, [i for i in range(len(products)) if products[i]["status"] == ProductStatus.PENDING])
 
 
 def pending_work(request_id: str, indexes: list[int] | None = None) -> Program[list[ProductWork]]:
@@ -385,9 +423,10 @@ def finalize(request_id: str, now: datetime) -> Program[Finished | None]:
 
     Only one caller can move it out of `processing`, so the webhook is started once.
     """
+    # A request its caller cancelled is finished by its cancel (finish_cancelled), as `cancelled`.
     counts = yield from FindOne[Counters](
         COLLECTION,
-        {"_id": request_id, "status": RequestStatus.PROCESSING.value},
+        {"_id": request_id, "status": RequestStatus.PROCESSING.value, "cancel_requested_at": {"$exists": False}},
         {"products_total": 1, "products_done": 1, "images_total": 1, "images_failed": 1, "webhook.state": 1},
     )
     if counts is None or counts["products_done"] < counts["products_total"]:
@@ -400,7 +439,12 @@ def finalize(request_id: str, now: datetime) -> Program[Finished | None]:
         update["webhook.next_attempt_at"] = now
     finished = yield from UpdateOne(
         COLLECTION,
-        {"_id": request_id, "status": RequestStatus.PROCESSING.value, "products_done": counts["products_total"]},
+        {
+            "_id": request_id,
+            "status": RequestStatus.PROCESSING.value,
+            "products_done": counts["products_total"],
+            "cancel_requested_at": {"$exists": False},
+        },
         {"$set": update},
     )
     return Finished(status, has_webhook) if finished.modified else None
@@ -424,6 +468,7 @@ class RequestProgress(TypedDict):
     products_total: int
     products_done: int
     owner: NotRequired[str]
+    cancel_requested_at: NotRequired[datetime]
 
 
 @dataclass(frozen=True)
@@ -434,6 +479,7 @@ class UnfinishedRequest:
     all_products_in: bool
     last_progress_at: datetime
     owner: str | None = None
+    cancelling: bool = False
 
 
 def stalled_pending(older_than: datetime) -> Program[list[str]]:
@@ -449,7 +495,7 @@ def processing() -> Program[list[UnfinishedRequest]]:
     found = yield from Find[RequestProgress](
         COLLECTION,
         {"status": RequestStatus.PROCESSING.value},
-        {"updated_at": 1, "products_total": 1, "products_done": 1, "owner": 1},
+        {"updated_at": 1, "products_total": 1, "products_done": 1, "owner": 1, "cancel_requested_at": 1},
     )
     return [unfinished(document) for document in found]
 
@@ -460,6 +506,7 @@ def unfinished(document: RequestProgress) -> UnfinishedRequest:
         document["products_done"] >= document["products_total"],
         document["updated_at"],
         document.get("owner"),
+        "cancel_requested_at" in document,
     )
 
 
@@ -538,3 +585,206 @@ def record_webhook_attempt(
         },
     )
     return recorded.modified == 1
+
+
+# -- a request's life at its caller's wish: list, cancel, retry, delete; the retention ----------
+
+
+def newest_first(
+    owner: str | None, status: RequestStatus | None, limit: int, after: tuple[datetime, str] | None
+) -> Find[RequestSummary]:
+    """A page of the caller's requests (everyone's with keys off), newest first: at most `limit`,
+    those after the (created_at, id) of the previous page's last one."""
+    query: dict[str, object] = {**NOT_DELETED}
+    if owner is not None:
+        query["owner"] = owner
+    if status is not None:
+        query["status"] = status.value
+    if after is not None:
+        created_at, request_id = after
+        query["$or"] = [{"created_at": {"$lt": created_at}}, {"created_at": created_at, "_id": {"$lt": request_id}}]
+    return Find[RequestSummary](
+        COLLECTION, query, WITHOUT_PRODUCTS, sort=[("created_at", DESCENDING), ("_id", DESCENDING)], limit=limit
+    )
+
+
+def ask_to_cancel(request_id: str, owner: str | None, now: datetime) -> FindOneAndUpdate[RequestSummary]:
+    """Note that the caller wants an unfinished request stopped; None if it is not (found, or final)."""
+    return FindOneAndUpdate[RequestSummary](
+        COLLECTION,
+        {**visible(request_id, owner), "status": {"$in": UNFINISHED_STATUS_VALUES}},
+        {"$set": {"cancel_requested_at": now, "updated_at": now}},
+        projection=WITHOUT_PRODUCTS,
+    )
+
+
+class CancelView(TypedDict):
+    """What finishing a cancelled request reads: each product's state and image slots, the counters."""
+
+    _id: str
+    updated_at: datetime
+    products: list[ProductDocument]  # status and output_keys only
+    products_total: int
+    images_total: int
+    images_failed: int
+    webhook: NotRequired[WebhookDocument]  # its state only
+
+
+def finish_cancelled(request_id: str, now: datetime) -> Program[Finished | None]:
+    """End a cancelled request: every product not done is failed, each of its images `cancelled`
+    (so it counts as done, and the percentage reaches 100); the request `cancelled`, final. What
+    results are already in are merged first (the caller's business); this runs once."""
+    for _ in range(MERGE_RETRIES):
+        document = yield from FindOne[CancelView](
+            COLLECTION,
+            {"_id": request_id, "status": {"$in": UNFINISHED_STATUS_VALUES}, "cancel_requested_at": {"$exists": True}},
+            {"updated_at": 1, "products.status": 1, "products.output_keys": 1, "products_total": 1,
+             "images_total": 1, "images_failed": 1, "webhook.state": 1},
+        )  # fmt: skip
+        if document is None:
+            return None
+        fields: dict[str, object] = {
+            "status": RequestStatus.CANCELLED.value,
+            "completed_at": now,
+            "updated_at": now,
+            "products_done": document["products_total"],
+            "images_done": document["images_total"],
+        }
+        never_done = 0
+        for index, product in enumerate(document["products"]):
+            if product["status"] == ProductStatus.PENDING:
+                slots = len(product["output_keys"])
+                never_done += slots
+                fields[product_path(index, "status")] = ProductStatus.FAILED.value
+                fields[product_path(index, "errors")] = [
+                    {"index": position, "message": CANCELLED_IMAGE} for position in range(slots)
+                ]
+        fields["images_failed"] = document["images_failed"] + never_done
+        has_webhook = bool(document.get("webhook"))
+        if has_webhook:
+            fields["webhook.next_attempt_at"] = now
+        # Only if no merge came in between; else read again.
+        ended = yield from UpdateOne(
+            COLLECTION, {"_id": request_id, "updated_at": document["updated_at"]}, {"$set": fields}
+        )
+        if ended.modified:
+            return Finished(RequestStatus.CANCELLED, has_webhook)
+    return None
+
+
+def cancelling(asked_before: datetime) -> Program[list[str]]:
+    """Requests whose caller asked them to stop before then and that are not final yet."""
+    found = yield from Find[RequestId](
+        COLLECTION,
+        {"status": {"$in": UNFINISHED_STATUS_VALUES}, "cancel_requested_at": {"$lt": asked_before}},
+        {"_id": 1},
+    )
+    return [document["_id"] for document in found]
+
+
+class RetryRefused(StrEnum):
+    NOT_FOUND = "not found"
+    NOT_FINAL = "not final"
+    NOTHING_FAILED = "nothing failed"
+
+
+class RetryView(TypedDict):
+    _id: str
+    status: str
+    updated_at: datetime
+    products: list[ProductDocument]  # status, errors and output_keys only
+    webhook: WebhookDocument | None
+
+
+def retry(request_id: str, owner: str | None, now: datetime) -> Program[RetryRefused | None]:
+    """Make a final request's failed images (those a cancel left undone among them) pending again,
+    in the same request; the rest keep their outputs. Their products' counts are taken off the
+    request's, since each product's result is merged whole again, with a new webhook delivery.
+    None when done; else why not. The request is left `pending`, for `control.process_request`."""
+    document = yield from FindOne[RetryView](
+        COLLECTION,
+        visible(request_id, owner),
+        {"status": 1, "updated_at": 1, "products.status": 1, "products.errors": 1, "products.output_keys": 1,
+         "webhook": 1},
+    )  # fmt: skip
+    if document is None:
+        return RetryRefused.NOT_FOUND
+    if not RequestStatus(document["status"]).is_final:
+        return RetryRefused.NOT_FINAL
+    products = document["products"]
+    again = [index for index, product in enumerate(products) if product["errors"]]
+    if not again:
+        return RetryRefused.NOTHING_FAILED
+    results = yield from recorded_results(request_id, again)
+    taken_off = dict.fromkeys(("products_done", "images_done", "images_failed", "images_reused", "bytes_in",
+                               "bytes_out"), 0)  # fmt: skip
+    fields: dict[str, object] = {"status": RequestStatus.PENDING.value, "completed_at": None, "updated_at": now}
+    for index in again:
+        result = results.get(index)
+        taken_off["products_done"] += 1
+        taken_off["images_done"] += len(products[index]["output_keys"])
+        taken_off["images_failed"] += len(products[index]["errors"])
+        if result is not None:
+            taken_off["images_reused"] += result.get("images_reused", 0)
+            taken_off["bytes_in"] += result.get("bytes_in", 0)
+            taken_off["bytes_out"] += result.get("bytes_out", 0)
+        fields[product_path(index, "status")] = ProductStatus.PENDING.value
+    webhook = document["webhook"]
+    if webhook is not None:
+        fields["webhook"] = new_webhook(webhook["url"], now)
+    retried = yield from UpdateOne(
+        COLLECTION,
+        {"_id": request_id, "status": document["status"], "updated_at": document["updated_at"]},
+        {
+            "$set": fields,
+            "$inc": {"retries": 1, **{name: -count for name, count in taken_off.items()}},
+            "$unset": {"cancel_requested_at": ""},
+        },
+    )
+    if not retried.modified:
+        return RetryRefused.NOT_FINAL  # changed meanwhile: another retry won
+    yield from reopen_claims(request_id, again)
+    return None
+
+
+def ask_to_delete(request_id: str, owner: str | None, now: datetime) -> FindOneAndUpdate[RequestSummary]:
+    """Mark a final request deleted: from now on it is not found; None if it is not (found, or final)."""
+    return FindOneAndUpdate[RequestSummary](
+        COLLECTION,
+        {**visible(request_id, owner), "status": {"$in": FINAL_STATUS_VALUES}},
+        {"$set": {"deleted_at": now}},
+        projection=WITHOUT_PRODUCTS,
+    )
+
+
+def being_deleted(marked_before: datetime) -> Program[list[str]]:
+    """Requests marked deleted before then whose documents are still there."""
+    found = yield from Find[RequestId](COLLECTION, {"deleted_at": {"$lt": marked_before}}, {"_id": 1})
+    return [document["_id"] for document in found]
+
+
+def past_retention(completed_before: datetime, limit: int) -> Program[list[str]]:
+    """Final requests that finished before `completed_before` (RETENTION_DAYS ago), oldest first."""
+    found = yield from Find[RequestId](
+        COLLECTION,
+        {"completed_at": {"$lt": completed_before}, "status": {"$in": FINAL_STATUS_VALUES}, **NOT_DELETED},
+        {"_id": 1},
+        sort=[("completed_at", ASCENDING)],
+        limit=limit,
+    )
+    return [document["_id"] for document in found]
+
+
+def mark_deleted(request_ids: list[str], now: datetime) -> UpdateMany:
+    return UpdateMany(COLLECTION, {"_id": {"$in": request_ids}, **NOT_DELETED}, {"$set": {"deleted_at": now}})
+
+
+def exists(request_id: str) -> Program[bool]:
+    """Whether the request's document is still there (deleted or not)."""
+    found = yield from FindOne[RequestId](COLLECTION, {"_id": request_id}, {"_id": 1})
+    return found is not None
+
+
+def delete(request_id: str) -> DeleteMany:
+    """The request document, once its images and its claims are gone."""
+    return DeleteMany(COLLECTION, {"_id": request_id, "deleted_at": {"$exists": True}})

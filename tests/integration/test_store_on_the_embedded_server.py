@@ -42,7 +42,8 @@ def started_request(store: SyncStore, products: int = 3) -> tuple[str, list[Prod
 
 
 def claim(store: SyncStore, work: ProductWork, lease_seconds: float = 60) -> int | None:
-    return store.run(product_claims.claim(work, utcnow(), lease_seconds))
+    claimed = store.run(product_claims.claim(work, utcnow(), lease_seconds))
+    return None if claimed is None else claimed.attempt
 
 
 def record(store: SyncStore, work: ProductWork, attempt: int | None, outcomes: list[ImageOutcome]) -> bool:

@@ -71,6 +71,13 @@ class Handler(QuietHandler):
             owner.bodies[self.path] += 1
         self.send_bytes(200, body, content_type, headers=validators)
 
+    def route_gated(self, owner: "ImageServer", gate: str, name: str) -> None:
+        """404 until the test opens the gate, then the image (a host that was down, then is back)."""
+        if gate in owner.open_gates:
+            self.serve_image(owner, name)
+        else:
+            self.send_bytes(404, b"not yet")
+
     def route_status(self, owner: "ImageServer", code: str) -> None:
         self.send_bytes(int(code), b"status")
 
@@ -152,6 +159,7 @@ class ImageServer(BackgroundServer):
         self.hits: Counter[str] = Counter()
         # Of the /validated route: the bodies sent, and the conditions each request came with, by path.
         self.bodies: Counter[str] = Counter()
+        self.open_gates: set[str] = set()
         self.conditions: defaultdict[str, list[dict[str, str]]] = defaultdict(list)
         self.flaky: Counter[str] = Counter()
         self.lock = threading.Lock()

@@ -218,8 +218,8 @@ def test_the_owner_is_stored_as_a_digest_and_the_idempotency_key_is_scoped():
 
 
 def test_the_store_filter_names_the_owner():
-    assert requests.visible("r1", None) == {"_id": "r1"}
-    assert requests.visible("r1", "d") == {"_id": "r1", "owner": "d"}
+    assert requests.visible("r1", None) == {"_id": "r1", "deleted_at": {"$exists": False}}
+    assert requests.visible("r1", "d") == {"_id": "r1", "owner": "d", "deleted_at": {"$exists": False}}
 
 
 # --- rate limits --------------------------------------------------------------------------

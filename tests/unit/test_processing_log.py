@@ -16,7 +16,11 @@ class Urls:
         return f"https://cdn.example.com/{key}"
 
 
-PRODUCT = {"serial_number": 7, "input_image_urls": ["https://u:pw@img.example.com/a.jpg", "https://img.example.com/b"]}
+PRODUCT = {
+    "serial_number": 7,
+    "status": "pending",
+    "input_image_urls": ["https://u:pw@img.example.com/a.jpg", "https://img.example.com/b"],
+}
 NOW = utcnow()
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from shared.settings import Settings
-from shared.store.product_claims import ProductWork
+from shared.store.product_claims import Claimed, ProductWork
 from worker_service.context import WorkerContext
 from worker_service.product_processing import process_product
 
@@ -87,7 +87,7 @@ def context(tmp_path) -> Iterator[WorkerContext]:
 
 def test_a_product_has_at_most_download_concurrency_images_under_way(context, host):
     work = ProductWork("request", 0, 1, [host.url(i) for i in range(IMAGES)])
-    outcomes = process_product(context, work, attempt=1)
+    outcomes = process_product(context, work, Claimed(attempt=1))
     assert [outcome.error for outcome in outcomes] == [None] * IMAGES
     assert [outcome.key for outcome in outcomes] == [f"request/1-{i}.jpg" for i in range(IMAGES)]
     # The worker has threads for two products' worth (2 x 3): without its own bound the product

@@ -35,9 +35,11 @@ def test_a_name_that_is_no_setting_is_refused() -> None:
 
 def test_a_product_must_end_well_within_its_messages_visibility() -> None:
     deadlines = Settings.load(env_file=None).deadlines
-    assert (deadlines.product_seconds, deadlines.product_grace_seconds) == (840, 120 + 60 + 60)
-    with pytest.raises(InvalidSettings, match=r"^CODEC_TIMEOUT_SECONDS: a product could then run 1860 s"):
+    assert (deadlines.product_seconds, deadlines.product_grace_seconds) == (840, 120 + 60 + 600 + 60)
+    with pytest.raises(InvalidSettings, match=r"^CODEC_TIMEOUT_SECONDS, STORAGE_RETRY_SECONDS: a product could then"):
         Settings.load(env_file=None, codec_timeout_seconds=900)
+    with pytest.raises(InvalidSettings, match=r"run 1980 s"):
+        Settings.load(env_file=None, storage_retry_seconds=900)
 
 
 def test_a_webhook_attempt_holds_its_delivery_past_its_own_deadline() -> None:

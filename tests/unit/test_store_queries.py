@@ -36,13 +36,12 @@ def test_a_lease_is_live_only_while_its_expiry_is_ahead() -> None:
 
 
 def test_a_caller_sees_only_its_own_requests() -> None:
-    assert requests.find_summary("r1", None).filter == {"_id": "r1"}
-    assert requests.find_summary("r1", "digest").filter == {"_id": "r1", "owner": "digest"}
-    assert requests.find_page("r1", "digest", 0, 10).filter == {"_id": "r1", "owner": "digest"}
-    assert requests.replace_webhook("r1", "digest", "https://h.example/", NOW).filter == {
-        "_id": "r1",
-        "owner": "digest",
-    }
+    not_deleted = {"deleted_at": {"$exists": False}}
+    assert requests.find_summary("r1", None).filter == {"_id": "r1", **not_deleted}
+    assert requests.find_summary("r1", "digest").filter == {"_id": "r1", "owner": "digest", **not_deleted}
+    assert requests.find_page("r1", "digest", 0, 10).filter == {"_id": "r1", "owner": "digest", **not_deleted}
+    webhook = requests.replace_webhook("r1", "digest", "https://h.example/", NOW)
+    assert webhook.filter == {"_id": "r1", "owner": "digest", **not_deleted}
 
 
 def test_a_summary_leaves_the_products_out_and_a_page_slices_them() -> None:
@@ -53,7 +52,7 @@ def test_a_summary_leaves_the_products_out_and_a_page_slices_them() -> None:
 def test_a_request_starts_only_from_pending() -> None:
     start = first(requests.start("r1", NOW))
     assert isinstance(start, FindOneAndUpdate)
-    assert start.filter == {"_id": "r1", "status": "pending"}
+    assert start.filter == {"_id": "r1", "status": "pending", "cancel_requested_at": {"$exists": False}}
     assert start.update["$set"]["status"] == "processing"
 
 
@@ -66,7 +65,7 @@ def test_a_new_webhook_replaces_the_delivery_with_a_new_message_id() -> None:
 
 def test_a_webhook_is_claimed_only_when_final_due_and_not_leased() -> None:
     claim = first(requests.claim_webhook("r1", NOW, hold_seconds=40))
-    assert claim.filter["status"] == {"$in": ["completed", "completed_with_errors", "failed"]}
+    assert claim.filter["status"] == {"$in": ["cancelled", "completed", "completed_with_errors", "failed"]}
     assert claim.filter["webhook.state"] == "pending"
     assert claim.filter["webhook.next_attempt_at"] == {"$lte": NOW + timedelta(seconds=1)}
     assert claim.filter["webhook.lease_expires_at"] == no_live_lease(NOW)
@@ -76,9 +75,10 @@ def test_a_webhook_is_claimed_only_when_final_due_and_not_leased() -> None:
 def test_finalising_reads_the_counters_then_moves_the_request_out_of_processing_once() -> None:
     program = requests.finalize("r1", NOW)
     counters = next(program)
-    assert isinstance(counters, FindOne) and counters.filter == {"_id": "r1", "status": "processing"}
+    not_cancelled = {"cancel_requested_at": {"$exists": False}}
+    assert isinstance(counters, FindOne) and counters.filter == {"_id": "r1", "status": "processing", **not_cancelled}
     update = program.send({"products_total": 2, "products_done": 2, "images_total": 3, "images_failed": 1})
-    assert update.filter == {"_id": "r1", "status": "processing", "products_done": 2}
+    assert update.filter == {"_id": "r1", "status": "processing", "products_done": 2, **not_cancelled}
     assert update.update["$set"]["status"] == "completed_with_errors"
     try:
         program.send(Updated(matched=1, modified=1))

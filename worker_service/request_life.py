@@ -1,0 +1,114 @@
+"""What the control worker does to a whole request: fold its finished products in, finish it, and
+end it at its caller's wish (cancel, delete) or the retention's. The tasks call these; the store
+modules hold every query."""
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+
+from shared import metrics, request_events
+from shared.models import utcnow
+from shared.store import product_claims, requests, sources
+from shared.store.requests import Finished
+from shared.store.sources import SourceDocument
+from worker_service.context import WorkerContext
+from worker_service.storage_waits import waiting_for_storage
+
+log = logging.getLogger("worker.requests")
+
+# A cancelled request's images under way may finish for this long; then it is final, whatever runs.
+CANCEL_GRACE_SECONDS = 5.0
+# How often a cancelled request looks for its images under way to have finished.
+CANCEL_LOOK_SECONDS = 1.0
+# The Redis key a product task looks at before it starts: the request was cancelled.
+CANCELLED_PREFIX = "cancelled:"
+CANCELLED_SAID_SECONDS = 24 * 3600
+# Requests the retention deletes at most per sweep: a backlog is worked off sweep by sweep.
+RETENTION_BATCH = 100
+
+
+def fold_in(context: WorkerContext, request_id: str) -> int:
+    """Merge the request's finished products into its document; how many were merged."""
+    claims = context.store.run(product_claims.unmerged(request_id))
+    merged = context.store.run(requests.merge(request_id, claims, utcnow()))
+    # Before the claims are marked merged: a merge lost in between is run again, and remembering
+    # twice writes the same documents.
+    context.store.run(sources.remember(product_claims.sources_of(claims)))
+    context.store.run(product_claims.mark_merged(claims))
+    return len(merged)
+
+
+def announce(context: WorkerContext, request_id: str, finished: Finished, deliver: Callable[[str], None]) -> None:
+    """A request that just became final: told to the API processes, counted, its webhook sent."""
+    log.info("request %s: %s", request_id, finished.status.value)
+    request_events.announce_finished(context.redis, request_id)
+    metrics.REQUESTS_FINISHED.labels(status=finished.status.value).inc()
+    if finished.has_webhook:
+        deliver(request_id)
+
+
+def cancelled_key(request_id: str) -> str:
+    return f"{CANCELLED_PREFIX}{request_id}"
+
+
+def stop_starting(context: WorkerContext, request_id: str, owner: str | None) -> int:
+    """A cancelled request's products not started never start: those waiting for their turn are
+    dropped, and those already released see the mark before they claim. How many were dropped."""
+    context.redis.set(cancelled_key(request_id), 1, ex=CANCELLED_SAID_SECONDS)
+    return context.fair_queue.withdraw(owner, request_id)
+
+
+def allow_starting(context: WorkerContext, request_id: str) -> None:
+    context.redis.delete(cancelled_key(request_id))
+
+
+def is_cancelled(context: WorkerContext, request_id: str) -> bool:
+    return bool(context.redis.exists(cancelled_key(request_id)))
+
+
+def finish_cancelled(context: WorkerContext, request_id: str, give_up_at: float) -> Finished | None:
+    """Finish a cancelled request once its images under way have finished, or at `give_up_at`
+    (monotonic) at the latest: None while it waits for them (the caller looks again)."""
+    fold_in(context, request_id)
+    if context.store.run(product_claims.held(request_id, utcnow())) and time.monotonic() < give_up_at:
+        return None
+    # What still runs records nothing; what recorded meanwhile is folded in first.
+    context.store.run(product_claims.close_unfinished(request_id))
+    fold_in(context, request_id)
+    return context.store.run(requests.finish_cancelled(request_id, utcnow()))
+
+
+def delete(context: WorkerContext, request_id: str) -> None:
+    """A deleted request's images, claims (its processing log) and document, in that order, each
+    step safe to run again. Outputs the re-import memory still points at are handed over to it
+    first, so that a later upload of the same sources reuses them rather than find them gone."""
+    for source in context.store.run(sources.held_by(request_id)):
+        hand_over(context, source)
+        context.store.run(sources.adopt(source))
+    context.storage.delete_request(request_id)
+    context.store.run(product_claims.delete_of(request_id))
+    context.store.run(requests.delete(request_id))
+    context.redis.delete(cancelled_key(request_id))
+    log.info("request %s: deleted", request_id)
+
+
+def hand_over(context: WorkerContext, source: SourceDocument) -> None:
+    """Copy an output the memory points at to the memory's own key."""
+    origin, kept = source["output"]["key"], sources.adopted_key(source)
+    copy = partial(context.storage.copy, origin, kept)
+    waiting_for_storage(copy, context.settings.storage.retry_seconds, lambda: context.redis)
+
+
+def past_retention(context: WorkerContext) -> list[str]:
+    """Final requests older than RETENTION_DAYS, marked deleted (they answer 404 from now on)."""
+    days = context.settings.work.retention_days
+    if days is None:
+        return []
+    now = utcnow()
+    expired = context.store.run(requests.past_retention(now - timedelta(days=days), RETENTION_BATCH))
+    if expired:
+        context.store.run(requests.mark_deleted(expired, now))
+        log.info("%d requests past RETENTION_DAYS=%g are deleted", len(expired), days)
+    return expired
