@@ -1,7 +1,7 @@
-"""The `image-service` command: upload, status, download (CONTRACT §9).
+"""The `image-service` command: upload, status, download, list, cancel, retry, delete (CONTRACT §9).
 
 Exit codes: 0 completed (or accepted, without --wait), 3 completed with errors, 4 failed,
-2 bad usage or a request the server refused (its errors printed with their lines),
+5 cancelled, 2 bad usage or a request the server refused (its errors printed with their lines),
 1 the server cannot be reached.
 """
 
@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 
 from client.service import FINAL_STATUSES, Refused, Service, Unreachable
 
-EXIT_BY_STATUS = {"completed": 0, "completed_with_errors": 3, "failed": 4}
+EXIT_BY_STATUS = {"completed": 0, "completed_with_errors": 3, "failed": 4, "cancelled": 5}
 EXIT_REFUSED = 2
 EXIT_UNREACHABLE = 1
 # A second or more between polls: the status answer is shared and at most 2 s old anyway.
@@ -89,6 +89,69 @@ def download(
     with talking_to(server, api_key) as service:
         service.download(request_id, output)
         err.print(f"output CSV saved to {output}")
+
+
+@app.command(name="list")
+def list_requests(
+    status: Annotated[str | None, typer.Option(help="only requests in this state")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+    server: Server = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+) -> None:
+    """The requests of your key (every request without keys), newest first: one line each."""
+    with talking_to(server, api_key) as service:
+        shown, cursor = 0, None
+        while shown < limit:
+            page = service.requests(status, min(limit - shown, 500), cursor)
+            for item in page["requests"]:
+                out.print(list_line(item), markup=False)
+            shown += len(page["requests"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+
+
+@app.command()
+def cancel(request_id: str, server: Server = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
+    """Stop a request: what has not started never starts; it is final, cancelled, within seconds."""
+    with talking_to(server, api_key) as service:
+        body = service.cancel(request_id)
+        err.print(
+            f"{request_id}: cancelling ({body['progress']['images_done']}/{body['progress']['images_total']} done)"
+        )
+
+
+@app.command()
+def retry(
+    request_id: str,
+    wait: Annotated[bool, typer.Option("--wait", help="show the progress until the request is final again")] = False,
+    server: Server = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+) -> None:
+    """Process a finished request's failed images again, in the same request."""
+    with talking_to(server, api_key) as service:
+        body = service.retry(request_id)
+        err.print(f"{request_id}: retrying {body['progress']['images_total'] - body['progress']['images_done']} images")
+        if wait:
+            final = follow(service, request_id)
+            print_summary(final)
+            raise typer.Exit(EXIT_BY_STATUS[final["status"]])
+
+
+@app.command()
+def delete(request_id: str, server: Server = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
+    """Delete a finished request with its images."""
+    with talking_to(server, api_key) as service:
+        service.delete(request_id)
+        err.print(f"{request_id}: deleted")
+
+
+def list_line(item: dict[str, Any]) -> str:
+    progress = item["progress"]
+    return (
+        f"{item['request_id']}  {item['status']:<21}  {item['created_at']}  "
+        f"{progress['images_done']}/{progress['images_total']} images, {progress['images_failed']} failed"
+    )
 
 
 @contextmanager

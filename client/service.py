@@ -65,6 +65,26 @@ class Service:
         """The request's state and its first `products` products (at most 1000)."""
         return self._json(self._send("GET", f"{API}/status/{request_id}", params={"limit": products}))
 
+    def requests(self, status: str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """A page of the caller's requests, newest first."""
+        params: dict[str, Any] = {
+            "limit": limit,
+            **({"status": status} if status else {}),
+            **({"cursor": cursor} if cursor else {}),
+        }
+        return self._json(self._send("GET", f"{API}/requests", params=params))
+
+    def cancel(self, request_id: str) -> dict[str, Any]:
+        return self._json(self._send("POST", f"{API}/requests/{request_id}/cancel"))
+
+    def retry(self, request_id: str) -> dict[str, Any]:
+        return self._json(self._send("POST", f"{API}/requests/{request_id}/retry"))
+
+    def delete(self, request_id: str) -> None:
+        response = self._send("DELETE", f"{API}/requests/{request_id}")
+        if not response.is_success:
+            self._json(response)  # raises Refused with the server's reason
+
     def download(self, request_id: str, output: Path) -> None:
         response = self._send("GET", f"{API}/download/{request_id}")
         if not response.is_success:

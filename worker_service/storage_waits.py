@@ -25,7 +25,7 @@ T = TypeVar("T")
 REFUSING_KEY = "storage:refusing"
 REFUSING_SAID_SECONDS = 30
 FIRST_WAIT_SECONDS = 0.5
-LONGEST_WAIT_SECONDS = 30.0
+LONGEST_WAIT_SECONDS = 10.0
 
 
 def waiting_for_storage(

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.support.client import product_csv, wait_final
+from tests.support.command import image_service
 from tests.support.stack import Stack, start_stack, wait_until
 
 KEY_A, KEY_B = "lifecycle-key-a", "lifecycle-key-b"
@@ -254,3 +255,33 @@ def test_requests_past_the_retention_are_deleted_by_the_sweeper(tmp_path, image_
         # Within a sweep interval (a second here) of its documents answering 404, its images are gone too.
         wait_until(lambda: httpx.get(output).status_code == 404, 3, message="its images gone")
         assert not (stack.data_dir / "media" / request_id).exists()
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_the_command_lists_cancels_retries_and_deletes(life_stack, image_server):
+    def command(*arguments: str):
+        return image_service(*arguments, server=life_stack.base_url, api_key=KEY_A)
+
+    gate = token()
+    request_id = submit(life_stack, [[f"{image_server.url}/gated/{gate}/tiny.jpg"]])
+    assert final(life_stack, request_id)["status"] == "failed"
+    listed = command("list", "--limit", "500")
+    assert listed.returncode == 0, listed.stderr
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith(request_id)]
+    assert "failed" in line and "1/1 images, 1 failed" in line
+
+    image_server.open_gates.add(gate)
+    retried = command("retry", request_id, "--wait")
+    assert retried.returncode == 0, retried.stderr
+    assert ": completed: 1 images stored, 0 failed" in retried.stdout
+
+    slow_request = submit(life_stack, slow(image_server, 6, 1.0))
+    assert command("cancel", slow_request).returncode == 0
+    assert final(life_stack, slow_request, timeout=15)["status"] == "cancelled"
+    assert command("status", slow_request).returncode == 5
+
+    assert command("delete", request_id).returncode == 0
+    missing = command("status", request_id)
+    assert missing.returncode == 2 and "HTTP 404" in missing.stderr

@@ -8,6 +8,7 @@ recorded, so a page that needs the internet fails here as it would on a machine 
 import itertools
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,7 +216,7 @@ def test_the_page_uploads_a_csv_and_shows_each_image_before_and_after(stack, ima
         urlsplit(url).path for _, url in traffic.requests if urlsplit(url).port == urlsplit(stack.base_url).port
     }
     assert {path for path in api_calls if path.startswith("/api/")} <= {
-        "/api/v1/upload", f"/api/v1/status/{request_id}", f"/api/v1/status/{request_id}/images",
+        "/api/v1/upload", f"/api/v1/status/{request_id}", f"/api/v1/status/{request_id}/images", "/api/v1/requests",
     }  # fmt: skip
     assert traffic.outside == [] and traffic.page_errors == []
 
@@ -256,6 +257,7 @@ def test_the_page_has_labels_and_works_with_the_keyboard(stack, image_server, pa
     # Every control has a real label.
     assert page.get_by_label("Choose a CSV file").get_attribute("id") == "file"
     assert page.get_by_label("Webhook URL").get_attribute("id") == "webhook-url"
+    assert page.get_by_label("Process every image again").get_attribute("id") == "refresh"
     assert page.get_by_label("Progress").get_attribute("id") == "progress"
     assert page.locator("#messages").get_attribute("aria-live") == "polite"
     assert page.locator("#key-field").is_hidden()  # this service has no API keys
@@ -265,7 +267,9 @@ def test_the_page_has_labels_and_works_with_the_keyboard(stack, image_server, pa
     for _ in range(8):
         page.keyboard.press("Tab")
         focused.append(page.evaluate("document.activeElement.id"))
-    assert focused.index("file") < focused.index("webhook-url") < focused.index("upload-button")
+    assert (
+        focused.index("file") < focused.index("webhook-url") < focused.index("refresh") < focused.index("upload-button")
+    )
 
     # The focused control is the browser's own file input, which opens its chooser on Space or
     # Enter; whether headless Chromium shows that chooser depends on window focus, which a test
@@ -275,8 +279,8 @@ def test_the_page_has_labels_and_works_with_the_keyboard(stack, image_server, pa
     rows = [(1, "Keyboard", [image_server.image("tiny.jpg")])]
     page.locator("#file").set_input_files(csv_file(product_csv(rows)))
     expect(page.locator("#file-name")).to_contain_text("Chosen: products.csv")
-    page.keyboard.press("Tab")
-    page.keyboard.press("Tab")
+    for _ in range(3):  # the webhook URL, the refresh box, the button
+        page.keyboard.press("Tab")
     expect(page.locator("#upload-button")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator("#download-link")).to_be_visible(timeout=FINAL_TIMEOUT_MS)
@@ -301,7 +305,8 @@ def test_a_file_can_be_dropped_on_the_drop_zone(stack, page):
 
 @pytest.fixture(scope="module")
 def keyed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with start_stack(tmp_path_factory.mktemp("keyed-stack"), {"API_KEYS": API_KEY}) as running:
+    extra = {"API_KEYS": API_KEY, "REUSE_OUTPUTS": "true", "WORKER_CONCURRENCY": "2", "PRODUCTS_QUEUED_AHEAD": "1"}
+    with start_stack(tmp_path_factory.mktemp("keyed-stack"), extra) as running:
         yield running
 
 
@@ -327,4 +332,66 @@ def test_with_api_keys_the_page_asks_for_one_and_sends_it(keyed_stack, image_ser
     saved = Path(saving.value.path()).read_text()
     assert saved.startswith("S. No.,Product Name,Input Image Urls,Output Image Urls")
     assert "/media/" in saved
+    assert traffic.outside == [] and traffic.page_errors == []
+
+
+def signed_in(page: Page, stack: Stack) -> None:
+    page.goto(f"{stack.base_url}/")
+    page.get_by_label("API key").fill(API_KEY)
+    page.get_by_label("API key").dispatch_event("change")
+
+
+def upload_on_page(page: Page, rows: list[tuple[int, str, list[str]]], refresh: bool = False) -> str:
+    page.set_input_files("#file", csv_file(product_csv(rows)))
+    if refresh:
+        page.get_by_label("Process every image again").check()
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#messages")).to_contain_text("Uploaded:")
+    return page.locator("#request-id").inner_text()
+
+
+def test_reused_images_are_marked_on_the_page(keyed_stack, image_server, page, traffic):
+    mark = uuid.uuid4().hex
+    rows = [(1, "Again", [f"{image_server.url}/validated/{name}?{mark}" for name in ("photo.jpg", "photo.png")])]
+    signed_in(page, keyed_stack)
+    upload_on_page(page, rows)
+    expect(page.locator("#request-state")).to_have_text("Completed", timeout=FINAL_TIMEOUT_MS)
+    expect(page.locator("tr[data-reuse]")).to_have_count(0)
+
+    upload_on_page(page, rows)
+    expect(page.locator("#request-state")).to_have_text("Completed", timeout=FINAL_TIMEOUT_MS)
+    expect(page.locator('tr[data-reuse="not_modified"]')).to_have_count(2)
+    expect(page.locator('tr[data-image="1-0"] .reused')).to_have_text("Reused: not modified since an earlier upload")
+    expect(page.locator("#progress-text")).to_have_text("2 of 2 images done, 0 failed, 2 reused (100.0 %)")
+
+    upload_on_page(page, rows, refresh=True)
+    expect(page.locator("#request-state")).to_have_text("Completed", timeout=FINAL_TIMEOUT_MS)
+    expect(page.locator("tr[data-reuse]")).to_have_count(0)
+    assert traffic.outside == [] and traffic.page_errors == []
+
+
+def test_recent_requests_can_be_cancelled_retried_and_deleted_from_the_page(keyed_stack, image_server, page, traffic):
+    mark = uuid.uuid4().hex
+    signed_in(page, keyed_stack)
+    rows = [(i, f"Slow{i}", [f"{image_server.url}/delay/1/tiny.jpg?{mark}-{i}"]) for i in range(1, 9)]
+    request_id = upload_on_page(page, rows)
+    row = page.locator(f'#recent-rows tr[data-request="{request_id}"]')
+    expect(row).to_be_visible()
+    expect(row.get_by_role("button", name="Delete")).to_have_count(0)
+
+    row.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#request-state")).to_have_text("Cancelled", timeout=20_000)
+    expect(row.locator(".state")).to_have_text("Cancelled", timeout=10_000)
+
+    row.get_by_role("button", name="Retry").click()
+    expect(page.locator("#messages")).to_contain_text(f"Retrying the failed images of {request_id}")
+    expect(page.locator("#request-state")).to_have_text("Completed", timeout=FINAL_TIMEOUT_MS)
+    expect(row.locator(".state")).to_have_text("Completed", timeout=10_000)
+
+    row.get_by_role("button", name="Delete").click()
+    row.get_by_role("button", name="Confirm delete").click()
+    expect(page.locator("#messages")).to_contain_text(f"Deleted request {request_id}.")
+    expect(row).to_have_count(0)
+    status = httpx.get(f"{keyed_stack.api}/status/{request_id}", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert status.status_code == 404
     assert traffic.outside == [] and traffic.page_errors == []

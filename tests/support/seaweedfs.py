@@ -190,35 +190,63 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+class SeaweedProcess:
+    """One SeaweedFS server that a test may kill and start again: the same data, ports and identity."""
+
+    def __init__(self, root: Path, bucket: str, ports: dict[str, int], sockets: Path) -> None:
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        secret_key = secrets.token_urlsafe(24)
+        self.identity = root / "s3-identities.json"
+        write_identity(self.identity, ACCESS_KEY, secret_key)
+        self.root, self.ports, self.sockets = root, ports, sockets
+        log = root / "seaweedfs.log"
+        self.server = SeaweedFS(f"http://{LOOPBACK}:{ports['s3.port']}", bucket, ACCESS_KEY, secret_key, REGION, log)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.server.log.open("ab") as output:
+            self.process = subprocess.Popen(
+                weed_command(self.root / "data", self.identity, self.ports, self.sockets),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=server_environment(self.sockets),
+                start_new_session=True,
+            )
+        wait_for_s3(self.process, self.server.endpoint_url, self.server.log)
+
+    def kill(self) -> None:
+        """As a machine that goes away: SIGKILL, nothing flushed or said."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            remove_grpc_sockets(self.ports)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stop(self.process)
+        remove_grpc_sockets(self.ports)
+
+
 @contextmanager
-def running_seaweedfs(root: Path, bucket: str = "media") -> Iterator[SeaweedFS]:
+def seaweedfs_process(root: Path, bucket: str = "media") -> Iterator[SeaweedProcess]:
     """SeaweedFS with its data under `root/data`, its output in `root/seaweedfs.log` and a private
-    `bucket`; stopped (SIGTERM, then SIGKILL) on exit."""
-    (root / "data").mkdir(parents=True, exist_ok=True)
-    secret_key = secrets.token_urlsafe(24)
-    identity = root / "s3-identities.json"
-    write_identity(identity, ACCESS_KEY, secret_key)
-    log = root / "seaweedfs.log"
+    `bucket`, started; stopped (SIGTERM, then SIGKILL) on exit."""
     # Unix socket paths are limited to 107 bytes: a short folder of their own, not under `root`.
     with tempfile.TemporaryDirectory(prefix="weed-", ignore_cleanup_errors=True) as temporary:
         with reserved_ports() as ports:
-            command = weed_command(root / "data", identity, ports, Path(temporary))
-        with log.open("ab") as output:
-            process = subprocess.Popen(
-                command,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env=server_environment(Path(temporary)),
-                start_new_session=True,
-            )
+            weed = SeaweedProcess(root, bucket, ports, Path(temporary))
         try:
-            server = SeaweedFS(f"http://{LOOPBACK}:{ports['s3.port']}", bucket, ACCESS_KEY, secret_key, REGION, log)
-            wait_for_s3(process, server.endpoint_url, log)
-            create_bucket(server)
-            yield server
+            weed.start()
+            create_bucket(weed.server)
+            yield weed
         finally:
-            stop(process)
-            remove_grpc_sockets(ports)
+            weed.stop()
+
+
+@contextmanager
+def running_seaweedfs(root: Path, bucket: str = "media") -> Iterator[SeaweedFS]:
+    with seaweedfs_process(root, bucket) as weed:
+        yield weed.server
 
 
 def remove_grpc_sockets(ports: dict[str, int]) -> None:

@@ -9,14 +9,21 @@
   const HIDDEN_POLL_MS = 5000; // while the tab is hidden
   const SHOWN_IMAGES = 100; // the first images of the processing log; the output CSV has them all
   const KEY_STORAGE = "image-service-api-key";
-  const FINAL = new Set(["completed", "completed_with_errors", "failed"]);
+  const FINAL = new Set(["completed", "completed_with_errors", "failed", "cancelled"]);
   const STATES = {
     pending: "Waiting",
     processing: "Processing",
     completed: "Completed",
     completed_with_errors: "Completed with errors",
     failed: "Failed",
+    cancelled: "Cancelled",
   };
+  const REUSED = {
+    not_modified: "Reused: not modified since an earlier upload",
+    unchanged: "Reused: unchanged since an earlier upload",
+  };
+  const RECENT = 10; // requests listed
+  const RECENT_POLL_MS = 5000; // the list is looked at again while one of them is unfinished
 
   const byId = (id) => document.getElementById(id);
   const form = byId("upload-form");
@@ -24,6 +31,7 @@
   const dropZone = byId("drop-zone");
   const fileName = byId("file-name");
   const webhookInput = byId("webhook-url");
+  const refreshInput = byId("refresh");
   const keyField = byId("key-field");
   const keyInput = byId("api-key");
   const uploadButton = byId("upload-button");
@@ -39,6 +47,9 @@
   const downloadLink = byId("download-link");
   const shownNote = byId("shown-note");
   const table = byId("images");
+  const recentNote = byId("recent-note");
+  const recentTable = byId("recent-table");
+  const recentRows = byId("recent-rows");
 
   let current = null; // the request being watched: {id, timer, lastSeen, thumbnails}
 
@@ -168,6 +179,7 @@
     body.append("file", file, file.name);
     const webhookUrl = webhookInput.value.trim();
     if (webhookUrl) body.append("webhook_url", webhookUrl);
+    if (refreshInput.checked) body.append("refresh", "true");
 
     uploadButton.disabled = true;
     say(`Uploading ${file.name}…`);
@@ -181,8 +193,10 @@
       uploadButton.disabled = false;
     }
     const answer = await readJson(response);
-    if (response.status === 202) watch(answer);
-    else showRefusal(response, answer);
+    if (response.status === 202) {
+      watch(answer);
+      loadRecent();
+    } else showRefusal(response, answer);
   });
 
   function showRefusal(response, body) {
@@ -222,7 +236,7 @@
     current = null;
   }
 
-  function watch(accepted) {
+  function watch(accepted, note = `Uploaded: ${accepted.products} products, ${accepted.images} images. Processing…`) {
     const job = { id: accepted.request_id, timer: null, lastSeen: null, thumbnails: new Map() };
     current = job;
     requestIdText.textContent = job.id;
@@ -236,8 +250,8 @@
     shownNote.hidden = true;
     for (const body of table.querySelectorAll("tbody")) body.remove();
     result.hidden = false;
-    say(`Uploaded: ${accepted.products} products, ${accepted.images} images. Processing…`);
-    schedule(job, POLL_MS);
+    say(note);
+    schedule(job, 0);
   }
 
   function schedule(job, delay) {
@@ -282,9 +296,11 @@
 
   function showProgress(body) {
     const { images_total: total, images_done: done, images_failed: failed, percentage } = body.progress;
+    const reused = body.progress.images_reused ? `, ${body.progress.images_reused} reused` : "";
     progress.max = Math.max(total, 1);
     progress.value = done;
-    progressText.textContent = `${done} of ${total} images done, ${failed} failed (${Number(percentage).toFixed(1)} %)`;
+    progressText.textContent =
+      `${done} of ${total} images done, ${failed} failed${reused} (${Number(percentage).toFixed(1)} %)`;
     stateText.textContent = STATES[body.status] || body.status;
     stateText.dataset.state = body.status;
   }
@@ -294,6 +310,7 @@
     download.hidden = false;
     const failed = body.progress.images_failed;
     say(`Finished: ${STATES[body.status] || body.status}. ${failed} of ${body.progress.images_total} images failed.`);
+    loadRecent();
   }
 
   downloadLink.addEventListener("click", async (event) => {
@@ -351,6 +368,7 @@
           savingCell(entry),
         );
         row.dataset.status = entry.status;
+        if (entry.reuse) row.dataset.reuse = entry.reuse;
         body.append(row);
       });
       bodies.push(body);
@@ -416,6 +434,7 @@
     if (entry.status === "completed" && entry.output_url) {
       cell.append(thumbnail(job, entry.output_url, `Compressed ${imageName(entry, product)}`));
       cell.append(caption(formatBytes(entry.bytes_out)));
+      if (REUSED[entry.reuse]) cell.append(element("span", { className: "reused", text: REUSED[entry.reuse] }));
     } else if (entry.status === "failed") {
       const failure = element("span", { className: "failure" });
       failure.append(element("strong", { text: "Failed: " }), entry.error || "unknown reason");
@@ -435,4 +454,110 @@
     const percent = ((100 * saved) / entry.bytes_in).toFixed(1);
     return element("td", { className: "saving", text: `${percent} % smaller (−${formatBytes(saved)})` });
   }
+
+  // ---- the caller's recent requests, and what can be done with each --------------------------
+
+  let recentTimer = null;
+
+  async function loadRecent() {
+    if (recentTimer) clearTimeout(recentTimer);
+    recentTimer = null;
+    let response;
+    try {
+      response = await fetch(`${API}/requests?limit=${RECENT}`, { headers: authHeaders(), cache: "no-store" });
+    } catch {
+      return; // out of reach for now: the list stays as it was
+    }
+    const body = await readJson(response);
+    if (!response.ok) {
+      recentTable.hidden = true;
+      recentNote.textContent =
+        response.status === 401 ? "Enter your API key to see your requests." : `The list could not be read: ${detailOf(body, response)}`;
+      return;
+    }
+    const items = Array.isArray(body.requests) ? body.requests : [];
+    recentRows.replaceChildren(...items.map(recentRow));
+    recentTable.hidden = items.length === 0;
+    recentNote.textContent = items.length ? `The ${items.length} newest, newest first.` : "No request yet.";
+    if (items.some((item) => !FINAL.has(item.status))) recentTimer = setTimeout(loadRecent, RECENT_POLL_MS);
+  }
+
+  function recentRow(item) {
+    const row = element("tr", { attrs: { "data-request": item.request_id } });
+    const view = element("button", { className: "link-button", text: item.request_id.slice(0, 8), attrs: { type: "button", title: item.request_id } });
+    view.addEventListener("click", () => watch(item, `Request ${item.request_id}: ${STATES[item.status] || item.status}.`));
+    const state = element("span", { className: "state", text: STATES[item.status] || item.status });
+    state.dataset.state = item.status;
+    const { images_done: done, images_total: total, images_failed: failed, images_reused: reused } = item.progress;
+    const counts = `${done}/${total} done, ${failed} failed` + (reused ? `, ${reused} reused` : "");
+    row.append(
+      element("td", {}, view),
+      element("td", {}, state),
+      element("td", { text: new Date(item.created_at).toLocaleString() }),
+      element("td", { text: counts }),
+      element("td", { className: "actions" }, ...actionsFor(item)),
+    );
+    return row;
+  }
+
+  function actionsFor(item) {
+    const actions = [];
+    if (!FINAL.has(item.status)) actions.push(action("Cancel", () => act(item, "POST", "cancel")));
+    if (FINAL.has(item.status) && item.progress.images_failed > 0) {
+      actions.push(action("Retry", () => act(item, "POST", "retry")));
+    }
+    if (FINAL.has(item.status)) actions.push(deleteAction(item));
+    return actions;
+  }
+
+  function action(label, run) {
+    const button = element("button", { className: "small", text: label, attrs: { type: "button" } });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      await run();
+    });
+    return button;
+  }
+
+  function deleteAction(item) {
+    // Two steps rather than a dialog: the first click asks, the second deletes.
+    const button = element("button", { className: "small danger", text: "Delete", attrs: { type: "button" } });
+    button.addEventListener("click", async () => {
+      if (button.dataset.armed !== "yes") {
+        button.dataset.armed = "yes";
+        button.textContent = "Confirm delete";
+        return;
+      }
+      button.disabled = true;
+      await act(item, "DELETE", "");
+    });
+    return button;
+  }
+
+  async function act(item, method, verb) {
+    const path = `${API}/requests/${encodeURIComponent(item.request_id)}${verb ? `/${verb}` : ""}`;
+    let response;
+    try {
+      response = await fetch(path, { method, headers: authHeaders() });
+    } catch {
+      say("Error: the service could not be reached. Try again.", "error");
+      return;
+    }
+    const body = response.status === 204 ? {} : await readJson(response);
+    if (!response.ok) {
+      say(`Error: ${detailOf(body, response)}`, "error");
+    } else if (method === "DELETE") {
+      say(`Deleted request ${item.request_id}.`);
+      if (current && current.id === item.request_id) stopWatching();
+      if (requestIdText.textContent === item.request_id) result.hidden = true;
+    } else {
+      const note =
+        verb === "cancel" ? `Cancelling request ${item.request_id}…` : `Retrying the failed images of ${item.request_id}…`;
+      watch({ request_id: item.request_id, images: body.progress.images_total, products: body.progress.products_total }, note);
+    }
+    loadRecent();
+  }
+
+  keyInput.addEventListener("change", loadRecent);
+  loadRecent();
 })();
