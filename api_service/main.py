@@ -94,6 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Served by install_docs instead, with their scripts and styles from this service, not a CDN.
         docs_url=None,
         redoc_url=None,
+        # Each operation is named after its function (upload_csv, request_status, ...): the names
+        # the schema's links, and clients generated from it, use.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.settings = settings or get_settings()
     configure_logging(app.state.settings.operations.log_format)

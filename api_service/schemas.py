@@ -145,3 +145,34 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         503: ("MongoDB or Redis does not answer", ErrorBody),
     }
     return {code: {"description": described[code][0], "model": described[code][1]} for code in codes}
+
+
+# The operations on one request, by the links an answer naming it offers (CONTRACT §4): a client
+# generator, or a stateful fuzzer such as Schemathesis, follows them from the upload to the end.
+REQUEST_OPERATIONS = {
+    "status": ("request_status", "its status and progress"),
+    "images": ("processing_log", "each image's outcome"),
+    "download": ("download_csv", "the output CSV, once it is final"),
+    "cancel": ("cancel_request", "cancel it while it is unfinished"),
+    "retry": ("retry_request", "process its failed images again once it is final"),
+    "delete": ("delete_request", "delete it with its images once it is final"),
+}
+# Past any request's last product or image, and inside the 64-bit integers MongoDB stores: a larger
+# offset reached the database and failed there with a 500 (found by Schemathesis).
+MAX_OFFSET = 2**31 - 1
+
+
+def request_links(request_id_at: str) -> dict[str, dict[str, Any]]:
+    """OpenAPI links to every operation on the request whose id is at `request_id_at` (a JSON
+    pointer into the answer's body)."""
+    request_id = f"$response.body#{request_id_at}"
+    links: dict[str, dict[str, Any]] = {
+        name: {"operationId": operation_id, "parameters": {"request_id": request_id}, "description": description}
+        for name, (operation_id, description) in REQUEST_OPERATIONS.items()
+    }
+    links["webhook"] = {
+        "operationId": "register_webhook",
+        "requestBody": {"request_id": request_id},
+        "description": "set or replace its webhook",
+    }
+    return links

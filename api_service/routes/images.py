@@ -9,7 +9,7 @@ from api_service.auth import Owner
 from api_service.errors import ApiError
 from api_service.processing_log import NOT_MEASURED, ImageLogPage, products_on_page
 from api_service.request_products import every_product
-from api_service.schemas import EXAMPLE_ID, error_responses
+from api_service.schemas import EXAMPLE_ID, MAX_OFFSET, error_responses
 from api_service.state import AppState, services
 from shared.models import utcnow
 from shared.store import product_claims, requests
@@ -79,7 +79,9 @@ async def processing_log(
     request_id: str,
     state: Annotated[AppState, Depends(services)],
     owner: Owner,
-    offset: Annotated[int, Query(ge=0, description="first image to list, in serial and position order")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="first image to list, in serial and position order")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="images to list")] = 100,
 ) -> ImageLogPage:
     """One entry per image in serial and position order; null where not known yet."""

@@ -16,7 +16,7 @@ from structlog.contextvars import bind_contextvars
 from api_service import answers
 from api_service.auth import Owner
 from api_service.errors import ApiError
-from api_service.schemas import RequestList, RequestListItem, error_responses
+from api_service.schemas import RequestList, RequestListItem, error_responses, request_links
 from api_service.sending import send
 from api_service.state import AppState, services
 from shared.models import RequestStatus, StatusView, utcnow
@@ -65,7 +65,6 @@ def list_item(summary: RequestSummary) -> RequestListItem:
     response_model=RequestList,
     responses=error_responses(400, 422, 503),
     summary="The caller's requests, newest first",
-    operation_id="list_requests",
 )
 async def list_requests(
     state: Annotated[AppState, Depends(services)],
@@ -99,7 +98,11 @@ async def refused_because(state: AppState, request_id: str, owner: str | None, w
 
 
 STATUS_ANSWER: dict[int | str, dict[str, Any]] = {
-    202: {"model": StatusView, "description": "The request's status, as GET /status answers"}
+    202: {
+        "model": StatusView,
+        "description": "The request's status, as GET /status answers",
+        "links": request_links("/request_id"),
+    }
 }
 
 
@@ -108,7 +111,6 @@ STATUS_ANSWER: dict[int | str, dict[str, Any]] = {
     status_code=202,
     responses={**STATUS_ANSWER, **error_responses(404, 409, 503)},
     summary="Cancel a request",
-    operation_id="cancel_request",
 )
 async def cancel_request(request_id: str, state: Annotated[AppState, Depends(services)], owner: Owner) -> Response:
     """Its images not started are never started; those under way may finish. It is final,
@@ -125,7 +127,6 @@ async def cancel_request(request_id: str, state: Annotated[AppState, Depends(ser
     status_code=202,
     responses={**STATUS_ANSWER, **error_responses(404, 409, 503)},
     summary="Process a finished request's failed images again",
-    operation_id="retry_request",
 )
 async def retry_request(request_id: str, state: Annotated[AppState, Depends(services)], owner: Owner) -> Response:
     """Only its failed (or never started) images are processed again, in the same request; the
@@ -148,7 +149,6 @@ async def retry_request(request_id: str, state: Annotated[AppState, Depends(serv
     response_class=Response,
     responses=error_responses(404, 409, 503),
     summary="Delete a finished request with its images",
-    operation_id="delete_request",
 )
 async def delete_request(request_id: str, state: Annotated[AppState, Depends(services)], owner: Owner) -> Response:
     """Its stored images, documents and processing log are deleted; every route, and its /media

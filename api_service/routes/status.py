@@ -10,7 +10,7 @@ from api_service import answers
 from api_service.answers import DEFAULT_PAGE
 from api_service.auth import Owner
 from api_service.errors import ApiError
-from api_service.schemas import EXAMPLE_ID, error_responses
+from api_service.schemas import EXAMPLE_ID, MAX_OFFSET, error_responses, request_links
 from api_service.state import AppState, services
 from shared.models import StatusView
 
@@ -67,7 +67,7 @@ async def request_status(
     request_id: str,
     state: Annotated[AppState, Depends(services)],
     owner: Owner,
-    offset: Annotated[int, Query(ge=0, description="first product to list, in serial order")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="first product to list, in serial order")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="products to list")] = DEFAULT_LIMIT,
 ) -> Response:
     """The request's state, progress and a page of its products in serial order."""
@@ -88,7 +88,10 @@ router.add_api_route(
     request_status,
     methods=["GET"],
     response_model=StatusView,
-    responses={200: {"content": {"application/json": {"example": STATUS_EXAMPLE}}}, **error_responses(404, 422, 503)},
+    responses={
+        200: {"content": {"application/json": {"example": STATUS_EXAMPLE}}, "links": request_links("/request_id")},
+        **error_responses(404, 422, 503),
+    },
     summary="Status and progress of a request",
     tags=["requests"],
 )

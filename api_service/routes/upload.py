@@ -14,7 +14,7 @@ from api_service.auth import Owner, scoped_idempotency_key
 from api_service.csv_reader import ProductRow, read_products
 from api_service.errors import ApiError
 from api_service.rate_limits import limit_uploads
-from api_service.schemas import UploadAccepted, error_responses
+from api_service.schemas import UploadAccepted, error_responses, request_links
 from api_service.sending import send
 from api_service.state import AppState, services
 from api_service.upload_stream import Upload, read_upload
@@ -84,7 +84,7 @@ async def replay(state: AppState, key: str, sha256: str) -> JSONResponse | None:
     "/api/v1/upload",
     status_code=202,
     response_model=UploadAccepted,
-    responses=error_responses(400, 413, 422, 503),
+    responses={202: {"links": request_links("/request_id")}, **error_responses(400, 413, 422, 503)},
     summary="Upload a product CSV",
     openapi_extra=MULTIPART_BODY,
     tags=["requests"],
