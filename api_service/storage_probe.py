@@ -11,10 +11,8 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from shared.storage import Storage, StorageUnavailable
+from shared.storage import REFUSING_KEY, Storage, StorageUnavailable
 
-# Kept in step with worker_service/storage_waits.py, which the API does not import (Pillow, httpx).
-REFUSING_KEY = "storage:refusing"
 PROBE_EVERY_SECONDS = 5.0
 PROBE_TIMEOUT_SECONDS = 2.0
 

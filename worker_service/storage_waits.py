@@ -16,13 +16,12 @@ from typing import TypeVar
 import redis
 
 from shared import metrics
-from shared.storage import StorageUnavailable
+from shared.storage import REFUSING_KEY, StorageUnavailable
 
 log = logging.getLogger("worker.storage")
 T = TypeVar("T")
 
-# Where the workers say that storage refused a write, and for how long that stands after the last refusal.
-REFUSING_KEY = "storage:refusing"
+# How long the workers' word that storage refused a write stands after the last refusal.
 REFUSING_SAID_SECONDS = 30
 FIRST_WAIT_SECONDS = 0.5
 LONGEST_WAIT_SECONDS = 10.0

@@ -21,7 +21,11 @@ from shared.store import product_claims, requests, sources
 from shared.store.product_claims import ProductWork
 from shared.store.requests import UnfinishedRequest
 from worker_service.context import WorkerContext
+from worker_service.request_life import CANCEL_GRACE_SECONDS, CANCEL_LOOK_SECONDS
 
+# How long a cancel's own tasks may take to finish it: the sweeper finishes it only after that, not
+# cutting short the images under way that the cancel lets finish.
+CANCEL_TAKES = timedelta(seconds=CANCEL_GRACE_SECONDS + CANCEL_LOOK_SECONDS)
 log = logging.getLogger("worker.sweeper")
 
 
@@ -72,7 +76,8 @@ class Cutoffs:
     merge_due_before: datetime
     # A due delivery that nobody has taken up within a sweep.
     webhook_due_before: datetime
-    # A cancel, or a deletion, that its task has not finished within a sweep.
+    # A cancel its tasks have not finished within their grace for the images under way and a
+    # sweep; a deletion not finished within a sweep.
     cancel_due_before: datetime
     deletion_due_before: datetime
 
@@ -84,7 +89,7 @@ class Cutoffs:
             stalled_before=now - timedelta(seconds=settings.stall_seconds),
             merge_due_before=now - timedelta(seconds=settings.merge_interval_seconds) - sweep,
             webhook_due_before=now - sweep,
-            cancel_due_before=now - sweep,
+            cancel_due_before=now - sweep - CANCEL_TAKES,
             deletion_due_before=now - sweep,
         )
 

@@ -1,7 +1,15 @@
 """Where output images are kept, behind a small interface (`base.Storage`)."""
 
 from shared.settings import Settings
-from shared.storage.base import Elsewhere, LocalFile, MissingObject, Storage, StorageUnavailable, image_key
+from shared.storage.base import (
+    REFUSING_KEY,
+    Elsewhere,
+    LocalFile,
+    MissingObject,
+    Storage,
+    StorageUnavailable,
+    image_key,
+)
 from shared.storage.local import LocalStorage
 from shared.storage.s3 import S3Storage
 
@@ -16,6 +24,7 @@ def storage_from_settings(settings: Settings) -> Storage:
 
 
 __all__ = [
+    "REFUSING_KEY",
     "Elsewhere",
     "LocalFile",
     "LocalStorage",

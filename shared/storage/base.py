@@ -45,6 +45,11 @@ class StorageUnavailable(ServiceError):
         super().__init__("storage unavailable", detail=detail)
 
 
+# The Redis key where a worker says that storage refused a write (worker_service/storage_waits.py),
+# so that /readyz on any host reports it (api_service/storage_probe.py).
+REFUSING_KEY = "storage:refusing"
+
+
 class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Store `data` under `key`, replacing what was there: writing the same key twice is safe."""

@@ -23,7 +23,7 @@ from tests.support.stack import PROJECT_ROOT, Stack, start_stack
 KEY = "schemathesis-key"
 SEED = os.environ.get("SCHEMATHESIS_SEED", "2026")
 CONFIG = PROJECT_ROOT / "tests" / "support" / "schemathesis.toml"
-# Per operation and phase: enough for each phase to reach every operation, the run in about 30 s.
+# Per operation and phase: enough for each phase to reach every operation, the run in about 15 s.
 EXAMPLES = "25"
 
 

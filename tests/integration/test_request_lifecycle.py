@@ -62,6 +62,10 @@ def quick(image_server, count: int, name: str = "tiny.jpg") -> list[list[str]]:
     return [[f"{image_server.image(name)}?{mark}-{i}"] for i in range(count)]
 
 
+def under_way(status: dict) -> set[int]:
+    return {product["serial_number"] for product in status["products"] if product["status"] == "processing"}
+
+
 # -- list ----------------------------------------------------------------------------------------
 
 
@@ -95,17 +99,21 @@ def test_a_cancelled_request_starts_nothing_more_and_is_final_within_ten_seconds
     life_stack, image_server, webhook_receiver
 ):
     hook = f"cancel-{token()}"
-    products = slow(image_server, 20)
+    # Three seconds an image: those under way at the cancel are still under way a sweep later.
+    products = slow(image_server, 20, 3.0)
     request_id = submit(life_stack, products, webhook_url=webhook_receiver.hook(hook))
-    time.sleep(1.5)
     with client(life_stack) as api:
+        wait_until(lambda: under_way(api.get(f"/status/{request_id}").json()), 15, message="a product under way")
         asked_at = time.monotonic()
         answer = api.post(f"/requests/{request_id}/cancel")
         assert answer.status_code == 202, answer.text
         assert answer.json()["request_id"] == request_id
+        held = under_way(answer.json())
         body = final(life_stack, request_id, timeout=15)
         assert time.monotonic() - asked_at < 10
         assert body["status"] == "cancelled" and body["completed_at"]
+        ended = {p["serial_number"]: p["status"] for p in body["products"]}
+        assert held and {ended[serial] for serial in held} == {"completed"}, "images under way were cut short"
         progress = body["progress"]
         assert progress["percentage"] == 100.0
         assert progress["images_done"] == progress["images_total"] == 20
