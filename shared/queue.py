@@ -81,8 +81,9 @@ def enqueue_request(app: Celery, request_id: str) -> None:
     app.send_task(PROCESS_REQUEST, args=[request_id], queue=CONTROL_QUEUE, ignore_result=True)
 
 
-def enqueue_cancel(app: Celery, request_id: str, owner: str | None) -> None:
-    app.send_task(CANCEL_REQUEST, args=[request_id, owner], queue=CONTROL_QUEUE, ignore_result=True)
+def enqueue_cancel(app: Celery, request_id: str, owner: str | None, grace_seconds: float | None = None) -> None:
+    """`grace_seconds`: how long the images under way may go on (None: the cancel's own grace)."""
+    app.send_task(CANCEL_REQUEST, args=[request_id, owner, grace_seconds], queue=CONTROL_QUEUE, ignore_result=True)
 
 
 def enqueue_delete(app: Celery, request_id: str) -> None:

@@ -19,7 +19,7 @@ from shared.models import utcnow
 from shared.settings import WorkSettings
 from shared.store import product_claims, requests, sources
 from shared.store.product_claims import ProductWork
-from shared.store.requests import UnfinishedRequest
+from shared.store.requests import CancelledRequest, UnfinishedRequest
 from worker_service.context import WorkerContext
 from worker_service.request_life import CANCEL_GRACE_SECONDS, CANCEL_LOOK_SECONDS
 
@@ -38,7 +38,7 @@ class SweepPlan:
     merges: set[str] = field(default_factory=set)
     webhooks: list[str] = field(default_factory=list)
     # Cancelled requests to finish now, and deleted requests whose documents are still there.
-    cancels: list[str] = field(default_factory=list)
+    cancels: list[CancelledRequest] = field(default_factory=list)
     deletions: list[str] = field(default_factory=list)
 
 
@@ -57,8 +57,12 @@ def stalled_products(context: WorkerContext, request_id: str) -> list[ProductWor
     """A request with no progress for a while may have lost its queued messages: enqueue its
     pending products again (a copy that finds its product done or held does nothing)."""
     now = utcnow()
+    pending = context.store.run(requests.pending_work(request_id))
+    # A retry marks its products pending, then reopens their claims: lost in between, a product's
+    # claim would still be done and merged, and no worker could claim it again.
+    context.store.run(product_claims.reopen_claims(request_id, [work.index for work in pending]))
     settled = context.store.run(product_claims.settled(request_id, now))
-    works = [w for w in context.store.run(requests.pending_work(request_id)) if w.index not in settled]
+    works = [work for work in pending if work.index not in settled]
     context.store.run(requests.touch(request_id, now))
     if works:
         log.warning("request %s: stalled, re-enqueueing %d pending products", request_id, len(works))

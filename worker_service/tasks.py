@@ -21,6 +21,7 @@ from shared.queue import (
     PROCESS_PRODUCT,
     PROCESS_REQUEST,
     SWEEP,
+    enqueue_cancel,
     enqueue_delete,
     enqueue_request,
     enqueue_webhook,
@@ -152,12 +153,14 @@ def deliver_in_turn(request_id: str) -> None:
 
 
 @app.task(name=CANCEL_REQUEST, ignore_result=True)
-def cancel_request(request_id: str, owner: str | None) -> None:
-    """Its products not started never start; it is final once those under way finish, or soon."""
+def cancel_request(request_id: str, owner: str | None, grace_seconds: float | None = None) -> None:
+    """Its products not started never start; it is final once those under way finish, or soon
+    (at once for a cancel the sweeper takes up: its grace is over)."""
     dropped = request_life.stop_starting(worker_context(), request_id, owner)
     log.info("request %s: cancelled, %d products never started", request_id, dropped)
-    give_up_at = time.time() + request_life.CANCEL_GRACE_SECONDS
-    finish_cancel.apply_async((request_id, give_up_at), countdown=request_life.CANCEL_LOOK_SECONDS)
+    grace = request_life.CANCEL_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    look = min(grace, request_life.CANCEL_LOOK_SECONDS)
+    finish_cancel.apply_async((request_id, time.time() + grace), countdown=look)
 
 
 @app.task(name=FINISH_CANCEL, ignore_result=True)
@@ -223,7 +226,7 @@ def sweep() -> None:
         merge_results.delay(request_id)
     for request_id in plan.webhooks:
         enqueue_webhook(app, request_id)
-    for request_id in plan.cancels:
-        finish_cancel.delay(request_id, 0.0)
+    for lost_cancel in plan.cancels:
+        enqueue_cancel(app, lost_cancel.request_id, lost_cancel.owner, grace_seconds=0)
     for request_id in plan.deletions:
         enqueue_delete(app, request_id)

@@ -239,11 +239,12 @@ def recorded_results(request_id: str, indexes: list[int]) -> Program[dict[int, P
 
 def reopen_claims(request_id: str, indexes: list[int]) -> UpdateMany:
     """These products are to be processed again (a retry): free to claim, their attempts counted
-    afresh; their last result and image log stay, for the images not processed again."""
+    afresh; their last result and image log stay, for the images not processed again. Only a
+    merged claim is reopened, so that the sweeper may ask again for any pending products."""
     ids = [claim_id(request_id, index) for index in indexes]
     return UpdateMany(
         COLLECTION,
-        {"_id": {"$in": ids}},
+        {"_id": {"$in": ids}, "merged": True},
         {"$set": {"done": False, "merged": False, "attempts": 0, "lease_expires_at": None}},
     )
 

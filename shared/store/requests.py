@@ -462,6 +462,10 @@ class RequestId(TypedDict):
     _id: str
 
 
+class RequestOwner(RequestId):
+    owner: NotRequired[str]
+
+
 class RequestProgress(TypedDict):
     _id: str
     updated_at: datetime
@@ -672,14 +676,20 @@ def finish_cancelled(request_id: str, now: datetime) -> Program[Finished | None]
     return None
 
 
-def cancelling(asked_before: datetime) -> Program[list[str]]:
+@dataclass(frozen=True)
+class CancelledRequest:
+    request_id: str
+    owner: str | None
+
+
+def cancelling(asked_before: datetime) -> Program[list[CancelledRequest]]:
     """Requests whose caller asked them to stop before then and that are not final yet."""
-    found = yield from Find[RequestId](
+    found = yield from Find[RequestOwner](
         COLLECTION,
         {"status": {"$in": UNFINISHED_STATUS_VALUES}, "cancel_requested_at": {"$lt": asked_before}},
-        {"_id": 1},
+        {"_id": 1, "owner": 1},
     )
-    return [document["_id"] for document in found]
+    return [CancelledRequest(document["_id"], document.get("owner")) for document in found]
 
 
 class RetryRefused(StrEnum):

@@ -11,6 +11,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from api_service.auth import owner_digest
+from shared.models import utcnow
+from shared.store import requests
+from shared.store.operations import SyncStore
 from tests.support.client import product_csv, wait_final
 from tests.support.command import image_service
 from tests.support.stack import Stack, start_stack, wait_until
@@ -134,6 +138,23 @@ def test_a_cancelled_request_starts_nothing_more_and_is_final_within_ten_seconds
         assert {entry["status"] for entry in log} <= {"completed", "failed"}
     delivery = wait_until(lambda: webhook_receiver.received(hook), 15, message="the webhook")[0]
     assert json.loads(delivery.body)["data"]["status"] == "cancelled"
+
+
+def test_a_cancel_whose_task_was_lost_is_taken_up_by_the_sweeper_and_starts_nothing_more(life_stack, image_server):
+    products = slow(image_server, 30)
+    request_id = submit(life_stack, products)
+    with client(life_stack) as api:
+        wait_until(lambda: under_way(api.get(f"/status/{request_id}").json()), 15, message="a product under way")
+    # The API's write without its task, as when the API is lost between the two.
+    with life_stack.mongo() as mongo:
+        asked = SyncStore(mongo["image_service"]).run(requests.ask_to_cancel(request_id, owner_digest(KEY_A), utcnow()))
+    assert asked is not None
+    body = final(life_stack, request_id, timeout=30)
+    assert body["status"] == "cancelled"
+    assert sum(e["message"] == "cancelled" for product in body["products"] for e in product["errors"]) >= 10
+    hits = dict(image_server.hits)
+    time.sleep(3)
+    assert dict(image_server.hits) == hits, "products of the cancelled request still started"
 
 
 def test_cancelling_a_finished_or_unknown_request_is_refused(life_stack, image_server):

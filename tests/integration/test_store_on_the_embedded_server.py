@@ -1,21 +1,25 @@
 """The store's programs against the real embedded server: safe to run twice, each race won once."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import pytest
 
 from shared.models import utcnow
 from shared.settings import Settings
 from shared.store import product_claims, requests, sources
-from shared.store.operations import SyncStore
+from shared.store.operations import Operation, Program, Runnable, SyncStore, UpdateMany
 from shared.store.product_claims import ImageDetails, ProductWork
 from shared.store.requests import new_request, new_request_id
 from shared.store.sources import SourceDocument
 from worker_service.context import WorkerContext
 from worker_service.image_work import ImageOutcome
 from worker_service.product_processing import product_result
-from worker_service.sweeper import forget_unused_sources
+from worker_service.sweeper import forget_unused_sources, stalled_products
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -25,10 +29,32 @@ class Row:
     input_image_urls: tuple[str, ...]
 
 
+DATABASE = "store_tests"
+
+
 @pytest.fixture()
 def store(stack):
     with stack.mongo() as client:
-        yield SyncStore(client["store_tests"])
+        yield SyncStore(client[DATABASE])
+
+
+@pytest.fixture()
+def context(stack, tmp_path) -> WorkerContext:
+    """A worker's context on the stack's servers, its documents in a database of the tests' own."""
+    environment = stack.environment()
+    settings = Settings.load(
+        mongodb_url=environment["MONGODB_URL"], redis_url=environment["REDIS_URL"], data_dir=tmp_path,
+        mongodb_database=DATABASE,
+    )  # fmt: skip
+    return WorkerContext(settings)
+
+
+def interrupted(program: Runnable[T], before: Callable[[Operation[Any]], bool]) -> Program[None]:
+    """The program as far as the first operation `before` picks out: its process lost there."""
+    steps = iter(program)
+    operation = next(steps)
+    while not before(operation):
+        operation = steps.send((yield operation))
 
 
 def started_request(store: SyncStore, products: int = 3) -> tuple[str, list[ProductWork]]:
@@ -115,12 +141,27 @@ def test_the_processing_log_and_busy_products_are_read_back_by_id(store):
     assert store.run(product_claims.busy_products(request_id, [0, 1, 2], utcnow())) == {1}
 
 
-def test_the_sweeper_forgets_unused_sources_and_deletes_the_outputs_the_memory_adopted(stack, tmp_path):
-    environment = stack.environment()
-    settings = Settings.load(
-        mongodb_url=environment["MONGODB_URL"], redis_url=environment["REDIS_URL"], data_dir=tmp_path
-    )
-    context = WorkerContext(settings)
+def test_a_retry_lost_between_its_two_writes_is_taken_up_by_the_sweeper(context):
+    request_id, works = started_request(context.store, products=2)
+    finish(context.store, works[0], [ImageOutcome(key="a"), ImageOutcome(error="HTTP 503")])
+    finish(context.store, works[1], [ImageOutcome(key="b"), ImageOutcome(key="c")])
+    context.store.run(product_claims.mark_merged(merge_all(context.store, request_id)))
+    assert context.store.run(requests.finalize(request_id, utcnow())).status == "completed_with_errors"
+
+    # The retry marks the failed product pending, and its process is lost before it reopens the claim.
+    retry = requests.retry(request_id, None, utcnow())
+    context.store.run(interrupted(retry, before=lambda operation: operation.collection == product_claims.COLLECTION
+                                  and isinstance(operation, UpdateMany)))  # fmt: skip
+    assert claim(context.store, works[0]) is None, "the claim was reopened after all"
+
+    again = stalled_products(context, request_id)
+    assert [work.index for work in again] == [0]
+    assert again[0].positions == [1]
+    assert claim(context.store, again[0]) == 1
+    assert stalled_products(context, request_id) == [], "a product under way was taken again"
+
+
+def test_the_sweeper_forgets_unused_sources_and_deletes_the_outputs_the_memory_adopted(context):
     now = utcnow()
     adopted = source_document("https://img.test/old.jpg", expires_at=now - timedelta(seconds=1), request_id=None)
     fresh = source_document("https://img.test/new.jpg", expires_at=now + timedelta(days=1), request_id="r1")
