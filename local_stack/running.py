@@ -69,10 +69,16 @@ def wait_until(condition: Callable[[], T], timeout: float, interval: float = 0.2
 
 
 def ready(base_url: str) -> bool:
+    return readiness(base_url) is None
+
+
+def readiness(base_url: str) -> str | None:
+    """None once the stack is ready; else what /readyz answered, or why it did not."""
     try:
-        return httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        answer = httpx.get(f"{base_url}/readyz", timeout=2)
+    except httpx.HTTPError as error:
+        return f"no answer ({type(error).__name__})"
+    return None if answer.status_code == 200 else f"{answer.status_code} {answer.text[:300]}"
 
 
 def launch(data_dir: Path, log_dir: Path, port: int, environment: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -112,7 +118,16 @@ def running_stack(
     process = launch(data_dir, log_dir, port, environment)
     stack = RunningStack(base_url=base_url, data_dir=data_dir, log_dir=log_dir, process=process)
     try:
-        wait_until(lambda: ready(base_url), 90, message="the stack to be ready")
+        last: list[str | None] = [None]
+
+        def is_ready() -> bool:
+            last[0] = readiness(base_url)
+            return last[0] is None
+
+        try:
+            wait_until(is_ready, 90, message="the stack to be ready")
+        except AssertionError as late:
+            raise AssertionError(f"{late}; /readyz last said: {last[0]}") from None
         yield stack
     finally:
         stop(process)

@@ -1,9 +1,25 @@
 """The supervisord configuration for the programs of `make run`."""
 
+import hashlib
 import shlex
+import tempfile
 from pathlib import Path
 
 from local_stack.processes import Program
+
+# A Unix socket's path holds at most 107 bytes (108 with its NUL), and supervisord binds its
+# socket under a temporary name first, the path and `.<pid>` (up to 8 bytes more).
+SOCKET_PATH_LIMIT = 107 - 8
+
+
+def socket_path(run_dir: Path) -> Path:
+    """supervisord's control socket: in the run folder, unless that is too deep for a socket path
+    (a long DATA_DIR; pytest's folders), then in the temporary folder, named after the run folder."""
+    beside = run_dir / "supervisor.sock"
+    if len(str(beside).encode()) <= SOCKET_PATH_LIMIT:
+        return beside
+    digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"image-service-{digest}.sock"
 
 
 def quote_environment(environment: dict[str, str]) -> str:
@@ -53,13 +69,13 @@ def render(
         f"environment={quote_environment(environment)}",
         "",
         "[unix_http_server]",
-        f"file={run_dir / 'supervisor.sock'}",
+        f"file={socket_path(run_dir)}",
         "",
         "[rpcinterface:supervisor]",
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         "",
         "[supervisorctl]",
-        f"serverurl=unix://{run_dir / 'supervisor.sock'}",
+        f"serverurl=unix://{socket_path(run_dir)}",
         "",
     ]
     for program in programs:

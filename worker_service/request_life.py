@@ -6,15 +6,14 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
 
 from shared import metrics, request_events
 from shared.models import utcnow
+from shared.storage import MissingObject, StorageUnavailable
 from shared.store import product_claims, requests, sources
 from shared.store.requests import Finished
 from shared.store.sources import SourceDocument
 from worker_service.context import WorkerContext
-from worker_service.storage_waits import waiting_for_storage
 
 log = logging.getLogger("worker.requests")
 
@@ -25,8 +24,9 @@ CANCEL_LOOK_SECONDS = 1.0
 # The Redis key a product task looks at before it starts: the request was cancelled.
 CANCELLED_PREFIX = "cancelled:"
 CANCELLED_SAID_SECONDS = 24 * 3600
-# Requests the retention deletes at most per sweep: a backlog is worked off sweep by sweep.
-RETENTION_BATCH = 100
+# Deletions sent at most per sweep (by the retention, and again for unfinished ones): a backlog
+# (a retention set on a full database) is worked off sweep by sweep, not all in the control queue.
+DELETIONS_PER_SWEEP = 200
 
 
 def fold_in(context: WorkerContext, request_id: str) -> int:
@@ -83,11 +83,18 @@ def finish_cancelled(context: WorkerContext, request_id: str, give_up_at: float)
 def delete(context: WorkerContext, request_id: str) -> None:
     """A deleted request's images, claims (its processing log) and document, in that order, each
     step safe to run again. Outputs the re-import memory still points at are handed over to it
-    first, so that a later upload of the same sources reuses them rather than find them gone."""
-    for source in context.store.run(sources.held_by(request_id)):
-        hand_over(context, source)
-        context.store.run(sources.adopt(source))
-    context.storage.delete_request(request_id)
+    first, so that a later upload of the same sources reuses them rather than find them gone.
+    Storage that refuses is not waited for (a control thread is worth more): the sweeper sends
+    the deletion again a sweep later."""
+    try:
+        for source in context.store.run(sources.held_by(request_id)):
+            hand_over(context, source)
+        context.storage.delete_request(request_id)
+    except StorageUnavailable as refused:
+        metrics.STORAGE_REFUSALS.inc()
+        log.warning("request %s: not deleted yet, storage refused (%s); the sweeper will try again", request_id,
+                    refused.detail)  # fmt: skip
+        return
     context.store.run(product_claims.delete_of(request_id))
     context.store.run(requests.delete(request_id))
     context.redis.delete(cancelled_key(request_id))
@@ -95,20 +102,24 @@ def delete(context: WorkerContext, request_id: str) -> None:
 
 
 def hand_over(context: WorkerContext, source: SourceDocument) -> None:
-    """Copy an output the memory points at to the memory's own key."""
-    origin, kept = source["output"]["key"], sources.adopted_key(source)
-    copy = partial(context.storage.copy, origin, kept)
-    waiting_for_storage(copy, context.settings.storage.retry_seconds, lambda: context.redis)
+    """Copy an output the memory points at to the memory's own key, and point the memory there;
+    an output already gone is forgotten instead."""
+    try:
+        context.storage.copy(source["output"]["key"], sources.adopted_key(source))
+    except MissingObject:
+        context.store.run(sources.forget_gone(source))
+        return
+    context.store.run(sources.adopt(source))
 
 
 def past_retention(context: WorkerContext) -> list[str]:
-    """Final requests older than RETENTION_DAYS, marked deleted (they answer 404 from now on)."""
+    """Final requests older than RETENTION_DAYS, the oldest first, marked deleted (they answer 404
+    from now on), whose deletion is to be sent now."""
     days = context.settings.work.retention_days
     if days is None:
         return []
     now = utcnow()
-    expired = context.store.run(requests.past_retention(now - timedelta(days=days), RETENTION_BATCH))
+    expired = context.store.run(requests.past_retention(now - timedelta(days=days), now, DELETIONS_PER_SWEEP))
     if expired:
-        context.store.run(requests.mark_deleted(expired, now))
         log.info("%d requests past RETENTION_DAYS=%g are deleted", len(expired), days)
     return expired

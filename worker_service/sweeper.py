@@ -21,7 +21,7 @@ from shared.store import product_claims, requests, sources
 from shared.store.product_claims import ProductWork
 from shared.store.requests import CancelledRequest, UnfinishedRequest
 from worker_service.context import WorkerContext
-from worker_service.request_life import CANCEL_GRACE_SECONDS, CANCEL_LOOK_SECONDS
+from worker_service.request_life import CANCEL_GRACE_SECONDS, CANCEL_LOOK_SECONDS, DELETIONS_PER_SWEEP
 
 # How long a cancel's own tasks may take to finish it: the sweeper finishes it only after that, not
 # cutting short the images under way that the cancel lets finish.
@@ -143,5 +143,5 @@ def plan_sweep(context: WorkerContext) -> SweepPlan:
                 plan.products += stalled_products(context, request.request_id)
     plan.webhooks = context.store.run(requests.due_webhooks(cutoffs.webhook_due_before, cutoffs.now))
     plan.cancels = context.store.run(requests.cancelling(cutoffs.cancel_due_before))
-    plan.deletions = context.store.run(requests.being_deleted(cutoffs.deletion_due_before))
+    plan.deletions = context.store.run(requests.being_deleted(cutoffs.deletion_due_before, DELETIONS_PER_SWEEP))
     return plan

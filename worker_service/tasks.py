@@ -129,6 +129,10 @@ def run_product(context: WorkerContext, product: ProductWork) -> None:
             limits.merge_interval_seconds,
             lambda countdown: merge_results.apply_async((product.request_id,), countdown=countdown),
         )
+    elif context.store.run(requests.deleted(product.request_id)):
+        # Cancelled, then deleted while its images were still under way: what they stored after
+        # the deletion began is nobody's, and must not come back under the request's /media URLs.
+        context.storage.delete([key for key in result["output_keys"] if key])
 
 
 @app.task(name=MERGE_RESULTS, ignore_result=True)

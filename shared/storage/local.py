@@ -17,13 +17,13 @@ class KeyOutsideStorage(ValueError):
 
 
 @contextlib.contextmanager
-def refusals_as_unavailable(key: str) -> Iterator[None]:
+def refusals_as_unavailable(doing: str) -> Iterator[None]:
     """A write the file system refuses (no space, a quota, read-only, an I/O error) is the store
     refusing writes, not a fault of the image."""
     try:
         yield
     except OSError as error:
-        raise StorageUnavailable(f"writing {key}: {error}") from error
+        raise StorageUnavailable(f"{doing}: {error}") from error
 
 
 class LocalStorage:
@@ -33,7 +33,7 @@ class LocalStorage:
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         path = self.writable_path(key)
-        with refusals_as_unavailable(key):
+        with refusals_as_unavailable(f"writing {key}"):
             path.parent.mkdir(parents=True, exist_ok=True)
             # Write beside the target and rename over it, so a reader (or a worker killed
             # mid-write, or a disk that fills up mid-write) never leaves a part of an image
@@ -51,7 +51,7 @@ class LocalStorage:
 
     def copy(self, source_key: str, key: str) -> None:
         source, path = self.writable_path(source_key), self.writable_path(key)
-        with refusals_as_unavailable(key):
+        with refusals_as_unavailable(f"writing {key}"):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._link_or_copy(source, source_key, path)
 
@@ -73,13 +73,17 @@ class LocalStorage:
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
-            self.writable_path(key).unlink(missing_ok=True)
+            with refusals_as_unavailable(f"deleting {key}"):
+                self.writable_path(key).unlink(missing_ok=True)
 
     def delete_request(self, request_id: str) -> None:
-        shutil.rmtree(self.writable_path(request_id), ignore_errors=True)
+        # Gone already is done; anything else (a read-only disk) is refused, so that the request's
+        # documents are not deleted while its images stay.
+        with refusals_as_unavailable(f"deleting {request_id}/"), contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.writable_path(request_id))
 
     def probe(self) -> None:
-        with refusals_as_unavailable("a probe"):
+        with refusals_as_unavailable("writing a probe"):
             self.root.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-") as file:
                 file.write(b"probe")

@@ -50,16 +50,16 @@ CLIENT_CONFIG = Config(
 
 
 @contextlib.contextmanager
-def refusals_as_unavailable(key: str) -> Iterator[None]:
+def refusals_as_unavailable(doing: str) -> Iterator[None]:
     """A store that does not answer, or answers 5xx after botocore's own retries, refuses writes:
     not a fault of the image. Any other refusal (no such bucket, access denied) is a fault."""
     try:
         yield
     except BotoCoreError as error:
-        raise StorageUnavailable(f"writing {key}: {error}") from error
+        raise StorageUnavailable(f"{doing}: {error}") from error
     except ClientError as error:
         if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= SERVER_ERROR:
-            raise StorageUnavailable(f"writing {key}: {error}") from error
+            raise StorageUnavailable(f"{doing}: {error}") from error
         raise
 
 
@@ -149,7 +149,7 @@ class S3Storage:
     def put(self, key: str, data: bytes, content_type: str) -> None:
         # A PUT replaces the object whole: a reader sees the old image or the new one, never a
         # part, and a retried product simply writes its key again.
-        with refusals_as_unavailable(key):
+        with refusals_as_unavailable(f"writing {key}"):
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=self.object_key(key),
@@ -162,7 +162,7 @@ class S3Storage:
         # Done by the store itself (CopyObject): the bytes never pass through the worker, and the
         # copy keeps the source's content type and cache headers.
         try:
-            with refusals_as_unavailable(key):
+            with refusals_as_unavailable(f"writing {key}"):
                 self.client.copy_object(
                     Bucket=self.bucket,
                     Key=self.object_key(key),
@@ -180,17 +180,19 @@ class S3Storage:
             batch: list[ObjectIdentifierTypeDef] = [
                 {"Key": self.object_key(key)} for key in keys[start : start + DELETE_BATCH]
             ]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            with refusals_as_unavailable(f"deleting {len(batch)} objects"):
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
     def delete_request(self, request_id: str) -> None:
         folder = self.object_key(request_id) + "/"
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder)
-        for page in pages:
-            keys = [entry["Key"].removeprefix(self.prefix) for entry in page.get("Contents", [])]
-            self.delete(keys)
+        with refusals_as_unavailable(f"listing {folder}"):
+            for page in pages:
+                keys = [entry["Key"].removeprefix(self.prefix) for entry in page.get("Contents", [])]
+                self.delete(keys)
 
     def probe(self) -> None:
-        with refusals_as_unavailable("a probe"):
+        with refusals_as_unavailable("writing a probe"):
             self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}{PROBE_KEY}", Body=b"probe")
             self.client.delete_object(Bucket=self.bucket, Key=f"{self.prefix}{PROBE_KEY}")
 

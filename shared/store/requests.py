@@ -69,6 +69,10 @@ INDEXES = [
     IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="newest_first"),
     # The retention: finished requests by age.
     IndexModel([("completed_at", ASCENDING)], name="by_completion"),
+    # Cancels and deletions under way, for the sweeper: sparse, so only the requests being cancelled
+    # or deleted are in them (and SecantusDB then answers from the index, not from every document).
+    IndexModel([("cancel_requested_at", ASCENDING)], name="being_cancelled", sparse=True),
+    IndexModel([("deleted_at", ASCENDING)], name="being_deleted", sparse=True),
 ]
 
 
@@ -462,7 +466,13 @@ class RequestId(TypedDict):
     _id: str
 
 
-class RequestOwner(RequestId):
+class RetentionCandidate(RequestId):
+    status: str  # a RequestStatus
+    deleted_at: NotRequired[datetime]
+
+
+class CancelCandidate(RequestId):
+    status: str  # a RequestStatus
     owner: NotRequired[str]
 
 
@@ -667,9 +677,11 @@ def finish_cancelled(request_id: str, now: datetime) -> Program[Finished | None]
         has_webhook = bool(document.get("webhook"))
         if has_webhook:
             fields["webhook.next_attempt_at"] = now
-        # Only if no merge came in between; else read again.
+        # Only if no merge came in between; else read again. Ended, it is no longer being cancelled.
         ended = yield from UpdateOne(
-            COLLECTION, {"_id": request_id, "updated_at": document["updated_at"]}, {"$set": fields}
+            COLLECTION,
+            {"_id": request_id, "updated_at": document["updated_at"]},
+            {"$set": fields, "$unset": {"cancel_requested_at": ""}},
         )
         if ended.modified:
             return Finished(RequestStatus.CANCELLED, has_webhook)
@@ -684,12 +696,15 @@ class CancelledRequest:
 
 def cancelling(asked_before: datetime) -> Program[list[CancelledRequest]]:
     """Requests whose caller asked them to stop before then and that are not final yet."""
-    found = yield from Find[RequestOwner](
-        COLLECTION,
-        {"status": {"$in": UNFINISHED_STATUS_VALUES}, "cancel_requested_at": {"$lt": asked_before}},
-        {"_id": 1, "owner": 1},
+    # The state is checked here, not in the query, so that it is answered from `being_cancelled`.
+    found = yield from Find[CancelCandidate](
+        COLLECTION, {"cancel_requested_at": {"$lt": asked_before}}, {"_id": 1, "owner": 1, "status": 1}
     )
-    return [CancelledRequest(document["_id"], document.get("owner")) for document in found]
+    return [
+        CancelledRequest(document["_id"], document.get("owner"))
+        for document in found
+        if not RequestStatus(document["status"]).is_final
+    ]
 
 
 class RetryRefused(StrEnum):
@@ -767,26 +782,34 @@ def ask_to_delete(request_id: str, owner: str | None, now: datetime) -> FindOneA
     )
 
 
-def being_deleted(marked_before: datetime) -> Program[list[str]]:
-    """Requests marked deleted before then whose documents are still there."""
-    found = yield from Find[RequestId](COLLECTION, {"deleted_at": {"$lt": marked_before}}, {"_id": 1})
+def being_deleted(marked_before: datetime, limit: int) -> Program[list[str]]:
+    """Requests marked deleted before then whose documents are still there, at most `limit`."""
+    found = yield from Find[RequestId](COLLECTION, {"deleted_at": {"$lt": marked_before}}, {"_id": 1}, limit=limit)
     return [document["_id"] for document in found]
 
 
-def past_retention(completed_before: datetime, limit: int) -> Program[list[str]]:
-    """Final requests that finished before `completed_before` (RETENTION_DAYS ago), oldest first."""
-    found = yield from Find[RequestId](
+def past_retention(completed_before: datetime, now: datetime, limit: int) -> Program[list[str]]:
+    """Mark deleted the oldest final requests, up to `limit`, that finished before `completed_before`
+    (RETENTION_DAYS ago): each answers 404 from now on. Their ids, to delete."""
+    # Found by `by_completion` alone, the rest decided here: SecantusDB scans every document for
+    # a query that adds the state or the deletion mark to the date.
+    found = yield from Find[RetentionCandidate](
         COLLECTION,
-        {"completed_at": {"$lt": completed_before}, "status": {"$in": FINAL_STATUS_VALUES}, **NOT_DELETED},
-        {"_id": 1},
+        {"completed_at": {"$lt": completed_before}},
+        {"status": 1, "deleted_at": 1},
         sort=[("completed_at", ASCENDING)],
         limit=limit,
     )
-    return [document["_id"] for document in found]
+    expired = [d["_id"] for d in found if RequestStatus(d["status"]).is_final and "deleted_at" not in d]
+    if expired:
+        yield from UpdateMany(COLLECTION, {"_id": {"$in": expired}, **NOT_DELETED}, {"$set": {"deleted_at": now}})
+    return expired
 
 
-def mark_deleted(request_ids: list[str], now: datetime) -> UpdateMany:
-    return UpdateMany(COLLECTION, {"_id": {"$in": request_ids}, **NOT_DELETED}, {"$set": {"deleted_at": now}})
+def deleted(request_id: str) -> Program[bool]:
+    """Whether the request is deleted, or being deleted."""
+    found = yield from FindOne[RetentionCandidate](COLLECTION, {"_id": request_id}, {"status": 1, "deleted_at": 1})
+    return found is None or "deleted_at" in found
 
 
 def exists(request_id: str) -> Program[bool]:

@@ -99,6 +99,11 @@ def adopt(source: SourceDocument) -> UpdateOne:
     )
 
 
+def forget_gone(source: SourceDocument) -> DeleteMany:
+    """Forget a source whose output is gone, while it still points there: its image is processed again."""
+    return DeleteMany(COLLECTION, {"_id": source["_id"], "output.key": source["output"]["key"]})
+
+
 def expired(now: datetime) -> Find[SourceDocument]:
     """Sources not used for REUSE_MEMORY_DAYS, a batch at a time."""
     return Find[SourceDocument](COLLECTION, {"expires_at": {"$lt": now}}, limit=EXPIRED_BATCH)

@@ -30,6 +30,8 @@ def life_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "WORKER_CONCURRENCY": "2",
         "PRODUCTS_QUEUED_AHEAD": "1",
         "REUSE_OUTPUTS": "true",
+        # Long enough for an image still downloading past a cancel's grace (5 s).
+        "DOWNLOAD_TOTAL_TIMEOUT_SECONDS": "12",
     }
     with start_stack(tmp_path_factory.mktemp("lifecycle-stack"), extra) as running:
         yield running
@@ -245,6 +247,21 @@ def test_a_deleted_request_is_gone_with_its_images(life_stack, image_server):
         database = mongo["image_service"]
         assert database["requests"].count_documents({"_id": request_id}) == 0
         assert database["product_claims"].count_documents({"request_id": request_id}) == 0
+
+
+def test_images_still_under_way_when_their_cancelled_request_is_deleted_are_not_left_behind(life_stack, image_server):
+    # Under way for 10 s: the request is cancelled (its grace is 5 s) and deleted before they are stored.
+    request_id = submit(life_stack, slow(image_server, 2, 10.0))
+    with client(life_stack) as api:
+        wait_until(lambda: under_way(api.get(f"/status/{request_id}").json()), 15, message="a product under way")
+        assert api.post(f"/requests/{request_id}/cancel").status_code == 202
+        assert final(life_stack, request_id, timeout=15)["status"] == "cancelled"
+        assert api.delete(f"/requests/{request_id}").status_code == 204
+    media = life_stack.data_dir / "media" / request_id
+    # Past the images' end: each was stored, found its request deleted and removed what it stored.
+    time.sleep(5)
+    assert not any(media.rglob("*.*")), sorted(media.rglob("*"))
+    assert httpx.get(f"{life_stack.base_url}/media/{request_id}/1-0.jpg").status_code == 404
 
 
 def test_an_unfinished_request_is_not_deleted(life_stack, image_server):

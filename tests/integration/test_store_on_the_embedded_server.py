@@ -14,6 +14,7 @@ from shared.store.operations import Operation, Program, Runnable, SyncStore, Upd
 from shared.store.product_claims import ImageDetails, ProductWork
 from shared.store.requests import new_request, new_request_id
 from shared.store.sources import SourceDocument
+from worker_service import request_life
 from worker_service.context import WorkerContext
 from worker_service.image_work import ImageOutcome
 from worker_service.product_processing import product_result
@@ -159,6 +160,63 @@ def test_a_retry_lost_between_its_two_writes_is_taken_up_by_the_sweeper(context)
     assert again[0].positions == [1]
     assert claim(context.store, again[0]) == 1
     assert stalled_products(context, request_id) == [], "a product under way was taken again"
+
+
+def finished_request(context: WorkerContext, completed_at=None) -> str:
+    """A request final with one product of one image stored under its key, marked deleted."""
+    request_id, [work] = started_request(context.store, products=1)
+    context.storage.put(f"{request_id}/1-0.jpg", b"jpeg", "image/jpeg")
+    finish(context.store, work, [ImageOutcome(key=f"{request_id}/1-0.jpg"), ImageOutcome(error="HTTP 404")])
+    context.store.run(product_claims.mark_merged(merge_all(context.store, request_id)))
+    assert context.store.run(requests.finalize(request_id, completed_at or utcnow())) is not None
+    return request_id
+
+
+def test_a_deletion_that_storage_refuses_is_left_whole_for_the_sweeper(context):
+    request_id = finished_request(context)
+    assert context.store.run(requests.ask_to_delete(request_id, None, utcnow())) is not None
+    folder = context.settings.service.media_dir / request_id
+    kept = folder.with_name(f"{request_id}.kept")
+    # A folder that cannot be deleted, whatever the user (root included): a file in its place.
+    folder.rename(kept)
+    folder.write_bytes(b"")
+    request_life.delete(context, request_id)
+    assert context.store.run(requests.exists(request_id)), "the documents went, the images stayed"
+    assert context.store.run(product_claims.of_products(request_id, [0]))
+
+    folder.unlink()
+    kept.rename(folder)
+    request_life.delete(context, request_id)
+    assert not context.store.run(requests.exists(request_id))
+    assert not folder.exists()
+
+
+def test_a_deletion_forgets_a_remembered_output_already_gone_instead_of_failing(context):
+    request_id = finished_request(context)
+    gone = source_document("https://img.test/gone.jpg", expires_at=utcnow() + timedelta(days=1), request_id=request_id)
+    gone["output"]["key"] = f"{request_id}/9-0.jpg"  # never stored
+    context.store.run(sources.remember([gone]))
+    assert context.store.run(requests.ask_to_delete(request_id, None, utcnow())) is not None
+    request_life.delete(context, request_id)
+    assert not context.store.run(requests.exists(request_id))
+    assert context.store.run(sources.remembered(None, ["https://img.test/gone.jpg"], "fp")) == {}
+
+
+def test_the_retention_marks_the_oldest_final_requests_a_batch_at_a_time(context):
+    long_ago = utcnow() - timedelta(days=30)
+    oldest = [finished_request(context, completed_at=long_ago + timedelta(seconds=i)) for i in range(3)]
+    recent = finished_request(context)
+    unfinished, _ = started_request(context.store, products=1)
+    cutoff = utcnow() - timedelta(days=1)
+    assert context.store.run(requests.past_retention(cutoff, utcnow(), 2)) == oldest[:2]
+    for request_id in oldest[:2]:
+        assert context.store.run(requests.find_summary(request_id, None)) is None, "still visible"
+    assert set(context.store.run(requests.being_deleted(utcnow() + timedelta(seconds=1), 10))) == set(oldest[:2])
+    for request_id in oldest[:2]:
+        request_life.delete(context, request_id)
+    assert context.store.run(requests.past_retention(cutoff, utcnow(), 2)) == [oldest[2]]
+    for request_id in (recent, unfinished):
+        assert context.store.run(requests.find_summary(request_id, None)) is not None
 
 
 def test_the_sweeper_forgets_unused_sources_and_deletes_the_outputs_the_memory_adopted(context):

@@ -3,6 +3,7 @@
 import os
 
 from local_stack.processes import stack_programs, worker_host_problems, worker_host_programs
+from local_stack.supervisor_config import SOCKET_PATH_LIMIT, render
 from shared.settings import Settings
 
 
@@ -62,3 +63,12 @@ def test_flower_runs_only_with_a_port_and_then_the_workers_send_task_events() ->
     programs = {p.name: p for p in stack_programs(Settings.load(env_file=None, flower_port=5555))[0]}
     assert programs["flower"].command[-3:] == ["flower", "--port=5555", "--address=127.0.0.1"]
     assert all("--task-events" in programs[name].command for name in ("worker", "control", "webhooks"))
+
+
+def test_the_control_socket_stays_within_a_socket_path_however_deep_the_data_dir(tmp_path) -> None:
+    for run_dir in (tmp_path / "run", tmp_path / ("a-long-folder-name-" * 8) / "data" / "run"):
+        config = render([], {}, directory=tmp_path, run_dir=run_dir, log_dir=None)
+        [line] = [line for line in config.splitlines() if line.startswith("file=")]
+        socket = line.removeprefix("file=")
+        assert len(socket.encode()) <= SOCKET_PATH_LIMIT
+        assert f"serverurl=unix://{socket}" in config
