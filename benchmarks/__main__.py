@@ -28,6 +28,7 @@ from benchmarks.report import markdown
 from benchmarks.service import last_stored_at, product_csv, since, upload, wait_final
 from benchmarks.sharing import owners_share, small_alone, small_behind_large
 from benchmarks.webhook_receiver import WEBHOOK_WAIT_S, WebhookReceiver
+from benchmarks.worker_host import measure_worker_host
 from local_stack.running import RunningStack, running_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -259,6 +260,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--sharing-owner-images", type=int, default=500, help="images of each request in the owners' share run"
     )
+    parser.add_argument(
+        "--worker-host-images",
+        type=int,
+        default=1000,
+        help="images through a worker host on cores of its own (0: none)",
+    )
     parser.add_argument("--burst-requests", type=int, default=30, help="requests uploaded at once (0: no burst)")
     parser.add_argument("--burst-products", type=int, default=10, help="products per burst request, 2 images each")
     parser.add_argument("--burst-pollers", type=int, default=50, help="clients polling the burst's requests")
@@ -298,6 +305,12 @@ def main() -> None:
             report["burst"] = measure_burst(stack, webhook, pids, burst, arguments.ceiling_images)
             print(json.dumps(report["burst"]), flush=True)
         first = arguments.corpora[0]
+        if arguments.worker_host_images:
+            report["worker_host"] = {
+                **measure_worker_host(corpora[first], environment, arguments.worker_host_images, arguments.per_product),
+                "corpus": first,
+            }
+            print(json.dumps(report["worker_host"]), flush=True)
         if arguments.sharing_large:
             report["sharing"] = {**measure_sharing(environment, corpora[first], arguments), "corpus": first}
             print(json.dumps(report["sharing"]), flush=True)

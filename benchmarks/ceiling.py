@@ -14,8 +14,10 @@ _images: list[bytes] = []
 _options: CodecSettings | None = None
 
 
-def _load(images: list[bytes]) -> None:
+def _load(images: list[bytes], cpus: set[int] | None = None) -> None:
     global _images, _options
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     _images = images
     # Once per process, as the worker does: reading the settings costs more than a small JPEG.
     _options = CodecSettings()
@@ -36,9 +38,10 @@ def service_codec(index: int) -> int:
     return len(compress(_images[index], _options).data)
 
 
-def images_per_second(images: list[bytes], work, processes: int | None = None) -> float:
+def images_per_second(images: list[bytes], work, processes: int | None = None, cpus: set[int] | None = None) -> float:
+    """Images a second through `work`, one process per core (or `processes`), on `cpus` only when given."""
     processes = processes or os.cpu_count() or 1
-    with ProcessPoolExecutor(processes, initializer=_load, initargs=(images,)) as pool:
+    with ProcessPoolExecutor(processes, initializer=_load, initargs=(images, cpus)) as pool:
         list(pool.map(work, range(min(processes, len(images)))))  # warm the processes up
         started = time.perf_counter()
         list(pool.map(work, range(len(images)), chunksize=1))

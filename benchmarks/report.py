@@ -174,6 +174,44 @@ def sharing_section(sharing: dict) -> list[str]:
     ]
 
 
+WORKER_HOST_STEPS = (
+    ("download", "download"),
+    ("codec_handoff", "codec hand-off"),
+    ("store", "store"),
+    ("database", "database"),
+    ("logging", "logging"),
+    ("metrics", "metrics"),
+    ("celery_and_rest", "Celery and the rest"),
+)
+
+
+def worker_host_section(host: dict) -> list[str]:
+    cores = ", ".join(map(str, host["worker_cores"]))
+    cpu = host["cpu_ms_per_image"]
+    service = host["main_process_ms_per_image"]
+    steps = " | ".join(f"{cpu[key]:.2f}" for key, _ in WORKER_HOST_STEPS)
+    return [
+        f"## A worker host alone on core(s) {cores} ({host['corpus']} corpus)",
+        "",
+        "`make worker` on its core(s), with one codec process per core; the API host, MongoDB, Redis, SeaweedFS "
+        "(the bucket) and the image host on the others. Against Pillow alone on the same core(s).",
+        "",
+        "| images | seconds | images/s | Pillow alone | ratio to Pillow | ratio to the service's codec "
+        "| Pillow, ms an image | codec processes, ms an image (Pillow's part) | main process, ms an image |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {host['images']} | {host['seconds']:.1f} | {host['images_per_second']:.1f} "
+        f"| {host['pillow_images_per_second']:.1f} | {host['ratio_to_pillow']:.2f} | {host['ratio_to_codec']:.2f} "
+        f"| {host['pillow_ms_per_image']:.2f} | {cpu['codec_processes']:.2f} ({cpu['codec']:.2f}) | {service:.2f} |",
+        "",
+        "The main process's CPU by step, ms an image:",
+        "",
+        "| " + " | ".join(label for _, label in WORKER_HOST_STEPS) + " |",
+        "| " + " | ".join("---:" for _ in WORKER_HOST_STEPS) + " |",
+        f"| {steps} |",
+        "",
+    ]
+
+
 def markdown(report: dict) -> str:
     lines = [f"Machine: {report['cores']} cores. {report['per_product']} images per product.", ""]
     for name, section in sections(report).items():
@@ -182,6 +220,8 @@ def markdown(report: dict) -> str:
         lines += burst_section(report["burst"])
     if report.get("sharing"):
         lines += sharing_section(report["sharing"])
+    if report.get("worker_host"):
+        lines += worker_host_section(report["worker_host"])
     pollers = report.get("status_under_50_pollers")
     if pollers:
         lines.append(

@@ -1,7 +1,8 @@
-"""Starting and stopping the whole stack from another program (the tests and the benchmark).
+"""Starting and stopping the whole stack, or a worker host, from another program (the tests and
+the benchmark).
 
-It runs `python -m local_stack` — what `make run` runs — in its own session, with its
-programs' logs in files, on a free API port.
+It runs `python -m local_stack` — what `make run` (or `make worker`) runs — in its own session,
+with its programs' logs in files, on a free API port.
 """
 
 import os
@@ -25,15 +26,12 @@ T = TypeVar("T")
 
 
 @dataclass
-class RunningStack:
-    base_url: str
+class RunningHost:
+    """Programs under one supervisord, as `make run` or `make worker` starts them."""
+
     data_dir: Path
     log_dir: Path
     process: subprocess.Popen[bytes]
-
-    @property
-    def api(self) -> str:
-        return f"{self.base_url}/api/v1"
 
     @property
     def config(self) -> Path:
@@ -55,6 +53,15 @@ class RunningStack:
     def pid_of(self, program: str) -> int:
         answer = self.supervisorctl("pid", program)
         return int(answer) if answer.isdigit() else 0
+
+
+@dataclass
+class RunningStack(RunningHost):
+    base_url: str
+
+    @property
+    def api(self) -> str:
+        return f"{self.base_url}/api/v1"
 
 
 def wait_until(condition: Callable[[], T], timeout: float, interval: float = 0.2, message: str = "condition") -> T:
@@ -81,13 +88,18 @@ def readiness(base_url: str) -> str | None:
     return None if answer.status_code == 200 else f"{answer.status_code} {answer.text[:300]}"
 
 
-def launch(data_dir: Path, log_dir: Path, port: int, environment: dict[str, str]) -> subprocess.Popen[bytes]:
-    full = {**os.environ, **environment, "DATA_DIR": str(data_dir), "API_PORT": str(port), "API_HOST": "127.0.0.1"}
+def launch(
+    data_dir: Path, log_dir: Path, environment: dict[str, str], role: str = "all", cpus: set[int] | None = None
+) -> subprocess.Popen[bytes]:
+    """`python -m local_stack ROLE`; on `cpus` only (with every program it starts), when given."""
+    full = {**os.environ, **environment, "DATA_DIR": str(data_dir)}
     for name in ("MONGODB_URL", "REDIS_URL", "PUBLIC_BASE_URL"):
         if name not in environment:
             full.pop(name, None)
+    # taskset pins the launcher before it runs, and every program it starts inherits the cores.
+    pinned = ["taskset", "--cpu-list", ",".join(map(str, sorted(cpus)))] if cpus else []
     return subprocess.Popen(
-        [sys.executable, "-m", "local_stack", "--log-dir", str(log_dir)],
+        [*pinned, sys.executable, "-m", "local_stack", role, "--log-dir", str(log_dir)],
         cwd=PROJECT_ROOT,
         env=full,
         start_new_session=True,
@@ -108,14 +120,18 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running_stack(
-    root: Path, environment: dict[str, str], stop: Callable[[subprocess.Popen[bytes]], None] = stop
+    root: Path,
+    environment: dict[str, str],
+    stop: Callable[[subprocess.Popen[bytes]], None] = stop,
+    cpus: set[int] | None = None,
 ) -> Iterator[RunningStack]:
     """The stack, ready; `stop` ends it (by default as Ctrl-C would, letting every program finish)."""
     data_dir, log_dir = root / "data", root / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    process = launch(data_dir, log_dir, port, environment)
+    api = {"API_PORT": str(port), "API_HOST": "127.0.0.1"}
+    process = launch(data_dir, log_dir, {**environment, **api}, cpus=cpus)
     stack = RunningStack(base_url=base_url, data_dir=data_dir, log_dir=log_dir, process=process)
     try:
         last: list[str | None] = [None]
@@ -129,5 +145,21 @@ def running_stack(
         except AssertionError as late:
             raise AssertionError(f"{late}; /readyz last said: {last[0]}") from None
         yield stack
+    finally:
+        stop(process)
+
+
+@contextmanager
+def running_worker_host(
+    root: Path, environment: dict[str, str], ready: Callable[[], bool], cpus: set[int] | None = None
+) -> Iterator[RunningHost]:
+    """`make worker`: an image worker host of its own (on `cpus` only, when given), once `ready`
+    says it is; stopped as Ctrl-C would on exit."""
+    data_dir, log_dir = root / "data", root / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    process = launch(data_dir, log_dir, environment, role="worker", cpus=cpus)
+    try:
+        wait_until(ready, 90, message="the worker host to be ready")
+        yield RunningHost(data_dir=data_dir, log_dir=log_dir, process=process)
     finally:
         stop(process)

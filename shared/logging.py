@@ -59,8 +59,11 @@ def formatter_from_settings() -> structlog.stdlib.ProcessorFormatter:
     return formatter(get_settings().operations.log_format)
 
 
-def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) -> None:
-    """Send every log line of this process through one formatter of `log_format`, at `level` and above."""
+def configure_logging(
+    log_format: LogFormat, level: int | str = logging.INFO, handler: logging.Handler | None = None
+) -> None:
+    """Send every log line of this process through one formatter of `log_format`, at `level` and
+    above, to `handler` (standard error by default)."""
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -72,7 +75,7 @@ def configure_logging(log_format: LogFormat, level: int | str = logging.INFO) ->
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = handler or logging.StreamHandler(sys.stderr)
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(formatter(log_format))
     root = logging.getLogger()

@@ -40,6 +40,12 @@ IMAGE_STEP_SECONDS = Histogram(
     namespace=NAMESPACE,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+CPU_BY_STEP = Counter(
+    "cpu_seconds_by_step",
+    "CPU seconds of the workers by step: download, codec_handoff, codec, store, database, logging, metrics",
+    ["step"],
+    namespace=NAMESPACE,
+)
 STORAGE_REFUSALS = Counter(
     "storage_refusals", "Writes the storage refused (no space, a store down or answering 5xx); each is tried again",
     namespace=NAMESPACE,

@@ -2,8 +2,8 @@
 
 import pytest
 
+from local_stack.seaweedfs import SeaweedFS, running_seaweedfs
 from tests.support.image_server import ImageServer
-from tests.support.seaweedfs import SeaweedFS, running_seaweedfs
 from tests.support.stack import Stack, start_stack
 from tests.support.webhook_receiver import WebhookReceiver
 

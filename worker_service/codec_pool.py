@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from shared.errors import InternalError, OutOfTime
 from shared.settings import CODEC_START_SECONDS, CodecSettings
 from worker_service.image_codec import CompressedImage, ImageRejected, compress
+from worker_service.step_cpu import CLOCK
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,10 @@ def _serve(connection: Connection, options: CodecSettings) -> None:
             data = connection.recv_bytes()
         except EOFError:
             return
-        connection.send(_outcome(data, options))
+        started = time.process_time()
+        kind, value = _outcome(data, options)
+        # Its own CPU for the image goes back with it, for the `codec` step (worker_service.step_cpu).
+        connection.send((kind, value, time.process_time() - started))
 
 
 def _outcome(data: bytes, options: CodecSettings) -> tuple[str, CompressedImage | str]:
@@ -109,10 +113,11 @@ class CodecProcess:
                 log.warning("codec process %s took over %g s on one image; killed", self.process.pid, self.timeout)
                 self.process.kill()  # at once: its replacement is started on its next lease
                 raise CodecTimeout(self.timeout)
-            kind, value = self.connection.recv()
+            kind, value, cpu_seconds = self.connection.recv()
         except (EOFError, OSError) as error:
             raise CodecFailed(f"the codec process stopped while working on the image ({error!r})") from error
         self.broken = False
+        CLOCK.add("codec", cpu_seconds)
         if kind == "image":
             assert isinstance(value, CompressedImage)
             return value

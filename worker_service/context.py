@@ -7,7 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery.signals import worker_init, worker_shutdown
@@ -17,11 +17,22 @@ from shared.fair_queue import FairQueue
 from shared.queue import IMAGES_QUEUE, redis_url
 from shared.settings import Settings, get_settings
 from shared.storage import Storage, storage_from_settings
-from shared.store.clients import sync_client, sync_store
-from shared.store.operations import RawDocument, SyncStore
+from shared.store.clients import sync_client
+from shared.store.operations import RawDocument, Runnable, SyncStore
 from worker_service.codec_pool import CodecPool
 from worker_service.downloader import Downloader
 from worker_service.image_codec import fingerprint
+from worker_service.step_cpu import CLOCK
+
+T = TypeVar("T")
+
+
+class TimedStore(SyncStore):
+    """The worker's store: each operation, or program of them, counts as the `database` step."""
+
+    def run(self, program: Runnable[T]) -> T:
+        with CLOCK.timing("database"):
+            return super().run(program)
 
 
 @dataclass
@@ -34,7 +45,7 @@ class WorkerContext:
 
     @cached_property
     def store(self) -> SyncStore:
-        return sync_store(self.mongo, self.settings)
+        return TimedStore(self.mongo[self.settings.service.mongodb_database])
 
     @cached_property
     def redis(self) -> redis.Redis:

@@ -25,6 +25,7 @@ from shared.url_rules import redact_credentials
 from worker_service.context import WorkerContext
 from worker_service.downloader import Download, DownloadError, Validators
 from worker_service.image_codec import CompressedImage
+from worker_service.step_cpu import CLOCK
 from worker_service.storage_waits import waiting_for_storage
 
 log = logging.getLogger("worker.product")
@@ -117,7 +118,8 @@ def fetch_and_store(
 
 def stored(context: WorkerContext, write: Callable[[], None]) -> None:
     """A write to storage, waited for while the storage refuses writes (storage_waits)."""
-    waiting_for_storage(write, context.settings.storage.retry_seconds, lambda: context.redis)
+    with CLOCK.timing("store"):
+        waiting_for_storage(write, context.settings.storage.retry_seconds, lambda: context.redis)
 
 
 def fetch(
@@ -125,7 +127,8 @@ def fetch(
 ) -> Download:
     started = time.perf_counter()
     try:
-        download = context.downloader.fetch(url, not_after, validators)
+        with CLOCK.timing("download"):
+            download = context.downloader.fetch(url, not_after, validators)
     except DownloadError as failed_download:
         details.attempts = failed_download.attempts
         raise
@@ -138,7 +141,8 @@ def fetch(
 def compress(context: WorkerContext, download: Download, not_after: float, details: ImageDetails) -> CompressedImage:
     with context.codec_pool.process(not_after) as codec:
         started = time.perf_counter()  # after the wait for a free process: the time spent compressing
-        image = codec.compress(download.data)
+        with CLOCK.timing("codec_handoff"):
+            image = codec.compress(download.data)
         details.compress_ms = elapsed_ms(started)
     details.format, details.width, details.height = image.format, image.width, image.height
     return image

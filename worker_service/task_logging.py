@@ -13,6 +13,7 @@ from structlog.contextvars import bind_contextvars, clear_contextvars
 from shared.logging import configure_logging
 from shared.queue import DELIVER_WEBHOOK, MERGE_RESULTS, PROCESS_PRODUCT, PROCESS_REQUEST
 from shared.settings import get_settings
+from worker_service.step_cpu import TimedStreamHandler
 
 # The tasks whose first argument is a request id.
 REQUEST_TASKS = frozenset({PROCESS_REQUEST, MERGE_RESULTS, DELIVER_WEBHOOK})
@@ -21,7 +22,7 @@ REQUEST_TASKS = frozenset({PROCESS_REQUEST, MERGE_RESULTS, DELIVER_WEBHOOK})
 def use_service_logging(loglevel: int, **_: object) -> None:
     """setup_logging: with a receiver connected, Celery configures nothing itself, and its own
     lines (task received, succeeded, failed) go through the service's formatter."""
-    configure_logging(get_settings().operations.log_format, loglevel)
+    configure_logging(get_settings().operations.log_format, loglevel, TimedStreamHandler())
 
 
 def prepare_worker_logging(instance: Any, **_: object) -> None:
@@ -31,7 +32,7 @@ def prepare_worker_logging(instance: Any, **_: object) -> None:
     And no banner with JSON: it is a drawing printed to stdout, not log lines, the only lines
     of a JSON log that would not parse."""
     log_format = get_settings().operations.log_format
-    configure_logging(log_format)
+    configure_logging(log_format, handler=TimedStreamHandler())
     if log_format == "json":
         instance.quiet = True
 

@@ -29,15 +29,17 @@ from shared.queue import (
 from shared.store import product_claims, requests
 from shared.store.product_claims import ProductWork
 from worker_service import context as worker_contexts
-from worker_service import merge_schedule, product_processing, request_life, webhooks, worker_metrics
+from worker_service import merge_schedule, product_processing, request_life, step_cpu, webhooks, worker_metrics
 from worker_service.celery_app import app
 from worker_service.context import WorkerContext, worker_context
+from worker_service.step_cpu import CLOCK
 from worker_service.sweeper import forget_unused_sources, plan_sweep
 
 log = logging.getLogger("worker.tasks")
 # Here rather than with the app: only workers import the tasks (beat and Flower do not).
 worker_metrics.install()
 worker_contexts.install()
+step_cpu.install()
 # A delivery attempt's outcome, by the state it leaves the webhook in.
 ATTEMPT_OUTCOMES = {WebhookState.DELIVERED: "delivered", WebhookState.PENDING: "retry", WebhookState.FAILED: "given_up"}
 
@@ -122,7 +124,8 @@ def run_product(context: WorkerContext, product: ProductWork) -> None:
     image_log = [outcome.details for outcome in outcomes]
     learned = [outcome.source for outcome in outcomes if outcome.source]
     if context.store.run(product_claims.record(product, claimed.attempt, result, image_log, learned, utcnow())):
-        product_processing.add_to_metrics(outcomes)
+        with CLOCK.timing("metrics"):
+            product_processing.add_to_metrics(outcomes)
         merge_schedule.ask_for_merge(
             context.redis,
             product.request_id,

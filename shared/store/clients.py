@@ -5,7 +5,7 @@ from typing import TypedDict
 from pymongo import AsyncMongoClient, MongoClient
 
 from shared.settings import Settings
-from shared.store.operations import AsyncStore, RawDocument, SyncStore
+from shared.store.operations import AsyncStore, RawDocument
 
 
 class ClientOptions(TypedDict, total=False):
@@ -41,10 +41,6 @@ def sync_client(settings: Settings) -> MongoClient[RawDocument]:
 
 def async_client(settings: Settings) -> AsyncMongoClient[RawDocument]:
     return AsyncMongoClient(mongodb_url(settings), appname="image-api", **API_CLIENT_OPTIONS)
-
-
-def sync_store(client: MongoClient[RawDocument], settings: Settings) -> SyncStore:
-    return SyncStore(client[settings.service.mongodb_database])
 
 
 def async_store(client: AsyncMongoClient[RawDocument], settings: Settings) -> AsyncStore:

@@ -32,7 +32,7 @@ def make_run(tmp_path_factory):
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: ready(base_url), 90, message="make run to be ready")
-        yield process, base_url, RunningStack(base_url, root / "data", root, process)
+        yield process, base_url, RunningStack(data_dir=root / "data", log_dir=root, process=process, base_url=base_url)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api_service.main import create_app
+from local_stack.seaweedfs import SeaweedFS
 from shared.settings import Settings
 from shared.storage import (
     Elsewhere,
@@ -26,7 +27,6 @@ from shared.storage import (
     storage_from_settings,
 )
 from tests.support import images
-from tests.support.seaweedfs import SeaweedFS
 from tests.support.settings import changed
 
 PUBLIC_BASE_URL = "http://api.example:8000"

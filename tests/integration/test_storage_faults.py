@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from local_stack.seaweedfs import seaweedfs_process
 from tests.support.client import accepted_id, product_csv, status, wait_final
 from tests.support.images import decode
-from tests.support.seaweedfs import seaweedfs_process
 from tests.support.stack import start_stack, wait_until
 
 PRODUCTS = 12

