@@ -314,7 +314,7 @@ class StorageSettings(Group):
         None,
         "S3_ENDPOINT_URL",
         "the S3-compatible store, as the service reaches it; credentials from `AWS_ACCESS_KEY_ID` / "
-        "`AWS_SECRET_ACCESS_KEY` (or any source boto3 reads)",
+        "`AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), or the instance's role",
         shown="unset (AWS)",
     )
     s3_public_endpoint_url: str | None = setting(

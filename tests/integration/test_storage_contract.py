@@ -73,7 +73,7 @@ def s3_settings(server: SeaweedFS, tmp_path: Path, **overrides: object) -> Setti
 
 @pytest.fixture
 def s3_credentials(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> SeaweedFS:
-    """The server's identity in the standard variables, where boto3's default chain finds it."""
+    """The server's identity in the standard variables, where the S3 client finds it."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
     return seaweedfs
@@ -216,11 +216,11 @@ def test_the_bucket_refuses_unsigned_requests(s3, seaweedfs):
 
 
 def test_one_client_per_process(s3, monkeypatch):
-    client = s3.client
-    assert s3.client is client
+    client = s3.store
+    assert s3.store is client
     # A forked worker process has another pid: it must make its own client.
     monkeypatch.setattr("shared.storage.s3.os.getpid", lambda: -1)
-    assert s3.client is not client
+    assert s3.store is not client
 
 
 # /media with STORAGE_BACKEND=s3, in process.
