@@ -1,8 +1,10 @@
 """Refuse outgoing HTTP connections to addresses that are not public (SSRF protection).
 
-Used for image URLs and webhook URLs alike. The check runs inside the connection step
-itself: `GuardedNetworkBackend.connect_tcp` resolves the host once, checks every address
-the name resolves to, and connects to exactly the address it checked. So there is no
+Used for image URLs and webhook URLs alike. The image downloads (libcurl) are handed the
+addresses `checked_addresses` returned and nothing else (worker_service/curl_client.py). For
+httpx (the webhooks), the check runs inside the connection step itself:
+`GuardedNetworkBackend.connect_tcp` resolves the host once, checks every address the name
+resolves to, and connects to exactly the address it checked. Either way there is no
 window for DNS rebinding between check and connect, and every new connection, including
 one made to follow a redirect, is checked.
 
@@ -174,6 +176,18 @@ def resolve(host: str, port: int) -> list[str]:
     return addresses
 
 
+def checked_addresses(host: str, port: int, allow_private: bool) -> list[str]:
+    """Every address `host` resolves to, once each is checked; `BlockedAddressError` if any is refused.
+
+    Any, not only the one a connection would go to: a name that mixes public and private answers
+    is not one we want to talk to.
+    """
+    addresses = resolve(host, port)
+    for address in addresses:
+        check_address(ipaddress.ip_address(address), allow_private, host=host)
+    return addresses
+
+
 class GuardedNetworkBackend(httpcore.NetworkBackend):
     """httpcore's synchronous backend, but every TCP connection goes only to a checked address."""
 
@@ -189,13 +203,7 @@ class GuardedNetworkBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        addresses = resolve(host, port)
-        # Refuse if any address is blocked, not only the one we would connect to: a name
-        # that mixes public and private answers is not one we want to talk to.
-        for address in addresses:
-            check_address(ipaddress.ip_address(address), self._allow_private, host=host)
-
-        *fallbacks, last = addresses
+        *fallbacks, last = checked_addresses(host, port, self._allow_private)
         for address in fallbacks:
             try:
                 return self._backend.connect_tcp(address, port, timeout, local_address, socket_options)

@@ -61,7 +61,7 @@ class WorkerContext:
 
     @cached_property
     def downloader(self) -> Downloader:
-        return Downloader(self.settings.download, self.settings.network, connections=self.settings.images_at_once())
+        return Downloader(self.settings.download, self.settings.network)
 
     @cached_property
     def codec_pool(self) -> CodecPool:

@@ -1,7 +1,7 @@
-"""Wall-clock deadlines on connections to peers that may be slow on purpose.
+"""Wall-clock deadlines on httpx's connections (the webhooks') to peers that may be slow on purpose.
 
-A per-read timeout does not bound an exchange: a host that sends its headers, or a
-webhook receiver its answer, one byte a second never lets a single read wait long. So
+A per-read timeout does not bound an exchange: a webhook receiver that sends its answer
+one byte a second never lets a single read wait long. So
 under `deadline(seconds)`, every connect, read, write and TLS handshake on a connection
 made through `DeadlineNetworkBackend` may wait only for the time left, and fails at once
 when none is: whatever the peer does, the thread is free again at the deadline. (CPython
@@ -34,7 +34,7 @@ class DeadlineExpired(httpcore.TimeoutException):
 
 
 class Deadline:
-    """A point in monotonic time by which the work must be over."""
+    """A point in monotonic time by which the work must be over (a download's attempt is one too)."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds

@@ -1,8 +1,8 @@
 """Download an image over HTTP within bounded time, size and redirects, and retry what is worth retrying.
 
 The contract: connect within 5 s, the whole attempt (connect, headers, body, redirects)
-within 30 s of wall-clock time however slowly the host sends (`worker_service.deadline`
-enforces it), at most 25 MiB, at most 5 redirects, and every address checked by the
+within 30 s of wall-clock time however slowly the host sends (libcurl enforces it:
+`worker_service.curl_client`), at most 25 MiB, at most 5 redirects, and every address checked by the
 address guard (after DNS resolution and at every redirect). Connection errors, timeouts,
 429 and 5xx are retried (3 attempts in all, exponential backoff with full jitter, or a
 short `Retry-After`), within the time the caller has left; everything else fails at once.
@@ -14,22 +14,21 @@ our network, `detail`, for the log, and whether it is `retryable`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
 import httpx
 
 from shared import errors
-from shared.address_guard import BlockedAddressError, UnresolvableHostError, guarded_client
+from shared.address_guard import BlockedAddressError, UnresolvableHostError
 from shared.errors import ServiceError
 from shared.settings import DownloadSettings, NetworkSettings
 from shared.url_rules import redact_credentials
-from worker_service.deadline import Deadline, DeadlineNetworkBackend, deadline
+from worker_service.curl_client import BodyTooLarge, CurlClient, Response, TransferFailed, TransferTimedOut
+from worker_service.deadline import Deadline
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +42,7 @@ REQUEST_HEADERS = {
 }
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 NOT_MODIFIED = 304
 
 
@@ -142,17 +142,13 @@ class _Answer:
 class Downloader:
     """Fetches images; safe to share between threads."""
 
-    def __init__(self, limits: DownloadSettings, network: NetworkSettings, connections: int) -> None:
-        """`connections`: the downloads the worker makes at once (every product's). As many are
-        kept open for reuse, since httpx's default of 20 would close and open (and resolve and
-        check) one per download past that, and wait for one past its 100."""
+    def __init__(self, limits: DownloadSettings, network: NetworkSettings) -> None:
         self._limits = limits
-        self._client = guarded_client(
-            network.allow_private_networks,
-            timeout=httpx.Timeout(limits.read_timeout_seconds, connect=limits.connect_timeout_seconds),
-            follow_redirects=False,
-            wrap_backend=DeadlineNetworkBackend,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        self._client = CurlClient(
+            allow_private=network.allow_private_networks,
+            connect_timeout=limits.connect_timeout_seconds,
+            read_timeout=limits.read_timeout_seconds,
+            max_bytes=limits.max_bytes,
         )
 
     def fetch(self, url: str, not_after: float | None = None, validators: Validators | None = None) -> Download:
@@ -202,73 +198,44 @@ class Downloader:
     def _fetch_once(self, url: httpx.URL, time_left: float, headers: dict[str, str]) -> _Answer:
         if time_left <= 0:
             raise OutOfTime()
-        with deadline(min(self._limits.total_timeout_seconds, time_left)) as attempt:
-            try:
-                return self._follow_redirects(url, headers)
-            except BlockedAddressError as error:
-                raise BlockedAddress(str(error)) from error
-            except UnresolvableHostError as error:
-                raise HostUnreachable(str(error)) from error
-            except httpx.UnsupportedProtocol as error:
-                raise InvalidUrl(f"invalid URL: {error}") from error
-            except httpx.TransportError as error:
-                # Past the deadline, whatever broke the exchange was the watchdog cutting it.
-                if attempt.expired() or isinstance(error, httpx.TimeoutException):
-                    raise self._timeout_error(error, attempt, time_left) from error
-                raise _connection_failed(error) from error
+        attempt = Deadline(min(self._limits.total_timeout_seconds, time_left))
+        try:
+            return self._follow_redirects(url, headers, attempt)
+        except BlockedAddressError as error:
+            raise BlockedAddress(str(error)) from error
+        except UnresolvableHostError as error:
+            raise HostUnreachable(str(error)) from error
+        except BodyTooLarge:
+            raise TooLarge(self._limits.max_bytes) from None
+        except TransferTimedOut as error:
+            raise self._timeout_error(error, attempt, time_left) from None
+        except TransferFailed as error:
+            # Past the deadline, whatever broke the exchange was the limit cutting it.
+            if attempt.expired():
+                raise self._timeout_error(error, attempt, time_left) from None
+            raise _connection_failed(error) from None
 
-    def _follow_redirects(self, url: httpx.URL, headers: dict[str, str]) -> _Answer:
-        # Redirects are followed here rather than by httpx, because httpx reads the whole
-        # body of every redirect response, without our size limit.
+    def _follow_redirects(self, url: httpx.URL, headers: dict[str, str], attempt: Deadline) -> _Answer:
+        # Redirects are followed here, each hop's host resolved and checked, and each within
+        # what is left of the attempt's time.
         for _ in range(self._limits.max_redirects + 1):
-            with self._open(url, headers) as response:
-                if response.next_request is None:
-                    return self._read_image(response)
-                url = parse_http_url(str(response.next_request.url))
+            remaining = attempt.remaining()
+            if remaining <= 0:
+                raise TransferTimedOut("no time left for the next redirect", before_connecting=True)
+            response = self._client.get(str(url), url.host, _port(url), headers, remaining)
+            location = response.headers.get("location")
+            if response.status not in REDIRECT_STATUSES or location is None:
+                return _read_image(response, conditional="If-None-Match" in headers or "If-Modified-Since" in headers)
+            url = parse_http_url(str(url.join(location)))
         raise TooManyRedirects(self._limits.max_redirects)
 
-    @contextlib.contextmanager
-    def _open(self, url: httpx.URL, headers: dict[str, str]) -> Iterator[httpx.Response]:
-        request = self._client.build_request("GET", url, headers=headers)
-        response = self._client.send(request, stream=True, follow_redirects=False)
-        try:
-            yield response
-        finally:
-            response.close()
-
-    def _read_image(self, response: httpx.Response) -> _Answer:
-        validators = Validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
-        if response.status_code == NOT_MODIFIED and _was_conditional(response):
-            # Its body (none, or whatever a host sends, within the limit) is read so that the
-            # connection is kept for the next request rather than closed unread.
-            self._read_body(response)
-            return _Answer(b"", validators, not_modified=True)
-        _refuse_error_status(response)
-        _refuse_compressed(response)
-        self._refuse_declared_oversize(response)
-        return _Answer(self._read_body(response), validators)
-
-    def _refuse_declared_oversize(self, response: httpx.Response) -> None:
-        declared = _declared_length(response)
-        if declared is not None and declared > self._limits.max_bytes:
-            raise TooLarge(self._limits.max_bytes)
-
-    def _read_body(self, response: httpx.Response) -> bytes:
-        # Content-Length may be absent or lie, so count what actually arrives.
-        body = bytearray()
-        for chunk in response.iter_raw():
-            body += chunk
-            if len(body) > self._limits.max_bytes:
-                raise TooLarge(self._limits.max_bytes)
-        return bytes(body)
-
-    def _timeout_error(self, error: httpx.TransportError, attempt: Deadline, time_left: float) -> DownloadError:
-        detail = _detail(error)
+    def _timeout_error(self, error: TransferFailed, attempt: Deadline, time_left: float) -> DownloadError:
+        detail = error.detail
         if attempt.expired():
             if time_left < self._limits.total_timeout_seconds:
                 return OutOfTime()
             return DownloadTimeout(f"timed out after {self._limits.total_timeout_seconds:g} s", detail=detail)
-        if isinstance(error, httpx.ConnectTimeout):
+        if error.before_connecting:
             return DownloadTimeout(
                 f"connection timed out after {self._limits.connect_timeout_seconds:g} s", detail=detail
             )
@@ -277,23 +244,28 @@ class Downloader:
         )
 
 
-def _was_conditional(response: httpx.Response) -> bool:
-    """A 304 means "unchanged" only as the answer to a conditional request; unasked, it is an error."""
-    return "If-None-Match" in response.request.headers or "If-Modified-Since" in response.request.headers
+def _read_image(response: Response, *, conditional: bool) -> _Answer:
+    validators = Validators(response.headers.get("etag"), response.headers.get("last-modified"))
+    # A 304 means "unchanged" only as the answer to a conditional request; unasked, it is an error.
+    if response.status == NOT_MODIFIED and conditional:
+        return _Answer(b"", validators, not_modified=True)
+    _refuse_error_status(response)
+    _refuse_compressed(response)
+    return _Answer(response.body, validators)
+
+
+def _port(url: httpx.URL) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
 
 
 def _time_until(not_after: float | None) -> float:
     return float("inf") if not_after is None else not_after - time.monotonic()
 
 
-def _detail(error: httpx.TransportError) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-def _connection_failed(error: httpx.TransportError) -> ConnectionFailed:
-    if isinstance(error, httpx.ConnectError):
-        return ConnectionFailed("image host not reachable", detail=_detail(error))
-    return ConnectionFailed("the connection to the image host broke off", detail=_detail(error))
+def _connection_failed(error: TransferFailed) -> ConnectionFailed:
+    if error.before_connecting:
+        return ConnectionFailed("image host not reachable", detail=error.detail)
+    return ConnectionFailed("the connection to the image host broke off", detail=error.detail)
 
 
 def parse_http_url(url: str) -> httpx.URL:
@@ -309,13 +281,13 @@ def parse_http_url(url: str) -> httpx.URL:
     return parsed
 
 
-def _refuse_error_status(response: httpx.Response) -> None:
-    if response.is_success:
+def _refuse_error_status(response: Response) -> None:
+    if 200 <= response.status < 300:
         return
     retry_after = None
-    if response.status_code in RETRY_AFTER_STATUSES:
-        retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-    raise HttpStatusError(response.status_code, retry_after)
+    if response.status in RETRY_AFTER_STATUSES:
+        retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+    raise HttpStatusError(response.status, retry_after)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -324,14 +296,10 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return None if seconds is None else float(seconds)
 
 
-def _refuse_compressed(response: httpx.Response) -> None:
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+def _refuse_compressed(response: Response) -> None:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise CompressedResponse(encoding)
-
-
-def _declared_length(response: httpx.Response) -> int | None:
-    return _non_negative_int(response.headers.get("Content-Length"))
 
 
 def _non_negative_int(value: str | None) -> int | None:

@@ -27,6 +27,7 @@ from tests.support.scripted_server import (
     trickle,
 )
 from tests.support.settings import changed
+from worker_service import curl_client
 from worker_service.downloader import (
     BlockedAddress,
     CompressedResponse,
@@ -64,7 +65,7 @@ def server() -> Iterator[ScriptedServer]:
 
 
 def downloader_for(limits: DownloadSettings = LIMITS, network: NetworkSettings = PRIVATE_ALLOWED) -> Downloader:
-    return Downloader(limits, network, connections=8)
+    return Downloader(limits, network)
 
 
 def download(url: str, limits: DownloadSettings = LIMITS, network: NetworkSettings = PRIVATE_ALLOWED) -> bytes:
@@ -292,6 +293,37 @@ def test_unresolvable_host_is_refused_and_not_retried(monkeypatch: pytest.Monkey
         "could not resolve host images.invalid",
     )
     assert resolutions == ["images.invalid"]
+
+
+def test_a_socket_to_a_blocked_address_is_refused_even_past_the_resolution_check(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if the checked resolution were skipped: libcurl's socket is checked again before it connects.
+    monkeypatch.setattr(address_guard, "checked_addresses", lambda host, port, allow_private: ["127.0.0.1"])
+    with pytest.raises(BlockedAddress) as caught:
+        download(server.route("/cat.jpg", reply()), LIMITS, PRIVATE_REFUSED)
+    assert caught.value.detail == "blocked address: 127.0.0.1 is loopback"
+    assert server.hits("/cat.jpg") == 0
+
+
+def test_a_resolution_is_kept_for_a_while_then_made_again(
+    server: ScriptedServer, resolutions: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = server.route("/again", reply(body=b"ok"))
+    with downloader_for() as downloader:
+        downloader.fetch(url)
+        downloader.fetch(url)
+        assert resolutions == ["127.0.0.1"]
+        monkeypatch.setattr(curl_client, "PIN_SECONDS", 0)
+        downloader.fetch(url)
+    assert resolutions == ["127.0.0.1"] * 2
+
+
+def test_proxy_settings_in_the_environment_are_ignored(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A proxy would make the connections the address guard checks go somewhere else.
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{closed_port()}")
+    assert download(server.route("/direct", reply(body=b"direct"))) == b"direct"
 
 
 @pytest.mark.parametrize(
