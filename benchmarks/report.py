@@ -203,6 +203,10 @@ def worker_host_section(host: dict) -> list[str]:
         f"| {host['pillow_images_per_second']:.1f} | {host['ratio_to_pillow']:.2f} | {host['ratio_to_codec']:.2f} "
         f"| {host['pillow_ms_per_image']:.2f} | {cpu['codec_processes']:.2f} ({cpu['codec']:.2f}) | {service:.2f} |",
         "",
+        f"The other cores were {host['other_cores_busy']:.0%} busy during the run. Pillow alone beside them "
+        f"spinning (a busy loop on each): {host['pillow_beside_busy_images_per_second']:.1f} images/s; "
+        f"the worker host's ratio to that: {host['ratio_to_pillow_beside_busy']:.2f}.",
+        "",
         "The main process's CPU by step, ms an image:",
         "",
         "| " + " | ".join(label for _, label in WORKER_HOST_STEPS) + " |",

@@ -12,6 +12,8 @@ that process's CPU less its steps', and the codec processes' own CPU.
 
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -52,6 +54,36 @@ def pinned(cores: set[int]) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
+
+
+@contextmanager
+def busy(cores: set[int]) -> Iterator[None]:
+    """A process spinning on each of `cores` meanwhile.
+
+    What the other cores' work does to the worker's: on a VM, two vCPUs may be the two threads of
+    one physical core, and then Pillow on one runs slower while the other is busy (on this
+    project's 2-vCPU machines, about 20 % slower beside a spinning loop).
+    """
+    spinners = []
+    for core in sorted(cores):
+        with pinned({core}):
+            spinners.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def busy_share(before: list, after: list, cores: set[int]) -> float:
+    """How busy `cores` were between two `psutil.cpu_times(percpu=True)`, from 0 to 1 each, averaged."""
+    shares = []
+    for core in cores:
+        spent = {field: getattr(after[core], field) - getattr(before[core], field) for field in after[core]._fields}
+        total = sum(spent.values())
+        shares.append(1 - (spent["idle"] + spent.get("iowait", 0.0)) / total if total else 0.0)
+    return sum(shares) / len(shares)
 
 
 def steps_seconds(metrics_url: str) -> dict[str, float]:
@@ -127,31 +159,37 @@ def measure_worker_host(corpus: list[CorpusImage], environment: dict[str, str], 
     print(f"worker host: Pillow alone on cores {sorted(worker_cores)}…", flush=True)
     pillow = ceiling.images_per_second(cycle, ceiling.plain_pillow, len(worker_cores), worker_cores)
     codec = ceiling.images_per_second(cycle, ceiling.service_codec, len(worker_cores), worker_cores)
+    with busy(other_cores):
+        pillow_beside_busy = ceiling.images_per_second(cycle, ceiling.plain_pillow, len(worker_cores), worker_cores)
     with fleet(corpus, environment, worker_cores, other_cores) as running:
         print(f"worker host: {images} images on cores {sorted(worker_cores)}…", flush=True)
-        result = run_on_host(running, images, per_product)
+        result = run_on_host(running, images, per_product, other_cores)
     rate = result["images_per_second"]
     return {
         **result,
         "worker_cores": sorted(worker_cores),
         "pillow_images_per_second": pillow,
         "codec_images_per_second": codec,
+        "pillow_beside_busy_images_per_second": pillow_beside_busy,
         "ratio_to_pillow": rate / pillow,
         "ratio_to_codec": rate / codec,
+        "ratio_to_pillow_beside_busy": rate / pillow_beside_busy,
         "pillow_ms_per_image": 1000 * len(worker_cores) / pillow,
     }
 
 
-def run_on_host(running: Fleet, images: int, per_product: int) -> dict:
+def run_on_host(running: Fleet, images: int, per_product: int, other_cores: set[int]) -> dict:
     api, metrics_url = running.api, running.metrics_url
     main, codecs = worker_processes(running.worker_host)
     products = images // per_product
     steps_before, main_before, codecs_before = steps_seconds(metrics_url), cpu_seconds([main]), cpu_seconds(codecs)
+    cores_before = psutil.cpu_times(percpu=True)
     started = time.perf_counter()
     catalogue = product_csv(running.image_host, f"worker-host-{time.time()}", products, per_product)
     request_id, _ = upload(api, catalogue)
     final = wait_final(api, request_id, Path("/nonexistent"), products * per_product)
     wall = time.perf_counter() - started
+    other_cores_busy = busy_share(cores_before, psutil.cpu_times(percpu=True), other_cores)
     # What the last task's flush put there, after its acknowledgement: a moment for the last one.
     time.sleep(1.0)
     steps = {step: seconds - steps_before.get(step, 0.0) for step, seconds in steps_seconds(metrics_url).items()}
@@ -170,4 +208,5 @@ def run_on_host(running: Fleet, images: int, per_product: int) -> dict:
         "images_per_second": done / wall,
         "cpu_ms_per_image": cpu_ms,
         "main_process_ms_per_image": per_image_ms(main_seconds, done),
+        "other_cores_busy": other_cores_busy,
     }

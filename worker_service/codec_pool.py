@@ -10,12 +10,21 @@ The processes also contain what a hostile image can do to a decoder, which Pytho
 interrupt: one that works on an image for longer than `CODEC_TIMEOUT_SECONDS` is killed and
 replaced, and one that dies (a crash, the OOM killer) is replaced; either way only that
 image fails.
+
+The body goes to its process, and the image comes back, through memory the two share
+(`SharedBuffer`, an anonymous memory file each way), so that only a few bytes cross the pipe:
+a 400 KB body written to a pipe crosses it in 64 KB pieces, each a wake-up of the other side,
+on a core that the codec process would rather keep. A body or an image larger than the shared
+memory (`SHARED_BYTES`) crosses the pipe instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import mmap
 import multiprocessing
+import os
 import queue
 import signal
 import time
@@ -23,6 +32,8 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import DupFd
+from typing import Any
 
 from shared.errors import InternalError, OutOfTime
 from shared.settings import CODEC_START_SECONDS, CodecSettings
@@ -34,6 +45,8 @@ log = logging.getLogger(__name__)
 # Spawned, not forked: the worker has threads, and a fork copies whatever locks they held.
 _CONTEXT = multiprocessing.get_context("spawn")
 READY = "ready"
+# Room for a 1-3 MP photo's body and image many times over; memory is taken only as it is written.
+SHARED_BYTES = 4 * 1024 * 1024
 
 
 class CodecTimeout(ImageRejected):
@@ -60,7 +73,44 @@ class CodecFailed(InternalError):
 # -- the codec processes ----------------------------------------------------------------------------
 
 
-def _serve(connection: Connection, options: CodecSettings) -> None:
+class SharedBuffer:
+    """Memory shared by the worker and one codec process, for the bytes of one image at a time.
+
+    An anonymous memory file (`memfd_create`), handed to the codec process when it is spawned,
+    rather than a /dev/shm segment, which containers keep small (64 MB in Docker by default).
+    """
+
+    def __init__(self, fd: int | None = None, size: int = SHARED_BYTES) -> None:
+        if fd is None:
+            fd = os.memfd_create("codec-bytes")
+            os.ftruncate(fd, size)
+        self.fd, self.size = fd, size
+        self._memory = mmap.mmap(fd, size)
+
+    def put(self, data: bytes) -> bool:
+        """Whether `data` fits, and then it is written."""
+        if len(data) > self.size:
+            return False
+        self._memory[: len(data)] = data
+        return True
+
+    def take(self, length: int) -> bytes:
+        return self._memory[:length]
+
+    def close(self) -> None:
+        self._memory.close()
+        os.close(self.fd)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Only ever pickled to spawn a codec process, which then holds the same memory file.
+        return _shared_buffer_in_child, (DupFd(self.fd), self.size)
+
+
+def _shared_buffer_in_child(duplicate: Any, size: int) -> SharedBuffer:
+    return SharedBuffer(duplicate.detach(), size)
+
+
+def _serve(connection: Connection, options: CodecSettings, bodies: SharedBuffer, images: SharedBuffer) -> None:
     """A codec process: compress each body the worker sends, answer with the outcome, until it hangs up."""
     # Stopping is the worker's business: a Ctrl-C or a SIGTERM to the process group must not end
     # the image in hand while the worker finishes its products. It ends on the worker's hang-up.
@@ -69,13 +119,16 @@ def _serve(connection: Connection, options: CodecSettings) -> None:
     connection.send(READY)  # its imports are done: from now on only images count against the limit
     while True:
         try:
-            data = connection.recv_bytes()
+            length, inline = connection.recv()
         except EOFError:
             return
         started = time.process_time()
-        kind, value = _outcome(data, options)
+        kind, value = _outcome(bodies.take(length) if inline is None else inline, options)
+        image_length = None  # the image's bytes are in `images` when set
+        if isinstance(value, CompressedImage) and images.put(value.data):
+            image_length, value = len(value.data), dataclasses.replace(value, data=b"")
         # Its own CPU for the image goes back with it, for the `codec` step (worker_service.step_cpu).
-        connection.send((kind, value, time.process_time() - started))
+        connection.send((kind, value, time.process_time() - started, image_length))
 
 
 def _outcome(data: bytes, options: CodecSettings) -> tuple[str, CompressedImage | str]:
@@ -96,7 +149,10 @@ class CodecProcess:
     def __init__(self, options: CodecSettings) -> None:
         self.timeout = options.timeout_seconds
         self.connection, theirs = _CONTEXT.Pipe()
-        self.process = _CONTEXT.Process(target=_serve, args=(theirs, options), name="codec", daemon=True)
+        self.bodies, self.images = SharedBuffer(size=SHARED_BYTES), SharedBuffer(size=SHARED_BYTES)
+        self.process = _CONTEXT.Process(
+            target=_serve, args=(theirs, options, self.bodies, self.images), name="codec", daemon=True
+        )
         self.process.start()
         theirs.close()  # held open here too, a dead process would never read as gone
         # Set when an exchange did not finish cleanly: the process may be mid-image, so it is replaced.
@@ -108,18 +164,20 @@ class CodecProcess:
         self.broken = True
         try:
             self._await_ready()
-            self.connection.send_bytes(data)
+            self.connection.send((len(data), None) if self.bodies.put(data) else (len(data), data))
             if not self.connection.poll(self.timeout):
                 log.warning("codec process %s took over %g s on one image; killed", self.process.pid, self.timeout)
                 self.process.kill()  # at once: its replacement is started on its next lease
                 raise CodecTimeout(self.timeout)
-            kind, value, cpu_seconds = self.connection.recv()
+            kind, value, cpu_seconds, image_length = self.connection.recv()
         except (EOFError, OSError) as error:
             raise CodecFailed(f"the codec process stopped while working on the image ({error!r})") from error
         self.broken = False
         CLOCK.add("codec", cpu_seconds)
         if kind == "image":
             assert isinstance(value, CompressedImage)
+            if image_length is not None:
+                return dataclasses.replace(value, data=self.images.take(image_length))
             return value
         raise ImageRejected(value) if kind == "rejected" else CodecFailed(value)
 
@@ -134,6 +192,8 @@ class CodecProcess:
         self.process.kill()
         self.process.join()
         self.connection.close()
+        self.bodies.close()
+        self.images.close()
 
 
 class CodecPool:
@@ -168,8 +228,7 @@ class CodecPool:
         deadline = time.monotonic() + 5
         for codec in codecs:
             codec.process.join(max(0.0, deadline - time.monotonic()))
-            if codec.process.is_alive():
-                codec.stop()
+            codec.stop()  # kills one still at work; frees the memory shared with it
 
     def pids(self) -> list[int | None]:
         return [codec.process.pid for codec in self._all]

@@ -8,6 +8,7 @@ import os
 import pkgutil
 import socket
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,7 @@ from benchmarks.measure import cpu_shares, poller_targets
 from benchmarks.report import markdown
 from benchmarks.service import COARSE_POLL_S, FINE_POLL_S, last_stored_at, poll_interval
 from benchmarks.webhook_receiver import WebhookReceiver
+from benchmarks.worker_host import busy_share
 
 
 @pytest.mark.parametrize("name", [module.name for module in pkgutil.iter_modules(benchmarks.__path__)])
@@ -290,10 +292,20 @@ def test_the_worker_host_section_splits_its_cpu_by_step() -> None:
     host = {"images": 1000, "seconds": 22.0, "images_per_second": 45.4, "pillow_images_per_second": 92.3,
             "codec_images_per_second": 103.0, "ratio_to_pillow": 0.49, "ratio_to_codec": 0.44,
             "pillow_ms_per_image": 10.83, "cpu_ms_per_image": steps, "main_process_ms_per_image": 7.86,
-            "worker_cores": [1], "corpus": "photos"}  # fmt: skip
+            "worker_cores": [1], "corpus": "photos", "other_cores_busy": 0.62,
+            "pillow_beside_busy_images_per_second": 76.5, "ratio_to_pillow_beside_busy": 0.59}  # fmt: skip
     text = markdown({"cores": 2, "per_product": 5, "corpora": {}, "worker_host": host})
     assert "## A worker host alone on core(s) 1 (photos corpus)" in text
     assert "| 1000 | 22.0 | 45.4 | 92.3 | 0.49 | 0.44 | 10.83 | 13.10 (12.30) | 7.86 |" in text
     assert "| 2.00 | 0.30 | 3.40 | 0.35 | 0.05 | 0.05 | 1.60 |" in text
+    assert "The other cores were 62% busy during the run. Pillow alone beside them spinning" in text
+    assert "76.5 images/s; the worker host's ratio to that: 0.59." in text
     for table in tables_of(text):
         assert len({line.count("|") for line in table}) == 1
+
+
+def test_the_other_cores_share_of_busy_time_leaves_out_idle_and_iowait() -> None:
+    times = namedtuple("times", "user system idle iowait")
+    before = [times(0, 0, 0, 0), times(10, 5, 100, 1)]
+    after = [times(99, 99, 99, 99), times(13, 6, 104, 2)]  # core 1: 4 s busy of 9
+    assert busy_share(before, after, {1}) == pytest.approx(4 / 9)

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from shared.settings import CodecSettings
+from worker_service import codec_pool
 from worker_service.codec_pool import CodecBusy, CodecFailed, CodecPool, CodecTimeout
 from worker_service.image_codec import ImageRejected, compress
 
@@ -63,6 +64,22 @@ def test_an_image_comes_back_as_the_codec_makes_it_in_process(pool, photo):
         image = codec.compress(photo)
     assert image == compress(photo, OPTIONS)
     assert pool.pids()[0] != os.getpid()
+
+
+def test_bodies_and_images_too_large_to_share_cross_the_pipe(photo, monkeypatch):
+    monkeypatch.setattr(codec_pool, "SHARED_BYTES", 1000)  # smaller than the photo and its image
+    assert len(photo) > 1000 and len(compress(photo, OPTIONS).data) > 1000
+    small = encoded(Image.new("RGB", (8, 8), "red"), "JPEG")
+    assert len(small) < 1000
+    pool = CodecPool(OPTIONS.model_copy(update={"concurrency": 1, "timeout_seconds": 30}))
+    try:
+        for _ in range(2):  # and the shared memory is still right after them
+            with pool.process() as codec:
+                assert codec.compress(photo) == compress(photo, OPTIONS)
+            with pool.process() as codec:
+                assert codec.compress(small) == compress(small, OPTIONS)  # fits: through the shared memory
+    finally:
+        pool.close()
 
 
 def test_a_refused_body_is_refused_with_the_codecs_message(pool):
