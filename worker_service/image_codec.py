@@ -1,6 +1,7 @@
 """The image codec: turns one downloaded body into a smaller image of the same kind.
 
-JPEG and WebP are re-encoded at the configured quality, PNG is re-compressed losslessly, GIF keeps
+JPEG and WebP are re-encoded at the configured quality (a colour JPEG by libjpeg-turbo through
+simplejpeg, see `_turbo_jpeg`), PNG is re-compressed losslessly, GIF keeps
 its frames, and the other formats Pillow may open (BMP, TIFF) become JPEG. Dimensions never change;
 the EXIF orientation and the ICC profile are kept and every other piece of metadata is dropped.
 When the result is not smaller than the source, the source is kept: its pixel data as it was, its
@@ -36,15 +37,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import PIL
+import simplejpeg
 from PIL import ExifTags, GifImagePlugin, Image, ImageFile, ImageSequence, PngImagePlugin, features
 
 from shared.errors import ServiceError
 from shared.settings import CodecSettings
-from worker_service.image_metadata import EXIF_HEADER, gif_canvas_size, without_metadata
+from worker_service.image_metadata import EXIF_HEADER, gif_canvas_size, jpeg_with_metadata, without_metadata
 
 # Changed whenever this module changes what it writes for the same input and settings, so that an
 # output remembered for a re-import (shared/store/sources.py) is reused only if it would be made again.
-CODEC_VERSION = 1
+CODEC_VERSION = 2
 # The codec settings that decide the output or a refusal (not how many processes, nor their time limit).
 OUTPUT_SETTINGS = {"quality", "jpeg_optimize", "png_optimize", "max_pixels", "max_frames", "max_animation_pixels"}
 
@@ -52,7 +54,12 @@ OUTPUT_SETTINGS = {"quality", "jpeg_optimize", "png_optimize", "max_pixels", "ma
 def fingerprint(options: CodecSettings) -> str:
     """What decides the bytes stored for a source, and whether it is refused: this code, Pillow and
     its encoders, and every codec setting."""
-    made_by = [CODEC_VERSION, PIL.__version__, *(features.version(codec) for codec in ("jpg", "zlib", "webp"))]
+    made_by = [
+        CODEC_VERSION,
+        PIL.__version__,
+        simplejpeg.__version__,
+        *(features.version(codec) for codec in ("jpg", "zlib", "webp")),
+    ]
     chosen = options.model_dump(include=OUTPUT_SETTINGS)
     return hashlib.sha256(json.dumps([made_by, chosen], sort_keys=True).encode()).hexdigest()[:32]
 
@@ -176,6 +183,8 @@ def compress(data: bytes, options: CodecSettings) -> CompressedImage:
         size = im.size
         if source is _PNG and _pillow_would_lose_png_data(data, im):
             encoded = None
+        elif source is _JPEG and im.mode == "RGB" and not options.jpeg_optimize:
+            encoded = _turbo_jpeg(data, im, options)
         else:
             im.load()  # the first frame only; Pillow turns a TIFF upright here, so metadata is read after it
             encoded = _ENCODERS.get(source, _encode_as_jpeg)(im, options)
@@ -302,6 +311,23 @@ def _jpeg(pixels: Image.Image, *, metadata_from: Image.Image, options: CodecSett
         exif=_orientation_exif(metadata_from),
         comment=b"",
     )
+
+
+def _turbo_jpeg(data: bytes, im: Image.Image, options: CodecSettings) -> bytes:
+    """A colour JPEG decoded and encoded by libjpeg-turbo through simplejpeg, not Pillow.
+
+    The same library as Pillow's and the same output as `_jpeg` (4:2:0, the accurate DCT, the
+    same tables: 0.5 % smaller files, the same PSNR on the benchmark's photos) for 14-16 % less
+    CPU on 1-2 MP photos: Pillow keeps pixels in 4 bytes and copies them row by row into and out
+    of libjpeg, where simplejpeg hands libjpeg-turbo one 3-byte buffer (`docs/performance.md`).
+    Strict: a truncated or corrupt body is refused, where Pillow fills in grey after a warning.
+    """
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except ValueError as exc:
+        raise TruncatedImage() from exc
+    encoded = simplejpeg.encode_jpeg(pixels, quality=options.quality, colorsubsampling="420", fastdct=False)
+    return jpeg_with_metadata(encoded, im.info.get("icc_profile"), _orientation_exif(im))
 
 
 def _in_jpeg_mode(im: Image.Image) -> Image.Image:

@@ -47,7 +47,7 @@ def without_metadata(data: bytes, image_format: str, orientation_exif: bytes) ->
 # JPEG: marker segments. Pixels need the tables, frame and scan headers and the entropy-coded data;
 # colours need JFIF (APP0), Adobe's transform flag (APP14) and the ICC profile (APP2).
 
-_SOI, _EOI, _SOS, _APP0, _APP1, _APP15, _COM = 0xD8, 0xD9, 0xDA, 0xE0, 0xE1, 0xEF, 0xFE
+_SOI, _EOI, _SOS, _APP0, _APP1, _APP2, _APP15, _COM = 0xD8, 0xD9, 0xDA, 0xE0, 0xE1, 0xE2, 0xEF, 0xFE
 _STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 have no length
 _KEPT_APP_SEGMENTS = {0xE0: b"JFIF\x00", 0xE2: b"ICC_PROFILE\x00", 0xEE: b"Adobe"}
 
@@ -58,6 +58,28 @@ def _jpeg_without_metadata(data: bytes, orientation_exif: bytes) -> bytes:
         after_jfif = 1 if kept and kept[0][1] == _APP0 else 0  # JFIF wants to be first, EXIF right after
         kept.insert(after_jfif, _jpeg_segment(_APP1, orientation_exif))
     return bytes([0xFF, _SOI]) + b"".join(kept) + bytes([0xFF, _EOI])
+
+
+# The most ICC profile one APP2 segment holds: 65,535 less the length field and the chunk's header.
+_ICC_CHUNK_BYTES = 65535 - 2 - len(b"ICC_PROFILE\x00") - 2
+
+
+def jpeg_with_metadata(encoded: bytes, icc_profile: bytes | None, orientation_exif: bytes) -> bytes:
+    """A freshly encoded JPEG (SOI, then JFIF) given the EXIF block and ICC profile, where and as
+    Pillow's writer puts them: right after JFIF, the profile in numbered chunks."""
+    segments = [_jpeg_segment(_APP1, orientation_exif)] if orientation_exif else []
+    if icc_profile:
+        chunks = [
+            icc_profile[start : start + _ICC_CHUNK_BYTES] for start in range(0, len(icc_profile), _ICC_CHUNK_BYTES)
+        ]
+        segments += [
+            _jpeg_segment(_APP2, b"ICC_PROFILE\x00" + bytes([number, len(chunks)]) + chunk)
+            for number, chunk in enumerate(chunks, start=1)
+        ]
+    if not segments:
+        return encoded
+    after_jfif = 2 + 2 + struct.unpack_from(">H", encoded, 4)[0] if encoded[2:4] == b"\xff\xe0" else 2
+    return encoded[:after_jfif] + b"".join(segments) + encoded[after_jfif:]
 
 
 def _jpeg_segments(data: bytes) -> Iterator[bytes]:

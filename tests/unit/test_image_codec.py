@@ -9,7 +9,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from PIL import ExifTags, Image, ImageDraw, ImageFile, ImageFilter, ImageSequence, PngImagePlugin
+from PIL import ExifTags, Image, ImageChops, ImageDraw, ImageFile, ImageFilter, ImageSequence, ImageStat, PngImagePlugin
 
 from shared.settings import CodecSettings, Settings
 from tests.support.images import animation_bomb_gif, decode, encode, frames, srgb_profile
@@ -164,6 +164,53 @@ def test_jpeg_keeps_orientation_and_icc_profile_and_drops_the_rest() -> None:
     assert output.info["icc_profile"] == icc
     assert "xmp" not in output.info
     assert "comment" not in output.info
+
+
+def segments_before_the_scan(data: bytes) -> list[bytes]:
+    """Each marker segment's marker and signature (an APP's first bytes), up to the first scan."""
+    found, position = [], 2
+    while data[position + 1] != 0xDA:
+        (length,) = struct.unpack(">H", data[position + 2 : position + 4])
+        found.append(data[position + 1 : position + 2] + data[position + 4 : position + 4 + min(length - 2, 5)])
+        position += 2 + length
+    return found
+
+
+def test_a_colour_jpeg_comes_out_as_pillows_writer_makes_it() -> None:
+    # libjpeg-turbo through simplejpeg, not Pillow: the same tables, segments and pixels within rounding.
+    exif = Image.Exif()
+    exif[ORIENTATION] = 3
+    icc = srgb_profile()
+    source = encode(photo(640, 480), "JPEG", quality=95, exif=exif, icc_profile=icc)
+    orientation_only = Image.Exif()
+    orientation_only[ORIENTATION] = 3
+    by_pillow = encode(decode(source), "JPEG", quality=50, exif=orientation_only.tobytes(), icc_profile=icc)
+
+    ours = compress(source, LIMITS).data
+
+    assert segments_before_the_scan(ours) == segments_before_the_scan(by_pillow)
+    assert decode(ours).quantization == decode(by_pillow).quantization
+    assert abs(len(ours) - len(by_pillow)) < 0.02 * len(by_pillow)
+    difference = ImageChops.difference(decode(ours).convert("RGB"), decode(by_pillow).convert("RGB"))
+    assert max(ImageStat.Stat(difference).mean) < 1.0
+
+
+def test_an_icc_profile_longer_than_a_segment_is_kept_whole() -> None:
+    icc = srgb_profile() + bytes(range(256)) * 600  # 150 KB: three APP2 segments
+    source = encode(photo(320, 240), "JPEG", quality=95, icc_profile=icc)
+
+    output = decode(compress(source, LIMITS).data)
+
+    assert output.info["icc_profile"] == icc
+
+
+def test_a_corrupt_colour_jpeg_is_refused_rather_than_filled_in() -> None:
+    source = bytearray(encode(photo(320, 240), "JPEG", quality=95))
+    scan = source.index(b"\xff\xda")
+    source[scan + 200 : scan + 260] = b"\xff\xd0" * 30  # restart markers where there is no restart interval
+
+    with pytest.raises(TruncatedImage):
+        compress(bytes(source), LIMITS)
 
 
 def test_upright_jpeg_gets_no_exif_at_all() -> None:
