@@ -6,6 +6,7 @@ httpx downloads); the worker registers the tasks under these same names.
 
 from celery import Celery
 
+from shared.broker_transport import TRANSPORT
 from shared.settings import VISIBILITY_TIMEOUT_SECONDS, Settings
 
 # Image work runs in a worker of its own (its codec in processes of its own); the short
@@ -64,6 +65,8 @@ def make_celery(settings: Settings, name: str) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # kombu's Redis transport, less a Redis client made anew for each command (broker_transport.py).
+        broker_transport=TRANSPORT,
         broker_transport_options=transport_options,
         result_backend_transport_options=transport_options,
         broker_connection_retry_on_startup=True,

@@ -1,37 +1,19 @@
 """The fair queue's turns against a real Redis: between owners, then within an owner between its requests."""
 
-import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from local_stack.processes import free_port, redis_server_binary
 from shared.fair_queue import FairQueue, waiting_list
 from shared.queue import IMAGES_QUEUE
+from tests.support.redis_server import redis_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis]:
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-    yield client
-    process.kill()
-    process.wait()
+    with redis_server(tmp_path_factory.mktemp("redis")) as client:
+        yield client
 
 
 @pytest.fixture
