@@ -45,8 +45,9 @@ log = logging.getLogger(__name__)
 # Spawned, not forked: the worker has threads, and a fork copies whatever locks they held.
 _CONTEXT = multiprocessing.get_context("spawn")
 READY = "ready"
-# Room for a 1-3 MP photo's body and image many times over; memory is taken only as it is written.
-SHARED_BYTES = 4 * 1024 * 1024
+# Room for the body of a 1-3 MP photo, the usual catalogue image, and its image. Memory is taken only
+# as it is written, and stays taken: larger ones, whose decoding dwarfs the pipe's cost, take the pipe.
+SHARED_BYTES = 2 * 1024 * 1024
 
 
 class CodecTimeout(ImageRejected):

@@ -39,8 +39,9 @@ import pycurl
 from shared import address_guard
 
 PIN_SECONDS = 60
-# libcurl's own buffer; larger than its 16 KiB default so a body reaches Python in fewer pieces.
-BUFFER_BYTES = 256 * 1024
+# libcurl's receive buffer, one a thread: larger than its 16 KiB default, so that a body reaches
+# Python in fewer pieces, and no larger than a socket read gives, since the worker has many threads.
+BUFFER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
