@@ -9,8 +9,9 @@ What holds against a hostile host:
 - Every address is the address guard's: the host is resolved by `address_guard.resolve`, every
   address it resolves to is checked, and libcurl is handed exactly those (`CURLOPT_RESOLVE`),
   so it never resolves a name itself. Each socket it opens is checked once more before it
-  connects. A resolution is kept for `PIN_SECONDS`, no longer than libcurl keeps a connection,
-  and dropped when an exchange with the host fails, so that a retry resolves again.
+  connects. A resolution is kept for `PIN_SECONDS` (a name's addresses may change; a connection
+  already made to a checked address may go on being used), and dropped when an exchange with
+  the host fails, so that a retry resolves again.
 - The exchange ends at the caller's wall-clock limit (`CURLOPT_TIMEOUT_MS`, enforced by libcurl
   whatever the host sends, TLS handshake included), a connection must be made within the
   connect timeout, and a host that sends nothing for the read timeout is cut
@@ -184,7 +185,6 @@ class CurlClient:
         curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         curl.setopt(pycurl.LOW_SPEED_TIME, max(1, math.ceil(self._read_timeout)))
         curl.setopt(pycurl.MAXFILESIZE_LARGE, self._max_bytes)
-        curl.setopt(pycurl.MAXAGE_CONN, PIN_SECONDS)
         curl.setopt(pycurl.BUFFERSIZE, BUFFER_BYTES)
         return curl
 
