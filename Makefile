@@ -11,7 +11,7 @@ COMMAND := $(VENV)/bin/image-service
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run worker test test-unit lint docs bench install clean-data
+.PHONY: run worker test test-unit lint docs bench bench-compare install clean-data
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ docs: $(RUNTIME)
 
 bench: $(DEV)
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# The worker-host run on BASE (a revision) and on this checkout, alternated: make bench-compare BASE=HEAD~1
+bench-compare: $(DEV)
+	$(PY) -m benchmarks.compare $(BASE) $(COMPARE_ARGS)
 
 clean-data:
 	rm -rf data

@@ -17,6 +17,8 @@ from PIL import Image
 
 import benchmarks
 from benchmarks.__main__ import corpus_names
+from benchmarks.compare import parse_arguments as parse_compare_arguments
+from benchmarks.compare import table as comparison_table
 from benchmarks.corpus import CORPORA, CorpusImage, burst_spec, formats
 from benchmarks.image_host import ImageHost
 from benchmarks.measure import cpu_shares, poller_targets
@@ -309,3 +311,25 @@ def test_the_other_cores_share_of_busy_time_leaves_out_idle_and_iowait() -> None
     before = [times(0, 0, 0, 0), times(10, 5, 100, 1)]
     after = [times(99, 99, 99, 99), times(13, 6, 104, 2)]  # core 1: 4 s busy of 9
     assert busy_share(before, after, {1}) == pytest.approx(4 / 9)
+
+
+def test_the_comparison_table_gives_every_run_then_each_sides_range() -> None:
+    runs = [
+        ("HEAD~1 #1", {"images_per_second": 60.7, "ratio_to_pillow": 0.52, "celery_and_rest": 1.5}),
+        ("this checkout #1", {"images_per_second": 69.8, "ratio_to_pillow": 0.64, "celery_and_rest": 1.4}),
+        ("HEAD~1 #2", {"images_per_second": 61.6, "ratio_to_pillow": 0.52, "celery_and_rest": 1.6}),
+        ("this checkout #2", {"images_per_second": 71.6, "ratio_to_pillow": 0.66}),
+    ]
+    text = comparison_table("HEAD~1", runs)
+    assert "| HEAD~1 #1 | 60.7 | 0.52 | – |" in text
+    assert "| **HEAD~1** | 60.7–61.6 | 0.52 | – |" in text
+    assert "| **this checkout** | 69.8–71.6 | 0.64–0.66 | – |" in text
+    assert text.rstrip().endswith("| – | – | – | – | – | 1.40 |")
+    for line_table in tables_of(text):
+        assert len({line.count("|") for line in line_table}) == 1
+
+
+def test_the_comparison_runs_the_worker_host_alone_unless_told_otherwise() -> None:
+    arguments = parse_compare_arguments(["HEAD~1"])
+    assert (arguments.base, arguments.runs) == ("HEAD~1", 2)
+    assert "--worker-host-images 1000" in arguments.bench_args and "--burst-requests 0" in arguments.bench_args
