@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import socket
 import threading
@@ -317,6 +318,25 @@ def test_a_resolution_is_kept_for_a_while_then_made_again(
         monkeypatch.setattr(curl_client, "PIN_SECONDS", 0)
         downloader.fetch(url)
     assert resolutions == ["127.0.0.1"] * 2
+
+
+class IPv6Host(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def test_a_name_whose_first_address_refuses_is_fetched_from_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        host = IPv6Host(("::1", 0), NotModifiedHost.handler)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    try:
+        # Nothing listens on 127.0.0.1 at that port; every address handed to libcurl is tried in turn.
+        monkeypatch.setattr(address_guard, "resolve", lambda name, port: ["127.0.0.1", "::1"])
+        assert download(f"http://images.example:{host.server_address[1]}/cat.jpg") == b"image"
+    finally:
+        host.shutdown()
+        host.server_close()
 
 
 def test_proxy_settings_in_the_environment_are_ignored(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
