@@ -81,7 +81,7 @@ class SharedBuffer:
     rather than a /dev/shm segment, which containers keep small (64 MB in Docker by default).
     """
 
-    def __init__(self, fd: int | None = None, size: int = SHARED_BYTES) -> None:
+    def __init__(self, size: int, fd: int | None = None) -> None:
         if fd is None:
             fd = os.memfd_create("codec-bytes")
             os.ftruncate(fd, size)
@@ -108,7 +108,7 @@ class SharedBuffer:
 
 
 def _shared_buffer_in_child(duplicate: Any, size: int) -> SharedBuffer:
-    return SharedBuffer(duplicate.detach(), size)
+    return SharedBuffer(size, duplicate.detach())
 
 
 def _serve(connection: Connection, options: CodecSettings, bodies: SharedBuffer, images: SharedBuffer) -> None:
@@ -150,7 +150,8 @@ class CodecProcess:
     def __init__(self, options: CodecSettings) -> None:
         self.timeout = options.timeout_seconds
         self.connection, theirs = _CONTEXT.Pipe()
-        self.bodies, self.images = SharedBuffer(size=SHARED_BYTES), SharedBuffer(size=SHARED_BYTES)
+        # Read when the process starts, not when this module was imported: a test makes it small.
+        self.bodies, self.images = SharedBuffer(SHARED_BYTES), SharedBuffer(SHARED_BYTES)
         self.process = _CONTEXT.Process(
             target=_serve, args=(theirs, options, self.bodies, self.images), name="codec", daemon=True
         )

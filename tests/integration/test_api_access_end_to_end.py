@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from tests.support.client import product_csv
+from tests.support.client import bearer, product_csv
 from tests.support.stack import Stack, start_stack
 
 KEY_A, KEY_B, KEY_C = "key-a", "key-b", "key-c"
@@ -29,10 +29,6 @@ def keyed_stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     }
     with start_stack(tmp_path_factory.mktemp("keyed-stack"), extra) as running:
         yield running
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def upload(stack: Stack, csv_text: str, headers: dict[str, str], path: str = "/api/v1/upload") -> httpx.Response:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support import images
-from tests.support.client import product_csv, wait_final
+from tests.support.client import bearer, product_csv, wait_final
 from tests.support.command import image_service
 from tests.support.image_server import ImageServer
 from tests.support.stack import Stack, start_stack
@@ -29,10 +29,6 @@ def reuse_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-def headers(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 def catalogue(image_server: ImageServer, route: str, names: list[str] = NAMES) -> list[str]:
     """URLs of this test's own: the same images, under a query no other test uses."""
     token = uuid.uuid4().hex
@@ -44,11 +40,11 @@ def import_catalogue(stack: Stack, urls: list[str], key: str = KEY_A, refresh: b
     rows = [(1, "SKU1", urls[:2]), (2, "SKU2", urls[2:])]
     data = {"refresh": "true" if refresh else "false"} if refresh is not None else None
     files = {"file": ("products.csv", product_csv(rows).encode(), "text/csv")}
-    response = httpx.post(f"{stack.api}/upload", files=files, data=data, headers=headers(key), timeout=60)
+    response = httpx.post(f"{stack.api}/upload", files=files, data=data, headers=bearer(key), timeout=60)
     assert response.status_code == 202, response.text
     request_id = response.json()["request_id"]
-    body = wait_final(stack.api, request_id, headers=headers(key))
-    log = httpx.get(f"{stack.api}/status/{request_id}/images", headers=headers(key), timeout=30).json()["images"]
+    body = wait_final(stack.api, request_id, headers=bearer(key))
+    log = httpx.get(f"{stack.api}/status/{request_id}/images", headers=bearer(key), timeout=30).json()["images"]
     return {"status": body, "log": log}
 
 

@@ -15,7 +15,7 @@ from api_service.auth import owner_digest
 from shared.models import utcnow
 from shared.store import requests
 from shared.store.operations import SyncStore
-from tests.support.client import product_csv, wait_final
+from tests.support.client import bearer, product_csv, wait_final
 from tests.support.command import image_service
 from tests.support.stack import Stack, start_stack, wait_until
 
@@ -38,7 +38,7 @@ def life_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def client(stack: Stack, key: str = KEY_A) -> httpx.Client:
-    return httpx.Client(base_url=stack.api, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    return httpx.Client(base_url=stack.api, headers=bearer(key), timeout=60)
 
 
 def submit(stack: Stack, urls_by_product: list[list[str]], key: str = KEY_A, webhook_url: str | None = None) -> str:
@@ -51,7 +51,7 @@ def submit(stack: Stack, urls_by_product: list[list[str]], key: str = KEY_A, web
 
 
 def final(stack: Stack, request_id: str, key: str = KEY_A, timeout: float = 60) -> dict:
-    return wait_final(stack.api, request_id, timeout=timeout, headers={"Authorization": f"Bearer {key}"})
+    return wait_final(stack.api, request_id, timeout=timeout, headers=bearer(key))
 
 
 def token() -> str:

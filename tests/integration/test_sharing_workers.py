@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.client import product_csv, wait_final
+from tests.support.client import bearer, product_csv, wait_final
 from tests.support.stack import Stack, start_stack
 
 KEY_A, KEY_B = "sharing-key-a", "sharing-key-b"
@@ -29,20 +29,16 @@ def sharing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-def headers(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 def submit(stack: Stack, key: str, urls_by_product: list[list[str]]) -> str:
     rows = [(serial, f"P{serial}", urls) for serial, urls in enumerate(urls_by_product, start=1)]
     files = {"file": ("products.csv", product_csv(rows).encode(), "text/csv")}
-    response = httpx.post(f"{stack.api}/upload", files=files, headers=headers(key), timeout=60)
+    response = httpx.post(f"{stack.api}/upload", files=files, headers=bearer(key), timeout=60)
     assert response.status_code == 202, response.text
     return response.json()["request_id"]
 
 
 def status(stack: Stack, key: str, request_id: str) -> dict:
-    return httpx.get(f"{stack.api}/status/{request_id}", params={"limit": 1}, headers=headers(key), timeout=30).json()
+    return httpx.get(f"{stack.api}/status/{request_id}", params={"limit": 1}, headers=bearer(key), timeout=30).json()
 
 
 def slow_products(image_server, count: int, seconds: float) -> list[list[str]]:
@@ -57,7 +53,7 @@ def quick_products(image_server, count: int) -> list[list[str]]:
 
 def seconds_to_final(stack: Stack, key: str, request_id: str) -> float:
     started = time.monotonic()
-    wait_final(stack.api, request_id, headers=headers(key))
+    wait_final(stack.api, request_id, headers=bearer(key))
     return time.monotonic() - started
 
 
@@ -73,7 +69,7 @@ def test_a_small_request_is_served_at_once_behind_a_large_one(sharing_stack, ima
     large_now = status(sharing_stack, KEY_A, large)
     assert large_now["status"] == "processing", "the small request waited for the large one"
     assert large_now["progress"]["products_done"] < 30
-    wait_final(sharing_stack.api, large, headers=headers(KEY_A), timeout=120)
+    wait_final(sharing_stack.api, large, headers=bearer(KEY_A), timeout=120)
 
 
 def test_an_unfinished_request_says_where_it_stands_while_its_products_wait(sharing_stack, image_server):
@@ -85,7 +81,7 @@ def test_an_unfinished_request_says_where_it_stands_while_its_products_wait(shar
     assert body["queue"]["products_ahead"] >= 0
     scrape = httpx.get(f"{sharing_stack.base_url}/metrics", timeout=30).text
     assert any(line.startswith("image_service_products_waiting{owner=") for line in scrape.splitlines())
-    final = wait_final(sharing_stack.api, request_id, headers=headers(KEY_A), timeout=120)
+    final = wait_final(sharing_stack.api, request_id, headers=bearer(KEY_A), timeout=120)
     assert final["queue"] is None
 
 
@@ -95,7 +91,7 @@ def test_one_owners_requests_leave_another_owner_half_of_the_turns(sharing_stack
     b_request = submit(sharing_stack, KEY_B, slow_products(image_server, 12, 0.3))
     a_done_before = sum(status(sharing_stack, KEY_A, r)["progress"]["products_done"] for r in a_requests)
 
-    wait_final(sharing_stack.api, b_request, headers=headers(KEY_B), timeout=120)
+    wait_final(sharing_stack.api, b_request, headers=bearer(KEY_B), timeout=120)
 
     a_done_meanwhile = sum(status(sharing_stack, KEY_A, r)["progress"]["products_done"] for r in a_requests)
     a_done_meanwhile -= a_done_before
@@ -103,4 +99,4 @@ def test_one_owners_requests_leave_another_owner_half_of_the_turns(sharing_stack
     # queue, B's would have waited behind all 36 of A's.
     assert 4 <= a_done_meanwhile <= 20, a_done_meanwhile
     for request_id in a_requests:
-        wait_final(sharing_stack.api, request_id, headers=headers(KEY_A), timeout=120)
+        wait_final(sharing_stack.api, request_id, headers=bearer(KEY_A), timeout=120)

@@ -9,6 +9,11 @@ from shared.models import FINAL_STATUS_VALUES
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 
 
+def bearer(key: str) -> dict[str, str]:
+    """The headers that present an API key."""
+    return {"Authorization": f"Bearer {key}"}
+
+
 def product_csv(rows: list[tuple[int, str, list[str]]]) -> str:
     lines = [HEADER.strip()]
     for serial, name, urls in rows:
