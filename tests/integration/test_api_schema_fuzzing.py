@@ -18,13 +18,22 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.stack import PROJECT_ROOT, Stack, start_stack
+from tests.support.client import bearer
+from tests.support.stack import PROJECT_ROOT, Stack, start_stack, wait_until
 
 KEY = "schemathesis-key"
 SEED = os.environ.get("SCHEMATHESIS_SEED", "2026")
 CONFIG = PROJECT_ROOT / "tests" / "support" / "schemathesis.toml"
 # Per operation and phase: enough for each phase to reach every operation, the run in about 15 s.
 EXAMPLES = "25"
+
+
+def listed(api: httpx.Client) -> list[dict]:
+    return api.get("/requests", params={"limit": 500}).json()["requests"]
+
+
+def under_way(api: httpx.Client) -> bool:
+    return any(item["status"] in ("pending", "processing") for item in listed(api))
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +82,10 @@ def test_schemathesis_walks_the_api_and_finds_nothing(fuzzed_stack, image_server
     for reached in ("GET /api/v1/status/{request_id}", "GET /api/v1/status/{request_id}/images"):
         assert accepted[reached] > 0, (reached, report["valid_rates"][reached])
 
-    with httpx.Client(base_url=fuzzed_stack.api, headers={"Authorization": f"Bearer {KEY}"}) as api:
-        listed = api.get("/requests", params={"limit": 500}).json()["requests"]
-    states = Counter(item["status"] for item in listed)
+    with httpx.Client(base_url=fuzzed_stack.api, headers=bearer(KEY)) as api:
+        # A cancel ends its request once the images under way had their grace (5 s): wait for that,
+        # since the run may end sooner.
+        wait_until(lambda: not under_way(api), timeout=60, message="every request final")
+        states = Counter(item["status"] for item in listed(api))
     # Cancelled by following an upload's link before its slow images were done.
     assert states["cancelled"] > 0, states
