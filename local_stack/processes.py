@@ -1,5 +1,6 @@
 """The processes `make run` starts, each as a command line and its environment."""
 
+import random
 import shutil
 import socket
 import sys
@@ -12,6 +13,9 @@ from shared.logging import UVICORN_LOG_CONFIG
 from shared.settings import Settings
 
 LOOPBACK = "127.0.0.1"
+# Where the local stack's servers listen: below the ephemeral ports, above the well-known ones.
+LISTENING_PORTS = range(20000, 32768)
+PORT_TRIES = 100
 
 
 @dataclass(frozen=True)
@@ -31,10 +35,18 @@ IMAGE_WORKER_MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "13107
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A port nothing listens on now, below Linux's range of ephemeral ports (32768-60999): a port
+    bound to 0 comes from that range, where every outgoing connection takes its own, and one did
+    take the API's before it started listening (seen in the tests: "address already in use")."""
+    for _ in range(PORT_TRIES):
+        port = random.choice(LISTENING_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port among {LISTENING_PORTS}")
 
 
 def redis_server_binary() -> str:
