@@ -1,16 +1,11 @@
 """One product: its images in the worker's threads, within its deadline, with its lease kept alive;
 then what came of it."""
 
-import contextvars
 import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
-from itertools import islice
-
-from structlog.contextvars import bind_contextvars
 
 from shared import metrics
 from shared.errors import OutOfTime
@@ -20,6 +15,7 @@ from shared.store.product_claims import Claimed, ImageDetails, ProductResult, Pr
 from shared.store.sources import SourceDocument
 from worker_service import image_work
 from worker_service.context import WorkerContext
+from worker_service.image_lanes import run_in_lanes
 from worker_service.image_work import ImageJob, ImageOutcome
 
 log = logging.getLogger("worker.product")
@@ -48,13 +44,9 @@ def failed(message: str) -> ImageOutcome:
     return ImageOutcome(error=message, details=ImageDetails(finished_at=utcnow()))
 
 
-def outcome_or_timeout(future: Future[ImageOutcome] | None) -> ImageOutcome:
+def outcome_or_timeout(outcome: ImageOutcome | None) -> ImageOutcome:
     """The image's outcome, or "not finished" when it was not started or has not ended in time."""
-    if future is not None and future.done():
-        return future.result()
-    if future is not None:
-        future.cancel()
-    return failed(OutOfTime().message)
+    return outcome if outcome is not None else failed(OutOfTime().message)
 
 
 @contextmanager
@@ -79,22 +71,18 @@ def lease_renewal(context: WorkerContext, work: ProductWork, attempt: int) -> It
         renewer.join()
 
 
-def submit_image(context: WorkerContext, job: ImageJob, not_after: float) -> Future[ImageOutcome]:
-    # Executor threads do not inherit the task's context variables: each image runs in a copy
-    # of them (the request and product the task bound), with its position added to the copy only.
-    image_context = contextvars.copy_context()
-    image_context.run(bind_contextvars, image=job.position)
-    return context.image_threads.submit(image_context.run, image_work.run, context, job, not_after)
-
-
 def image_jobs(context: WorkerContext, work: ProductWork) -> list[ImageJob]:
     """The product's images, each with what the owner's earlier requests left of its source: one
     read for the whole product, none with REUSE_OUTPUTS off or a refresh asked for."""
-    remember = context.settings.reuse.outputs
-    positions = set(work.to_process())
     remembered: dict[str, SourceDocument] = {}
-    if remember and not work.refresh:
+    if context.settings.reuse.outputs and not work.refresh:
         remembered = context.store.run(sources.remembered(work.owner, work.input_image_urls, context.codec_fingerprint))
+    return jobs_of(context, work, remembered)
+
+
+def jobs_of(context: WorkerContext, work: ProductWork, remembered: dict[str, SourceDocument]) -> list[ImageJob]:
+    positions = set(work.to_process())
+    remember = context.settings.reuse.outputs
     return [
         ImageJob(work.request_id, work.serial_number, position, url, work.owner, remembered.get(url), remember)
         for position, url in enumerate(work.input_image_urls)
@@ -121,22 +109,10 @@ def process_product(context: WorkerContext, work: ProductWork, claimed: Claimed)
     deadlines = context.settings.deadlines
     not_after = time.monotonic() + deadlines.product_seconds
     give_up_at = not_after + deadlines.product_grace_seconds
-    # At most DOWNLOAD_CONCURRENCY images of the product at once, the next as one ends: a product
-    # of many images on a slow host holds no more of the worker's image threads than any other.
     with lease_renewal(context, work, claimed.attempt):
-        waiting = iter(image_jobs(context, work))
-        futures: dict[int, Future[ImageOutcome]] = {}
-        running: set[Future[ImageOutcome]] = set()
-        while True:
-            for job in islice(waiting, context.settings.download.concurrency - len(running)):
-                futures[job.position] = submit_image(context, job, not_after)
-                running.add(futures[job.position])
-            if not running:
-                break
-            done, running = wait(running, max(0.0, give_up_at - time.monotonic()), FIRST_COMPLETED)
-            if not done:
-                break  # past the grace: what is still running is recorded as not finished
-    outcomes = {position: outcome_or_timeout(futures.get(position)) for position in work.to_process()}
+        jobs = image_jobs(context, work)
+        ended = run_in_lanes(context, image_work.run, jobs, not_after, give_up_at)
+    outcomes = {job.position: outcome_or_timeout(outcome) for job, outcome in zip(jobs, ended, strict=True)}
     return with_earlier(work, claimed, outcomes)
 
 
