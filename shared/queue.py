@@ -24,6 +24,7 @@ CANCEL_REQUEST = "control.cancel_request"
 FINISH_CANCEL = "control.finish_cancel"
 DELETE_REQUEST = "control.delete_request"
 PROCESS_PRODUCT = "images.process_product"
+REVALIDATE_PRODUCTS = "images.revalidate_products"
 DELIVER_WEBHOOK = "webhooks.deliver"
 
 TASK_ROUTES = {

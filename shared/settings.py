@@ -298,6 +298,14 @@ class ReuseSettings(Group):
         "a remembered source not used for this long is forgotten (fractions allowed)",
         gt=0,
     )
+    batch_images: int = setting(
+        100,
+        "REUSE_BATCH_IMAGES",
+        "a re-imported product whose every image is remembered is checked with its host in a task of up to this "
+        "many images, with others like it; what is not found unchanged within `DOWNLOAD_TOTAL_TIMEOUT_SECONDS` "
+        "is processed as any product",
+        ge=1,
+    )
 
 
 class StorageSettings(Group):

@@ -88,7 +88,7 @@ def fetch_and_store(
     remembered = job.remembered
     download = fetch(context, job.url, not_after, details, validators_of(remembered))
     digest = sha256_of(download) if job.remember or remembered else None
-    if remembered is not None and (download.not_modified or digest == remembered["sha256"]):
+    if remembered is not None and unchanged(download, digest, remembered):
         try:
             return reuse(context, job, remembered, download, details)
         except MissingObject:
@@ -114,6 +114,37 @@ def fetch_and_store(
         "bytes_out": len(image.data),
     }
     return key, source_document(context, job, download.validators, digest, len(download.data), output)
+
+
+def reused_or_none(context: WorkerContext, job: ImageJob, not_after: float) -> ImageOutcome | None:
+    """The image's outcome when its host shows it unchanged and its remembered output is copied;
+    None when it is to be processed as usual instead (changed, not fetched in time, its output gone)."""
+    remembered = job.remembered
+    if remembered is None:
+        return None
+    details = ImageDetails()
+    try:
+        download = fetch(context, job.url, not_after, details, validators_of(remembered))
+        if not unchanged(download, None if download.not_modified else sha256_of(download), remembered):
+            return None
+        key, source = reuse(context, job, remembered, download, details)
+    except MissingObject:
+        log.info("%s: its remembered output is gone; processed as usual", job.where())
+        return None
+    except ServiceError as failure:
+        # Its product's task meets the same failure and logs it as one; here it only explains.
+        log.info("%s: not reused (%s); processed as usual", job.where(), failure.detail)
+        return None
+    except Exception:
+        log.warning("%s: not reused; processed as usual", job.where(), exc_info=True)
+        return None
+    details.finished_at = utcnow()
+    return ImageOutcome(key=key, details=details, source=source)
+
+
+def unchanged(download: Download, digest: str | None, remembered: SourceDocument) -> bool:
+    """Whether the source is the one remembered: the host said so (304), or its body hashes the same."""
+    return download.not_modified or digest == remembered["sha256"]
 
 
 def stored(context: WorkerContext, write: Callable[[], None]) -> None:

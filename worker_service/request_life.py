@@ -5,12 +5,16 @@ modules hold every query."""
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
+
+import redis
 
 from shared import metrics, request_events
 from shared.models import utcnow
 from shared.storage import MissingObject, StorageUnavailable
 from shared.store import product_claims, requests, sources
+from shared.store.product_claims import FinishedClaim
 from shared.store.requests import Finished
 from shared.store.sources import SourceDocument
 from worker_service.context import WorkerContext
@@ -29,15 +33,31 @@ CANCELLED_SAID_SECONDS = 24 * 3600
 DELETIONS_PER_SWEEP = 200
 
 
-def fold_in(context: WorkerContext, request_id: str) -> int:
-    """Merge the request's finished products into its document; how many were merged."""
+@dataclass(frozen=True)
+class Folded:
+    """The finished claims a merge read, each now in the request document, and how many it merged."""
+
+    claims: list[FinishedClaim]
+    merged: int
+
+
+def fold_in(context: WorkerContext, request_id: str) -> Folded:
+    """Merge the request's finished products into its document; `settle` the claims next."""
     claims = context.store.run(product_claims.unmerged(request_id))
     merged = context.store.run(requests.merge(request_id, claims, utcnow()))
-    # Before the claims are marked merged: a merge lost in between is run again, and remembering
-    # twice writes the same documents.
-    context.store.run(sources.remember(product_claims.sources_of(claims)))
-    context.store.run(product_claims.mark_merged(claims))
-    return len(merged)
+    return Folded(claims, len(merged))
+
+
+def settle(context: WorkerContext, folded: Folded) -> None:
+    """What a merge leaves to do, which no client waits for: remember what the claims teach of their
+    sources, then mark them merged (0.6 ms of the embedded server's time each). Lost in between, the
+    next merge reads the claims again, folds in none of them, and settles them."""
+    context.store.run(sources.remember(product_claims.sources_of(folded.claims)))
+    context.store.run(product_claims.mark_merged(folded.claims))
+
+
+def fold_in_and_settle(context: WorkerContext, request_id: str) -> None:
+    settle(context, fold_in(context, request_id))
 
 
 def announce(context: WorkerContext, request_id: str, finished: Finished, deliver: Callable[[str], None]) -> None:
@@ -65,18 +85,23 @@ def allow_starting(context: WorkerContext, request_id: str) -> None:
 
 
 def is_cancelled(context: WorkerContext, request_id: str) -> bool:
-    return bool(context.redis.exists(cancelled_key(request_id)))
+    """Whether the request's products are not to start. With Redis away they start: its cancel
+    still ends the request in time, and what they record then is not merged."""
+    try:
+        return bool(context.redis.exists(cancelled_key(request_id)))
+    except redis.RedisError:
+        return False
 
 
 def finish_cancelled(context: WorkerContext, request_id: str, give_up_at: float) -> Finished | None:
     """Finish a cancelled request once its images under way have finished, or at `give_up_at`
     (monotonic) at the latest: None while it waits for them (the caller looks again)."""
-    fold_in(context, request_id)
+    fold_in_and_settle(context, request_id)
     if context.store.run(product_claims.held(request_id, utcnow())) and time.monotonic() < give_up_at:
         return None
     # What still runs records nothing; what recorded meanwhile is folded in first.
     context.store.run(product_claims.close_unfinished(request_id))
-    fold_in(context, request_id)
+    fold_in_and_settle(context, request_id)
     return context.store.run(requests.finish_cancelled(request_id, utcnow()))
 
 

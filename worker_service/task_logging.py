@@ -11,7 +11,7 @@ from celery import Task
 from structlog.contextvars import bind_contextvars, clear_contextvars
 
 from shared.logging import configure_logging
-from shared.queue import DELIVER_WEBHOOK, MERGE_RESULTS, PROCESS_PRODUCT, PROCESS_REQUEST
+from shared.queue import DELIVER_WEBHOOK, MERGE_RESULTS, PROCESS_PRODUCT, PROCESS_REQUEST, REVALIDATE_PRODUCTS
 from shared.settings import get_settings
 from worker_service.step_cpu import TimedStreamHandler
 
@@ -42,6 +42,8 @@ def task_context(task_name: str, args: Sequence[Any]) -> dict[str, Any]:
     if task_name == PROCESS_PRODUCT:
         work = args[0]
         return {"request_id": work["request_id"], "product": work["serial_number"]}
+    if task_name == REVALIDATE_PRODUCTS:
+        return {"request_id": args[0][0]["request_id"]}
     if task_name in REQUEST_TASKS:
         return {"request_id": args[0]}
     return {}

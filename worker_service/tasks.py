@@ -20,6 +20,7 @@ from shared.queue import (
     MERGE_RESULTS,
     PROCESS_PRODUCT,
     PROCESS_REQUEST,
+    REVALIDATE_PRODUCTS,
     SWEEP,
     enqueue_cancel,
     enqueue_delete,
@@ -29,7 +30,15 @@ from shared.queue import (
 from shared.store import product_claims, requests
 from shared.store.product_claims import ProductWork
 from worker_service import context as worker_contexts
-from worker_service import merge_schedule, product_processing, request_life, step_cpu, webhooks, worker_metrics
+from worker_service import (
+    merge_schedule,
+    product_processing,
+    request_life,
+    revalidation,
+    step_cpu,
+    webhooks,
+    worker_metrics,
+)
 from worker_service.celery_app import app
 from worker_service.context import WorkerContext, worker_context
 from worker_service.step_cpu import CLOCK
@@ -47,6 +56,17 @@ ATTEMPT_OUTCOMES = {WebhookState.DELIVERED: "delivered", WebhookState.PENDING: "
 def product_task(work: ProductWork) -> Signature[None]:
     """The product's task, sent to wait in its request's own list until it is released in turn."""
     return process_product.si(asdict(work)).set(queue=waiting_queue(work.request_id))
+
+
+def batch_task(works: list[ProductWork]) -> Signature[None]:
+    """A batch of re-imported products' task, waiting for its turn as a product's does."""
+    return revalidate_products.si([asdict(work) for work in works]).set(queue=waiting_queue(works[0].request_id))
+
+
+def fan_out(context: WorkerContext, request_id: str, header: list[Signature[None]], works: list[ProductWork]) -> None:
+    """Send the tasks of these products, whose last to end merges the request's results and finishes it."""
+    chord(header)(merge_results.si(request_id))
+    take_turns(context, works)
 
 
 def take_turns(context: WorkerContext, works: list[ProductWork]) -> None:
@@ -75,9 +95,12 @@ def process_request(request_id: str) -> None:
         return
     # Started, so not cancelled: a retry of a cancelled request starts its products again.
     request_life.allow_starting(context, request_id)
-    chord([product_task(work) for work in works])(merge_results.si(request_id))
-    take_turns(context, works)
-    log.info("request %s: %d products waiting for their turn", request_id, len(works))
+    batches, rest = revalidation.batches_and_rest(context, works)
+    fan_out(
+        context, request_id, [batch_task(batch) for batch in batches] + [product_task(work) for work in rest], works
+    )
+    log.info("request %s: %d products waiting for their turn (%d in %d batches of remembered images)", request_id,
+             len(works), len(works) - len(rest), len(batches))  # fmt: skip
 
 
 # No Celery time limits: every worker runs threads, which Celery cannot interrupt. Each wait of
@@ -94,18 +117,37 @@ def process_product(work: dict[str, Any]) -> None:
         release_in_turn(context)
 
 
-def cancelled(context: WorkerContext, request_id: str) -> bool:
-    """A product of a cancelled request is not started; with Redis away it is (the cancel still ends
-    the request in time, and this product's result is then not merged)."""
+@app.task(name=REVALIDATE_PRODUCTS)
+def revalidate_products(works: list[dict[str, Any]]) -> None:
+    """Re-imported products checked with their hosts together (worker_service/revalidation.py);
+    those not found unchanged are sent on as product tasks."""
+    context = worker_context()
+    release_in_turn(context)
     try:
-        return request_life.is_cancelled(context, request_id)
-    except redis.RedisError:
-        return False
+        batch = [ProductWork(**work) for work in works]
+        revalidated = revalidation.revalidate(context, batch)
+        if revalidated.recorded:
+            merge_soon(context, batch[0].request_id)
+        if revalidated.rest:
+            fan_out(context, batch[0].request_id, [product_task(work) for work in revalidated.rest], revalidated.rest)
+    finally:
+        release_in_turn(context)
+
+
+def merge_soon(context: WorkerContext, request_id: str) -> None:
+    """Results were recorded: have them merged within the merge interval."""
+    interval = context.settings.work.merge_interval_seconds
+    merge_schedule.ask_for_merge(
+        context.redis,
+        request_id,
+        interval,
+        lambda countdown: merge_results.apply_async((request_id,), countdown=countdown),
+    )
 
 
 def run_product(context: WorkerContext, product: ProductWork) -> None:
     limits = context.settings.work
-    if cancelled(context, product.request_id):
+    if request_life.is_cancelled(context, product.request_id):
         return
     claimed = context.store.run(product_claims.claim(product, utcnow(), limits.product_lease_seconds))
     if claimed is None:
@@ -126,12 +168,7 @@ def run_product(context: WorkerContext, product: ProductWork) -> None:
     if context.store.run(product_claims.record(product, claimed.attempt, result, image_log, learned, utcnow())):
         with CLOCK.timing("metrics"):
             product_processing.add_to_metrics(outcomes)
-        merge_schedule.ask_for_merge(
-            context.redis,
-            product.request_id,
-            limits.merge_interval_seconds,
-            lambda countdown: merge_results.apply_async((product.request_id,), countdown=countdown),
-        )
+        merge_soon(context, product.request_id)
     elif context.store.run(requests.deleted(product.request_id)):
         # Cancelled, then deleted while its images were still under way: what they stored after
         # the deletion began is nobody's, and must not come back under the request's /media URLs.
@@ -146,13 +183,16 @@ def merge_results(request_id: str) -> None:
     """
     context = worker_context()
     started = time.monotonic()
-    if merged := request_life.fold_in(context, request_id):
-        log.info("request %s: %d products merged", request_id, merged)
-        interval = context.settings.work.merge_interval_seconds
-        merge_schedule.hold_next_merge(context.redis, request_id, interval, time.monotonic() - started)
+    folded = request_life.fold_in(context, request_id)
     finished = context.store.run(requests.finalize(request_id, utcnow()))
     if finished is not None:
         request_life.announce(context, request_id, finished, deliver_in_turn)
+    # After the request is final: its last results' settling is no client's wait.
+    request_life.settle(context, folded)
+    if folded.merged:
+        log.info("request %s: %d products merged", request_id, folded.merged)
+        interval = context.settings.work.merge_interval_seconds
+        merge_schedule.hold_next_merge(context.redis, request_id, interval, time.monotonic() - started)
 
 
 def deliver_in_turn(request_id: str) -> None:

@@ -25,6 +25,7 @@ from shared.store.operations import (
     Distinct,
     Find,
     FindOneAndUpdate,
+    InsertAbsent,
     Program,
     UpdateMany,
     UpdateOne,
@@ -207,6 +208,37 @@ def record(
         },
     )
     return recorded.modified == 1
+
+
+def recorded_at_once(
+    work: ProductWork,
+    result: ProductResult,
+    image_log: list[ImageDetails],
+    sources: list[SourceDocument],
+    now: datetime,
+) -> LoggedClaim:
+    """The claim of a product done in one go, never leased (a batch of re-imported products): as a
+    first attempt's recorded result would leave it."""
+    return {
+        "_id": claim_id(work.request_id, work.index),
+        "request_id": work.request_id,
+        "index": work.index,
+        "attempts": 1,
+        "lease_expires_at": None,
+        "done": True,
+        "merged": False,
+        "result": result,
+        "image_log": image_log_of(image_log),
+        "sources": sources,
+        "done_at": now,
+    }
+
+
+def record_unclaimed(claims: list[LoggedClaim]) -> Program[set[int]]:
+    """Keep these results of products nobody has claimed; the indexes kept (one claimed meanwhile,
+    by a copy of its task, is that task's to record)."""
+    inserted = yield from InsertAbsent(COLLECTION, claims)
+    return {claim["index"] for claim in claims if claim["_id"] in inserted}
 
 
 def image_log_of(details: list[ImageDetails]) -> list[dict[str, object]]:

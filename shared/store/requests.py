@@ -53,6 +53,8 @@ COLLECTION = "requests"
 MAX_ERROR_MESSAGE = 120
 # Races a merge retries before leaving the rest to the next merge.
 MERGE_RETRIES = 5
+# Counts the writes to a request's products: a merge writes them whole only if none came between.
+REVISION = "revision"
 
 # `_id` is the request id, unique by construction.
 INDEXES = [
@@ -355,54 +357,63 @@ def product_path(index: int, field: str) -> str:
     return f"products.{index}.{field}"
 
 
-def merge_update(claims: list[FinishedClaim], now: datetime) -> tuple[Query, Query]:
-    """The merge rule: the filter and update that fold these results in, only while none of them
-    is folded in yet, so a merge run twice or concurrently counts each product once."""
-    condition: dict[str, str] = {}
-    fields: dict[str, object] = {"updated_at": now}
+class MergeView(TypedDict):
+    products: list[ProductDocument]
+    # How often its products were written (merges, retries, cancels); absent before it was kept.
+    revision: NotRequired[int]
+
+
+def unchanged_since(document: MergeView) -> Query:
+    """The filter of a write to the products that applies only if none was made since `document` was read."""
+    return {REVISION: document["revision"]} if REVISION in document else {REVISION: {"$exists": False}}
+
+
+def merge_update(document: MergeView, claims: list[FinishedClaim], now: datetime) -> tuple[list[FinishedClaim], Query]:
+    """The merge rule: the results of the claims whose product is still pending, folded into the
+    document's products (in place); those claims, and the update that writes them with the
+    request's counters. Each product is counted once, however often a merge is run."""
+    products = document["products"]
+    folded = [
+        c for c in claims if c["index"] < len(products) and products[c["index"]]["status"] == ProductStatus.PENDING
+    ]
     counters = dict.fromkeys(
         ("products_done", "images_done", "images_failed", "images_reused", "bytes_in", "bytes_out"), 0
     )
-    for claim in claims:
-        index, result = claim["index"], claim["result"]
-        condition[product_path(index, "status")] = ProductStatus.PENDING.value
-        fields[product_path(index, "status")] = result["status"]
-        fields[product_path(index, "output_keys")] = result["output_keys"]
-        fields[product_path(index, "errors")] = result["errors"]
-        fields[product_path(index, "attempts")] = claim["attempts"]
+    for claim in folded:
+        result = claim["result"]
+        product = products[claim["index"]]
+        product["status"], product["output_keys"] = result["status"], result["output_keys"]
+        product["errors"], product["attempts"] = result["errors"], claim["attempts"]
         counters["products_done"] += 1
         counters["images_done"] += result["images"]
         counters["images_failed"] += result["images_failed"]
         counters["images_reused"] += result.get("images_reused", 0)
         counters["bytes_in"] += result.get("bytes_in", 0)
         counters["bytes_out"] += result.get("bytes_out", 0)
-    return condition, {"$set": fields, "$inc": counters}
-
-
-class ProductStatuses(TypedDict):
-    products: list[ProductDocument]  # each with its status only
-
-
-def still_pending(request_id: str, claims: list[FinishedClaim]) -> Program[list[FinishedClaim]]:
-    document = yield from FindOne[ProductStatuses](COLLECTION, {"_id": request_id}, {"products.status": 1})
-    statuses = [p["status"] for p in document["products"]] if document else []
-    return [c for c in claims if c["index"] < len(statuses) and statuses[c["index"]] == ProductStatus.PENDING]
+    return folded, {"$set": {"products": products, "updated_at": now}, "$inc": {**counters, REVISION: 1}}
 
 
 def merge(request_id: str, claims: list[FinishedClaim], now: datetime) -> Program[list[FinishedClaim]]:
-    """Fold product results into the request document in one update; the claims now merged.
+    """Fold product results into the request document in one write; the claims now merged.
 
-    Safe to run twice or concurrently: the update only applies while every product in it is
-    still pending, and when it does not, those already folded in are left out and it is tried again.
+    The products are read, and written back whole with the results in, unless another write
+    changed them meanwhile (then they are read again). Safe to run twice or concurrently: a result
+    is folded in only while its product is pending. Written whole rather than field by field since
+    the embedded server updates a path at a time: folding 200 results into a 200-product request
+    took it 255 ms by paths, 9 ms whole, read included (75 against 440 ms with 2,000 products).
     """
     for _ in range(MERGE_RETRIES):
         if not claims:
             return []
-        condition, update = merge_update(claims, now)
-        merged = yield from UpdateOne(COLLECTION, {"_id": request_id, **condition}, update)
+        document = yield from FindOne[MergeView](COLLECTION, {"_id": request_id}, {"products": 1, REVISION: 1})
+        if document is None:
+            return []
+        claims, update = merge_update(document, claims, now)
+        if not claims:
+            return []
+        merged = yield from UpdateOne(COLLECTION, {"_id": request_id, **unchanged_since(document)}, update)
         if merged.modified:
             return claims
-        claims = yield from still_pending(request_id, claims)
     return []
 
 
@@ -681,7 +692,7 @@ def finish_cancelled(request_id: str, now: datetime) -> Program[Finished | None]
         ended = yield from UpdateOne(
             COLLECTION,
             {"_id": request_id, "updated_at": document["updated_at"]},
-            {"$set": fields, "$unset": {"cancel_requested_at": ""}},
+            {"$set": fields, "$unset": {"cancel_requested_at": ""}, "$inc": {REVISION: 1}},
         )
         if ended.modified:
             return Finished(RequestStatus.CANCELLED, has_webhook)
@@ -762,7 +773,7 @@ def retry(request_id: str, owner: str | None, now: datetime) -> Program[RetryRef
         {"_id": request_id, "status": document["status"], "updated_at": document["updated_at"]},
         {
             "$set": fields,
-            "$inc": {"retries": 1, **{name: -count for name, count in taken_off.items()}},
+            "$inc": {"retries": 1, REVISION: 1, **{name: -count for name, count in taken_off.items()}},
             "$unset": {"cancel_requested_at": ""},
         },
     )

@@ -76,6 +76,19 @@ def remembered(owner: str | None, urls: list[str], fingerprint: str) -> Program[
     return {ids[source["_id"]]: source for source in found if source["output"]["fingerprint"] == fingerprint}
 
 
+class RememberedFingerprint(TypedDict):
+    _id: str
+    output: dict[str, str]  # its fingerprint only
+
+
+def known(owner: str | None, urls: list[str], fingerprint: str) -> Program[set[str]]:
+    """Which of these URLs the owner's memory holds an output of, made with `fingerprint`: as
+    `remembered`, reading only the fingerprints."""
+    ids = {source_id(owner, url): url for url in urls}
+    found = yield from Find[RememberedFingerprint](COLLECTION, {"_id": {"$in": list(ids)}}, {"output.fingerprint": 1})
+    return {ids[document["_id"]] for document in found if document["output"]["fingerprint"] == fingerprint}
+
+
 def remember(sources: list[SourceDocument]) -> UpsertAll:
     return UpsertAll(COLLECTION, sources)
 

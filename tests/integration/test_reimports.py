@@ -79,6 +79,38 @@ def test_a_catalogue_from_a_host_with_validators_is_reused_without_downloading_a
         assert remembered.count_documents({"output.request_id": first["status"]["request_id"]}) == len(urls)
 
 
+def batch_log(stack: Stack, request_id: str) -> str:
+    """What the worker logged of the request's batches of remembered products."""
+    worker_log = (stack.log_dir / "worker.log").read_text()
+    return "\n".join(line for line in worker_log.splitlines() if f"request {request_id}: " in line and "batch" in line)
+
+
+def test_a_catalogue_all_remembered_is_checked_in_a_batch(reuse_stack, image_server):
+    urls = catalogue(image_server, "validated")
+    import_catalogue(reuse_stack, urls)
+    second = import_catalogue(reuse_stack, urls)
+    request_id = second["status"]["request_id"]
+    assert [entry["reuse"] for entry in second["log"]] == ["not_modified"] * len(urls)
+    assert "2 of a batch of 2 products reused, 0 to process" in batch_log(reuse_stack, request_id)
+
+
+def test_a_product_whose_host_is_slow_to_confirm_leaves_its_batch_and_is_processed_as_usual(reuse_stack, image_server):
+    # Its first check waits longer than the batch's DOWNLOAD_TOTAL_TIMEOUT_SECONDS (5 s in tests).
+    slow = f"{image_server.url}/stalls_once/8/photo.jpg?t={uuid.uuid4().hex}"
+    urls = [slow, *catalogue(image_server, "validated", NAMES[1:])]
+    import_catalogue(reuse_stack, urls)
+
+    second = import_catalogue(reuse_stack, urls)
+
+    assert second["status"]["status"] == "completed"
+    # Its product's own task asked again for both its images, was answered at once, and reused them.
+    assert [entry["reuse"] for entry in second["log"]] == ["not_modified"] * len(urls)
+    checks = {url: image_server.conditions[url.removeprefix(image_server.url)] for url in urls}
+    assert [len([c for c in checks[url] if c]) for url in urls] == [2, 2, 1, 1]
+    request_id = second["status"]["request_id"]
+    assert "1 of a batch of 2 products reused, 1 to process" in batch_log(reuse_stack, request_id)
+
+
 def test_unchanged_bytes_from_a_host_without_validators_are_not_decoded_again(reuse_stack, image_server):
     urls = catalogue(image_server, "img")
     first = import_catalogue(reuse_stack, urls)

@@ -10,7 +10,18 @@ import pytest
 from shared.models import utcnow
 from shared.settings import Settings
 from shared.store import product_claims, requests, sources
-from shared.store.operations import Operation, Program, Runnable, SyncStore, UpdateMany
+from shared.store.operations import (
+    IDS_AT_ONCE,
+    DeleteMany,
+    Find,
+    FindOne,
+    InsertAbsent,
+    Operation,
+    Program,
+    Runnable,
+    SyncStore,
+    UpdateMany,
+)
 from shared.store.product_claims import ImageDetails, ProductWork
 from shared.store.requests import new_request, new_request_id
 from shared.store.sources import SourceDocument
@@ -240,3 +251,46 @@ def source_document(url: str, *, expires_at, request_id: str | None) -> SourceDo
               "width": 1, "height": 1, "bytes_out": 4}  # fmt: skip
     return {"_id": identity, "etag": None, "last_modified": None, "sha256": "0", "bytes_in": 4, "output": output,
             "expires_at": expires_at}  # fmt: skip
+
+
+def test_products_recorded_at_once_are_kept_unless_a_task_claimed_them_meanwhile(store):
+    request_id, works = started_request(store)
+    assert claim(store, works[1]) == 1
+    outcomes = [ImageOutcome(key="a"), ImageOutcome(key="b")]
+    at_once = [
+        product_claims.recorded_at_once(work, product_result(outcomes), [o.details for o in outcomes], [], utcnow())
+        for work in works
+    ]
+    assert store.run(product_claims.record_unclaimed(at_once)) == {0, 2}
+    assert store.run(product_claims.record_unclaimed(at_once)) == set()  # run twice: kept once
+    assert claim(store, works[0]) is None  # done: no task takes it up again
+    assert sorted(c["index"] for c in merge_all(store, request_id)) == [0, 2]
+
+
+def test_a_merge_that_lost_a_race_reads_again_and_counts_each_result_once(store):
+    request_id, works = started_request(store)
+    finish(store, works[0], [ImageOutcome(key="a")] * 2)
+    finish(store, works[1], [ImageOutcome(key="b")] * 2)
+    claims = store.run(product_claims.unmerged(request_id))
+    slow = iter(requests.merge(request_id, claims, utcnow()))
+    read = next(slow)
+    read_answer = store.run(read)
+    # Another merge of the same results gets in between this one's read and its write.
+    assert len(store.run(requests.merge(request_id, claims, utcnow()))) == 2
+    write = slow.send(read_answer)
+    reread = slow.send(store.run(write))
+    assert isinstance(reread, FindOne)  # its write found the products changed: read again
+    with pytest.raises(StopIteration) as ended:
+        slow.send(store.run(reread))
+    assert ended.value.value == []
+    document = store.run(requests.find_page(request_id, None, 0, 10))
+    assert (document["products_done"], document["images_done"]) == (2, 4)
+
+
+def test_a_long_list_of_ids_is_found_updated_and_deleted_whole(store):
+    collection = f"chunks_{new_request_id()}"
+    ids = [f"doc{i}" for i in range(IDS_AT_ONCE * 2 + 5)]
+    store.run(InsertAbsent(collection, [{"_id": i, "n": 0} for i in ids]))
+    assert len(store.run(Find(collection, {"_id": {"$in": ids}}))) == len(ids)
+    assert store.run(UpdateMany(collection, {"_id": {"$in": ids}}, {"$set": {"n": 1}})).modified == len(ids)
+    assert store.run(DeleteMany(collection, {"_id": {"$in": ids}, "n": 1})) == len(ids)

@@ -71,6 +71,19 @@ class Handler(QuietHandler):
             owner.bodies[self.path] += 1
         self.send_bytes(200, body, content_type, headers=validators)
 
+    def route_stalls_once(self, owner: "ImageServer", seconds: str, name: str) -> None:
+        """As /validated, but the first request that comes with conditions gets no answer for
+        `seconds` (a host slow once, at a re-import's check); it is counted among the conditions."""
+        with owner.lock:
+            first = "If-None-Match" in self.headers and self.path not in owner.stalled
+            if first:
+                owner.stalled.add(self.path)
+                owner.conditions[self.path].append({"If-None-Match": self.headers["If-None-Match"]})
+        if first:
+            time.sleep(float(seconds))
+            return
+        self.route_validated(owner, name)
+
     def route_gated(self, owner: "ImageServer", gate: str, name: str) -> None:
         """404 until the test opens the gate, then the image (a host that was down, then is back)."""
         if gate in owner.open_gates:
@@ -160,6 +173,7 @@ class ImageServer(BackgroundServer):
         # Of the /validated route: the bodies sent, and the conditions each request came with, by path.
         self.bodies: Counter[str] = Counter()
         self.open_gates: set[str] = set()
+        self.stalled: set[str] = set()
         self.conditions: defaultdict[str, list[dict[str, str]]] = defaultdict(list)
         self.flaky: Counter[str] = Counter()
         self.lock = threading.Lock()

@@ -8,7 +8,7 @@ import pytest
 from shared.models import RequestStatus, WebhookState, final_status, percentage
 from shared.settings import Settings
 from shared.store.product_claims import ImageDetails, image_log_of
-from shared.store.requests import MAX_ERROR_MESSAGE, merge_update, unfinished
+from shared.store.requests import MAX_ERROR_MESSAGE, merge_update, unchanged_since, unfinished
 from worker_service.image_work import ImageOutcome
 from worker_service.product_processing import product_result as result_of
 from worker_service.sweeper import Cutoffs, processing_request_needs
@@ -98,20 +98,34 @@ def claim(index: int, images: int, failed: int, attempts: int = 1) -> dict[str, 
     return {"index": index, "attempts": attempts, "result": result_of(outcomes)}
 
 
-def test_a_merge_applies_only_while_every_product_in_it_is_pending() -> None:
-    condition, _ = merge_update([claim(0, 2, 0), claim(3, 1, 1)], NOW)
-    assert condition == {"products.0.status": "pending", "products.3.status": "pending"}
+def products(count: int, done: tuple[int, ...] = ()) -> dict[str, object]:
+    """A request document as the merge reads it: `count` products, those of `done` already merged."""
+    return {
+        "products": [{"status": "completed" if i in done else "pending", "output_keys": [], "errors": [], "attempts": 0}
+                     for i in range(count)],
+        "revision": 7,
+    }  # fmt: skip
+
+
+def test_a_merge_folds_in_only_products_still_pending_and_only_over_what_it_read() -> None:
+    document = products(4, done=(3,))
+    folded, update = merge_update(document, [claim(0, 2, 0), claim(3, 1, 1)], NOW)
+    assert [c["index"] for c in folded] == [0]
+    assert update["$inc"]["products_done"] == 1
+    assert update["$inc"]["revision"] == 1
+    assert unchanged_since(document) == {"revision": 7}
+    assert unchanged_since({"products": []}) == {"revision": {"$exists": False}}
 
 
 def test_a_merge_sets_each_products_result_and_adds_up_the_counters() -> None:
-    _, update = merge_update([claim(0, 2, 0, attempts=2), claim(3, 1, 1)], NOW)
-    fields = update["$set"]
-    assert fields["products.0.status"] == "completed"
-    assert fields["products.0.output_keys"] == ["r/0-0.jpg", "r/0-1.jpg"]
-    assert fields["products.0.attempts"] == 2
-    assert fields["products.3.status"] == "failed"
-    assert fields["products.3.errors"] == [{"index": 0, "message": "HTTP 404"}]
-    assert "updated_at" in fields
+    document = products(4)
+    _, update = merge_update(document, [claim(0, 2, 0, attempts=2), claim(3, 1, 1)], NOW)
+    written = update["$set"]["products"]
+    assert written[0] == {"status": "completed", "output_keys": ["r/0-0.jpg", "r/0-1.jpg"], "errors": [], "attempts": 2}
+    assert written[3]["status"] == "failed"
+    assert written[3]["errors"] == [{"index": 0, "message": "HTTP 404"}]
+    assert written[1]["status"] == written[2]["status"] == "pending"
+    assert "updated_at" in update["$set"]
     assert update["$inc"] == {
         "products_done": 2,
         "images_done": 3,
@@ -119,13 +133,14 @@ def test_a_merge_sets_each_products_result_and_adds_up_the_counters() -> None:
         "images_reused": 0,
         "bytes_in": 200,
         "bytes_out": 80,
+        "revision": 1,
     }
 
 
 def test_a_merge_counts_no_bytes_for_a_result_recorded_before_bytes_were_counted() -> None:
     old = claim(0, 1, 0)
     del old["result"]["bytes_in"], old["result"]["bytes_out"]
-    _, update = merge_update([old], NOW)
+    _, update = merge_update(products(1), [old], NOW)
     assert (update["$inc"]["bytes_in"], update["$inc"]["bytes_out"]) == (0, 0)
 
 

@@ -1,5 +1,6 @@
-"""The store's runners drive a program step by step, and no query looks a document up by `_id`
-beside a top-level `$or` (which the embedded server answers by scanning the collection)."""
+"""The store's runners drive a program step by step, no query looks a document up by `_id` beside a
+top-level `$or` (which the embedded server answers by scanning the collection), and a long list of
+ids goes to the server in chunks (it matches each document found against the whole list again)."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -7,7 +8,17 @@ from typing import Any
 import pytest
 from pymongo.errors import DuplicateKeyError
 
-from shared.store.operations import AsyncStore, FindOne, Operation, Program, SyncStore, UnindexedIdQuery, UpdateOne
+from shared.store.operations import (
+    IDS_AT_ONCE,
+    AsyncStore,
+    FindOne,
+    Operation,
+    Program,
+    SyncStore,
+    UnindexedIdQuery,
+    UpdateOne,
+    id_chunks,
+)
 
 
 @dataclass(frozen=True)
@@ -66,3 +77,14 @@ def test_a_filter_on_id_with_a_top_level_or_is_refused() -> None:
     with pytest.raises(UnindexedIdQuery):
         UpdateOne("product_claims", {"_id": "r:0", "$or": [{"a": None}]}, {"$set": {"a": 1}})
     FindOne("requests", {"$or": [{"a": 1}, {"b": 2}]})  # without _id, an $or is the server's business
+
+
+def test_a_long_list_of_ids_is_sent_a_chunk_at_a_time() -> None:
+    ids = [f"id{i}" for i in range(IDS_AT_ONCE * 2 + 1)]
+    chunks = id_chunks({"_id": {"$in": ids}, "done": True})
+    assert [len(chunk["_id"]["$in"]) for chunk in chunks] == [IDS_AT_ONCE, IDS_AT_ONCE, 1]
+    assert all(chunk["done"] is True for chunk in chunks)
+    assert [i for chunk in chunks for i in chunk["_id"]["$in"]] == ids
+    short = {"_id": {"$in": ids[:IDS_AT_ONCE]}}
+    assert id_chunks(short) == [short]
+    assert id_chunks({"_id": "one"}) == [{"_id": "one"}]

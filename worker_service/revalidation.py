@@ -1,0 +1,137 @@
+"""Re-imported products checked with their hosts in batches, not one task each.
+
+A shop uploads its catalogue every night, and most of it has not changed: its host answers `304`
+or the same bytes, and each output is copied (worker_service/image_work.py). Done a task per
+product, that costs more in Celery's messages, the fair queue's turns and the database's round
+trips (claim, lookup, result) than in the images: about 20 ms of the machine's CPU a product
+against 3 ms of image work. So a request's products whose every image the owner's memory holds
+(shared/store/sources.py) are sent in batches of up to REUSE_BATCH_IMAGES images, and a batch
+costs one memory lookup, its conditional requests DOWNLOAD_CONCURRENCY at a time, its copies,
+and one write of every product it found unchanged.
+
+A batch only ever records products whose every image it reused. Any other (an image changed,
+failed, not answered within DOWNLOAD_TOTAL_TIMEOUT_SECONDS, or its output gone) is handed on as a
+product task of its own and processed as any product, with its failures and retries. A batch
+claims nothing: one that is lost leaves its products pending, which the sweeper enqueues as product
+tasks; one run twice records each product once (`product_claims.record_unclaimed`).
+"""
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from shared.models import utcnow
+from shared.store import product_claims, requests, sources
+from shared.store.product_claims import ProductWork
+from worker_service import image_work, product_processing, request_life
+from worker_service.context import WorkerContext
+from worker_service.image_lanes import run_in_lanes
+from worker_service.image_work import ImageOutcome
+from worker_service.step_cpu import CLOCK
+
+log = logging.getLogger("worker.revalidation")
+
+
+def can_batch(context: WorkerContext, work: ProductWork) -> bool:
+    """Whether the product may be checked in a batch at all: the memory on, no refresh, every image."""
+    return context.settings.reuse.outputs and not work.refresh and work.positions is None
+
+
+def batches_and_rest(
+    context: WorkerContext, works: list[ProductWork]
+) -> tuple[list[list[ProductWork]], list[ProductWork]]:
+    """The products to check in batches (every image remembered), and the rest, each its own task."""
+    candidates = [work for work in works if can_batch(context, work)]
+    if not candidates:
+        return [], works
+    urls = [url for work in candidates for url in work.input_image_urls]
+    known = context.store.run(sources.known(candidates[0].owner, urls, context.codec_fingerprint))
+    remembered = [work for work in candidates if all(url in known for url in work.input_image_urls)]
+    batched = {work.index for work in remembered}
+    rest = [work for work in works if work.index not in batched]
+    return list(in_batches(remembered, context.settings.reuse.batch_images)), rest
+
+
+def in_batches(works: list[ProductWork], most_images: int) -> Iterator[list[ProductWork]]:
+    """The products in order, as few to a batch as keeps each to `most_images` images (a product
+    with more has a batch of its own)."""
+    batch: list[ProductWork] = []
+    images = 0
+    for work in works:
+        size = len(work.input_image_urls)
+        if batch and images + size > most_images:
+            yield batch
+            batch, images = [], 0
+        batch.append(work)
+        images += size
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True)
+class Revalidated:
+    recorded: int  # products recorded as reused
+    rest: list[ProductWork]  # products to process, each as a product task
+
+
+def revalidate(context: WorkerContext, works: list[ProductWork]) -> Revalidated:
+    """Check the batch's products with their hosts, and record those found unchanged."""
+    request_id, owner = works[0].request_id, works[0].owner
+    if request_life.is_cancelled(context, request_id):
+        return Revalidated(0, [])
+    urls = [url for work in works for url in work.input_image_urls]
+    remembered = context.store.run(sources.remembered(owner, urls, context.codec_fingerprint))
+    per_product = [product_processing.jobs_of(context, work, remembered) for work in works]
+    not_after = time.monotonic() + context.settings.download.total_timeout_seconds
+    jobs = [job for product_jobs in per_product for job in product_jobs]
+    ended = iter(run_in_lanes(context, image_work.reused_or_none, jobs, not_after, not_after))
+    outcomes = [every_image([next(ended) for _ in product_jobs]) for product_jobs in per_product]
+    unchanged = [(work, images) for work, images in zip(works, outcomes, strict=True) if images is not None]
+    # Cancelled meanwhile: nothing is recorded, and nothing more started.
+    if request_life.is_cancelled(context, request_id):
+        return Revalidated(0, [])
+    recorded = record(context, request_id, unchanged)
+    if recorded is None:
+        return Revalidated(0, [])
+    rest = [work for work in works if work.index not in recorded]
+    log.info("request %s: %d of a batch of %d products reused, %d to process", request_id, len(recorded), len(works),
+             len(rest))  # fmt: skip
+    return Revalidated(len(recorded), rest)
+
+
+def every_image(outcomes: list[ImageOutcome | None]) -> list[ImageOutcome] | None:
+    """The product's outcomes if every image was reused; None if it is to be processed."""
+    reused = [outcome for outcome in outcomes if outcome is not None]
+    return reused if len(reused) == len(outcomes) else None
+
+
+def record(
+    context: WorkerContext, request_id: str, unchanged: list[tuple[ProductWork, list[ImageOutcome]]]
+) -> set[int] | None:
+    """Keep the results of the products found unchanged, in one write; the indexes kept, or None if
+    the request was deleted meanwhile."""
+    now = utcnow()
+    claims = [
+        product_claims.recorded_at_once(
+            work,
+            product_processing.product_result(images),
+            [image.details for image in images],
+            [image.source for image in images if image.source],
+            now,
+        )
+        for work, images in unchanged
+    ]
+    kept = context.store.run(product_claims.record_unclaimed(claims))
+    deleted = bool(kept) and context.store.run(requests.deleted(request_id))
+    if deleted:
+        # Deleted while the batch ran: what it stored and recorded after the deletion began is
+        # nobody's, and must not come back under the request's /media URLs (as tasks.run_product).
+        context.storage.delete([image.key for work, images in unchanged for image in images if image.key])
+        context.store.run(product_claims.delete_of(request_id))
+        return None
+    with CLOCK.timing("metrics"):
+        for work, images in unchanged:
+            if work.index in kept:
+                product_processing.add_to_metrics(images)
+    return kept
