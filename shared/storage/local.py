@@ -52,14 +52,20 @@ class LocalStorage:
     def copy(self, source_key: str, key: str) -> None:
         source, path = self.writable_path(source_key), self.writable_path(key)
         with refusals_as_unavailable(f"writing {key}"):
+            # A second name for the same file: no bytes are copied, and deleting either name leaves
+            # the other whole. Most copies make a new name in a folder made already: at once, since
+            # a link appears whole. Anything else (no folder yet, a name there already, the source
+            # gone, another file system) takes the way below, which tells them apart.
+            with contextlib.suppress(OSError):
+                os.link(source, path)
+                return
             path.parent.mkdir(parents=True, exist_ok=True)
             self._link_or_copy(source, source_key, path)
 
     def _link_or_copy(self, source: Path, source_key: str, path: Path) -> None:
+        # Through a name of its own, renamed over the target; where links cannot be made, the bytes.
         temporary = path.parent / f".{uuid.uuid4().hex}.part"
         try:
-            # A second name for the same file: no bytes are copied, and deleting either name leaves
-            # the other whole. Where links cannot be made (another file system), the bytes are copied.
             try:
                 os.link(source, temporary)
             except FileNotFoundError:
@@ -96,10 +102,10 @@ class LocalStorage:
     def writable_path(self, key: str) -> Path:
         """The file for a key the service made; checked by its parts, which is enough for
         keys it makes and cheaper than resolving links on every write."""
-        parts = Path(key).parts
-        if not parts or Path(key).is_absolute() or any(part in ("..", ".") for part in parts):
+        parts = key.split("/")
+        if not key or any(part in ("", ".", "..") for part in parts):  # "" also where it starts with "/"
             raise KeyOutsideStorage(key)
-        return self.root.joinpath(*parts)
+        return Path(f"{self.root}/{key}")
 
     def locate(self, key: str) -> LocalFile | None:
         try:

@@ -113,8 +113,10 @@ def test_a_copy_reads_back_byte_for_byte(storage):
     storage.copy(image_key("old", 1, 0, "jpg"), image_key("new", 3, 2, "jpg"))
     assert read_back(storage, image_key("new", 3, 2, "jpg")) == Stored(JPEG, "image/jpeg")
     # A second copy onto the same key replaces it, like a second put.
-    storage.copy(image_key("old", 1, 0, "jpg"), image_key("new", 3, 2, "jpg"))
-    assert read_back(storage, image_key("new", 3, 2, "jpg")) == Stored(JPEG, "image/jpeg")
+    storage.put(image_key("other", 1, 0, "jpg"), b"other bytes", "image/jpeg")
+    storage.copy(image_key("other", 1, 0, "jpg"), image_key("new", 3, 2, "jpg"))
+    assert read_back(storage, image_key("new", 3, 2, "jpg")) == Stored(b"other bytes", "image/jpeg")
+    assert read_back(storage, image_key("old", 1, 0, "jpg")) == Stored(JPEG, "image/jpeg")
 
 
 def test_a_copy_outlives_its_source_and_deleting_twice_is_no_error(storage):
