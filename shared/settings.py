@@ -302,8 +302,8 @@ class ReuseSettings(Group):
         100,
         "REUSE_BATCH_IMAGES",
         "a re-imported product whose every image is remembered is checked with its host in a task of up to this "
-        "many images, with others like it; what is not found unchanged within `DOWNLOAD_TOTAL_TIMEOUT_SECONDS` "
-        "is processed as any product",
+        "many images, with others like it (in requests of at least this many images); what is not found "
+        "unchanged within `DOWNLOAD_TOTAL_TIMEOUT_SECONDS` is processed as any product",
         ge=1,
     )
 

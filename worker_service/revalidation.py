@@ -31,6 +31,8 @@ from worker_service.image_work import ImageOutcome
 from worker_service.step_cpu import CLOCK
 
 log = logging.getLogger("worker.revalidation")
+# Products whose first image is looked up before a request's every image is.
+SAMPLED_PRODUCTS = 100
 
 
 def can_batch(context: WorkerContext, work: ProductWork) -> bool:
@@ -43,7 +45,10 @@ def batches_and_rest(
 ) -> tuple[list[list[ProductWork]], list[ProductWork]]:
     """The products to check in batches (every image remembered), and the rest, each its own task."""
     candidates = [work for work in works if can_batch(context, work)]
-    if not candidates:
+    images = sum(len(work.input_image_urls) for work in candidates)
+    # Fewer than a batch: not worth a lookup that every first upload would pay too (measured: 30
+    # requests of 20 images uploaded at once took 9 % longer), and its products reuse what they can.
+    if images < context.settings.reuse.batch_images or not looks_remembered(context, candidates):
         return [], works
     urls = [url for work in candidates for url in work.input_image_urls]
     known = context.store.run(sources.known(candidates[0].owner, urls, context.codec_fingerprint))
@@ -51,6 +56,15 @@ def batches_and_rest(
     batched = {work.index for work in remembered}
     rest = [work for work in works if work.index not in batched]
     return list(in_batches(remembered, context.settings.reuse.batch_images)), rest
+
+
+def looks_remembered(context: WorkerContext, works: list[ProductWork]) -> bool:
+    """Whether the memory holds any of a sample of the products' images, spread over the request: a
+    new catalogue is not looked up whole (the embedded server takes about 0.1 ms an image; 5 s for
+    50,000), and each of its products still reuses what it can on its own."""
+    step = max(1, len(works) // SAMPLED_PRODUCTS)
+    sample = [work.input_image_urls[0] for work in works[::step][:SAMPLED_PRODUCTS]]
+    return bool(context.store.run(sources.known(works[0].owner, sample, context.codec_fingerprint)))
 
 
 def in_batches(works: list[ProductWork], most_images: int) -> Iterator[list[ProductWork]]:

@@ -24,7 +24,9 @@ NAMES = ["photo.jpg", "photo.png", "photo.webp", "anim.gif"]
 
 @pytest.fixture(scope="module")
 def reuse_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    extra = {"REUSE_OUTPUTS": "true", "API_KEYS": f"{KEY_A},{KEY_B}", "RATE_LIMIT_UPLOADS_PER_MINUTE": "0"}
+    # Batches of the catalogues' four images: a request of fewer images than a batch is not batched.
+    extra = {"REUSE_OUTPUTS": "true", "API_KEYS": f"{KEY_A},{KEY_B}", "RATE_LIMIT_UPLOADS_PER_MINUTE": "0",
+             "REUSE_BATCH_IMAGES": "4"}  # fmt: skip
     with start_stack(tmp_path_factory.mktemp("reuse-stack"), extra) as running:
         yield running
 
@@ -80,18 +82,21 @@ def test_a_catalogue_from_a_host_with_validators_is_reused_without_downloading_a
 
 
 def batch_log(stack: Stack, request_id: str) -> str:
-    """What the worker logged of the request's batches of remembered products."""
-    worker_log = (stack.log_dir / "worker.log").read_text()
-    return "\n".join(line for line in worker_log.splitlines() if f"request {request_id}: " in line and "batch" in line)
+    """What the workers logged of the request's batches of remembered products."""
+    logs = (stack.log_dir / "worker.log").read_text() + (stack.log_dir / "control.log").read_text()
+    return "\n".join(line for line in logs.splitlines() if f"request {request_id}: " in line and "batch" in line)
 
 
 def test_a_catalogue_all_remembered_is_checked_in_a_batch(reuse_stack, image_server):
     urls = catalogue(image_server, "validated")
-    import_catalogue(reuse_stack, urls)
+    first = import_catalogue(reuse_stack, urls)
     second = import_catalogue(reuse_stack, urls)
     request_id = second["status"]["request_id"]
     assert [entry["reuse"] for entry in second["log"]] == ["not_modified"] * len(urls)
+    assert "2 products waiting for their turn (2 in 1 batches" in batch_log(reuse_stack, request_id)
     assert "2 of a batch of 2 products reused, 0 to process" in batch_log(reuse_stack, request_id)
+    # A catalogue the memory holds none of goes as product tasks, without a lookup of its every image.
+    assert "(0 in 0 batches" in batch_log(reuse_stack, first["status"]["request_id"])
 
 
 def test_a_product_whose_host_is_slow_to_confirm_leaves_its_batch_and_is_processed_as_usual(reuse_stack, image_server):
