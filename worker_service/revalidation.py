@@ -4,8 +4,9 @@ A shop uploads its catalogue every night, and most of it has not changed: its ho
 or the same bytes, and each output is copied (worker_service/image_work.py). Done a task per
 product, that costs more in Celery's messages, the fair queue's turns and the database's round
 trips (claim, lookup, result) than in the images: about 20 ms of the machine's CPU a product
-against 3 ms of image work. So a request's products whose every image the owner's memory holds
-(shared/store/sources.py) are sent in batches of up to REUSE_BATCH_IMAGES images, and a batch
+against 3 ms of image work. So in a request of at least REUSE_BATCH_IMAGES images that looks
+remembered (a sample of its products' first images), the products whose every image the owner's
+memory holds (shared/store/sources.py) are sent in batches of up to that many images, and a batch
 costs one memory lookup, its conditional requests DOWNLOAD_CONCURRENCY at a time, its copies,
 and one write of every product it found unchanged.
 
