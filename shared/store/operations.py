@@ -213,7 +213,8 @@ DUPLICATE_KEY = 11000
 
 @dataclass(frozen=True)
 class InsertAbsent(Operation[set[Any]]):
-    """Every document whose `_id` no document has yet, in one round trip; the `_id`s inserted."""
+    """Every document whose `_id` no document has yet, in one round trip; the `_id`s inserted (an
+    `_id` given twice counts as taken)."""
 
     collection: str
     documents: Sequence[Mapping[str, Any]]

@@ -21,7 +21,7 @@ from typing import TypedDict
 
 from pymongo import ASCENDING, IndexModel
 
-from shared.store.operations import CreateIndexes, DeleteMany, Find, Program, UpdateOne, UpsertAll
+from shared.store.operations import CreateIndexes, DeleteMany, Find, InsertAbsent, Program, UpdateOne, UpsertAll
 
 COLLECTION = "sources"
 
@@ -89,8 +89,12 @@ def known(owner: str | None, urls: list[str], fingerprint: str) -> Program[set[s
     return {ids[document["_id"]] for document in found if document["output"]["fingerprint"] == fingerprint}
 
 
-def remember(sources: list[SourceDocument]) -> UpsertAll:
-    return UpsertAll(COLLECTION, sources)
+def remember(sources: list[SourceDocument]) -> Program[None]:
+    """Keep what was learned of these sources, each whole: those new in one insert, then those
+    remembered already replaced. An upsert costs the embedded server three inserts (355 new sources:
+    159 against 52 ms), and most of what a merge teaches is new."""
+    inserted = yield from InsertAbsent(COLLECTION, sources)
+    yield from UpsertAll(COLLECTION, [source for source in sources if source["_id"] not in inserted])
 
 
 def adopted_key(source: SourceDocument) -> str:

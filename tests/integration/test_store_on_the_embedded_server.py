@@ -294,3 +294,18 @@ def test_a_long_list_of_ids_is_found_updated_and_deleted_whole(store):
     assert len(store.run(Find(collection, {"_id": {"$in": ids}}))) == len(ids)
     assert store.run(UpdateMany(collection, {"_id": {"$in": ids}}, {"$set": {"n": 1}})).modified == len(ids)
     assert store.run(DeleteMany(collection, {"_id": {"$in": ids}, "n": 1})) == len(ids)
+
+
+def test_remembering_inserts_new_sources_and_replaces_known_ones_whole(store):
+    later = utcnow() + timedelta(days=30)
+    known = source_document(f"https://img.test/{new_request_id()}.jpg", expires_at=later, request_id="r1")
+    store.run(sources.remember([known]))
+    changed: SourceDocument = {**known, "etag": '"v2"', "output": {**known["output"], "request_id": "r2"}}
+    new = source_document(f"https://img.test/{new_request_id()}.jpg", expires_at=later, request_id="r2")
+
+    store.run(sources.remember([changed, new]))
+
+    found = store.run(Find[SourceDocument]("sources", {"_id": {"$in": [known["_id"], new["_id"]]}}))
+    by_id = {document["_id"]: document for document in found}
+    assert by_id[known["_id"]]["etag"] == '"v2"' and by_id[known["_id"]]["output"]["request_id"] == "r2"
+    assert by_id[new["_id"]]["output"]["request_id"] == "r2"
