@@ -6,6 +6,7 @@ bytes are not decoded again; changed bytes, a refresh, another key or other code
 the image again. Every test uses URLs of its own, so none sees what another left.
 """
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,7 +17,7 @@ from tests.support import images
 from tests.support.client import bearer, product_csv, wait_final
 from tests.support.command import image_service
 from tests.support.image_server import ImageServer
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, start_stack, wait_until
 
 KEY_A, KEY_B = "reimport-key-a", "reimport-key-b"
 NAMES = ["photo.jpg", "photo.png", "photo.webp", "anim.gif"]
@@ -37,14 +38,19 @@ def catalogue(image_server: ImageServer, route: str, names: list[str] = NAMES) -
     return [f"{image_server.url}/{route}/{name}?t={token}" for name in names]
 
 
-def import_catalogue(stack: Stack, urls: list[str], key: str = KEY_A, refresh: bool | None = None) -> dict:
-    """Upload the catalogue (two products), wait until it is final; its status and processing log."""
+def upload_catalogue(stack: Stack, urls: list[str], key: str = KEY_A, refresh: bool | None = None) -> str:
+    """Upload the catalogue (two products); the request's id."""
     rows = [(1, "SKU1", urls[:2]), (2, "SKU2", urls[2:])]
     data = {"refresh": "true" if refresh else "false"} if refresh is not None else None
     files = {"file": ("products.csv", product_csv(rows).encode(), "text/csv")}
     response = httpx.post(f"{stack.api}/upload", files=files, data=data, headers=bearer(key), timeout=60)
     assert response.status_code == 202, response.text
-    request_id = response.json()["request_id"]
+    return str(response.json()["request_id"])
+
+
+def import_catalogue(stack: Stack, urls: list[str], key: str = KEY_A, refresh: bool | None = None) -> dict:
+    """Upload the catalogue, wait until it is final; its status and processing log."""
+    request_id = upload_catalogue(stack, urls, key, refresh)
     body = wait_final(stack.api, request_id, headers=bearer(key))
     log = httpx.get(f"{stack.api}/status/{request_id}/images", headers=bearer(key), timeout=30).json()["images"]
     return {"status": body, "log": log}
@@ -114,6 +120,29 @@ def test_a_product_whose_host_is_slow_to_confirm_leaves_its_batch_and_is_process
     assert [len([c for c in checks[url] if c]) for url in urls] == [2, 2, 1, 1]
     request_id = second["status"]["request_id"]
     assert "1 of a batch of 2 products reused, 1 to process" in batch_log(reuse_stack, request_id)
+
+
+def test_a_batch_whose_request_is_cancelled_meanwhile_records_nothing_and_starts_nothing(reuse_stack, image_server):
+    # Its first check waits past the batch's end (5 s), so the batch is under way at the cancel.
+    slow = f"{image_server.url}/stalls_once/8/photo.jpg?t={uuid.uuid4().hex}"
+    urls = [slow, *catalogue(image_server, "validated", NAMES[1:])]
+    import_catalogue(reuse_stack, urls)
+    request_id = upload_catalogue(reuse_stack, urls)
+    slow_checks = image_server.conditions[slow.removeprefix(image_server.url)]
+    wait_until(lambda: any(slow_checks), 10, message="the batch's check of the slow image")
+
+    cancel = httpx.post(f"{reuse_stack.api}/requests/{request_id}/cancel", headers=bearer(KEY_A), timeout=30)
+    assert cancel.status_code == 202, cancel.text
+    body = wait_final(reuse_stack.api, request_id, headers=bearer(KEY_A))
+    assert body["status"] == "cancelled"
+    checks = {url: len(image_server.conditions[url.removeprefix(image_server.url)]) for url in urls}
+    time.sleep(6)  # past the batch's end
+
+    after = httpx.get(f"{reuse_stack.api}/status/{request_id}", headers=bearer(KEY_A), timeout=30).json()
+    assert after["progress"] == body["progress"] and after["progress"]["images_reused"] == 0
+    assert {product["status"] for product in after["products"]} == {"failed"}
+    assert {url: len(image_server.conditions[url.removeprefix(image_server.url)]) for url in urls} == checks
+    assert "of a batch" not in batch_log(reuse_stack, request_id), "the batch recorded its products"
 
 
 def test_unchanged_bytes_from_a_host_without_validators_are_not_decoded_again(reuse_stack, image_server):
