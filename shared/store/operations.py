@@ -277,19 +277,6 @@ class DeleteMany(Filtered[int]):
 
 
 @dataclass(frozen=True)
-class Distinct(Filtered[list[D]]):
-    """The values of `key` among the documents the filter selects."""
-
-    key: str
-
-    def run(self, collection: Collection[RawDocument]) -> Any:
-        return collection.distinct(self.key, self.filter)
-
-    async def run_async(self, collection: AsyncCollection[RawDocument]) -> Any:
-        return await collection.distinct(self.key, self.filter)
-
-
-@dataclass(frozen=True)
 class CreateIndexes(Operation[None]):
     collection: str
     indexes: Sequence[IndexModel] = field(default_factory=list)

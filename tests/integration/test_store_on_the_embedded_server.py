@@ -309,3 +309,19 @@ def test_remembering_inserts_new_sources_and_replaces_known_ones_whole(store):
     by_id = {document["_id"]: document for document in found}
     assert by_id[known["_id"]]["etag"] == '"v2"' and by_id[known["_id"]]["output"]["request_id"] == "r2"
     assert by_id[new["_id"]]["output"]["request_id"] == "r2"
+
+
+def test_the_sweepers_look_for_results_not_merged_in_time_is_answered_from_an_index(stack, store):
+    store.run(product_claims.ensure_indexes())
+    request_id, works = started_request(store)
+    finish(store, works[0], [ImageOutcome(key="a")] * 2)
+    later = utcnow() + timedelta(seconds=1)
+    assert request_id in store.run(product_claims.requests_with_stale_results(later))
+    merge_all(store, request_id)
+    store.run(product_claims.mark_merged(store.run(product_claims.unmerged(request_id))))
+    assert request_id not in store.run(product_claims.requests_with_stale_results(later))
+    # A query the server answers by reading every claim would cost each sweep more as claims pile up.
+    find = next(iter(product_claims.requests_with_stale_results(later)))
+    with stack.mongo() as client:
+        plan = client[DATABASE][find.collection].find(find.filter).explain()["queryPlanner"]["winningPlan"]
+    assert plan["stage"] != "COLLSCAN"
