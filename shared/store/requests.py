@@ -33,7 +33,7 @@ from shared.models import (
     WebhookState,
     final_status,
 )
-from shared.store.leases import lease_until, no_live_lease
+from shared.store.leases import is_live, lease_until, no_live_lease
 from shared.store.operations import (
     CreateIndexes,
     DeleteMany,
@@ -75,6 +75,8 @@ INDEXES = [
     # or deleted are in them (and SecantusDB then answers from the index, not from every document).
     IndexModel([("cancel_requested_at", ASCENDING)], name="being_cancelled", sparse=True),
     IndexModel([("deleted_at", ASCENDING)], name="being_deleted", sparse=True),
+    # Webhook deliveries due, for the sweeper.
+    IndexModel([("webhook.state", ASCENDING), ("webhook.next_attempt_at", ASCENDING)], name="due_webhooks"),
 ]
 
 
@@ -538,19 +540,26 @@ def unfinished(document: RequestProgress) -> UnfinishedRequest:
 # -- the webhook's delivery -----------------------------------------------------------------------
 
 
+class DueDelivery(TypedDict):
+    _id: str
+    status: str
+    webhook: WebhookDocument  # its lease only
+
+
 def due_webhooks(due_before: datetime, now: datetime) -> Program[list[str]]:
-    """Finished requests whose delivery is due, and nobody is attempting."""
-    found = yield from Find[RequestId](
+    """Finished requests whose delivery is due, and nobody is attempting. Found by the `due_webhooks`
+    index; the request's state and the delivery's lease are decided here, since either in the query
+    makes the embedded server read every request, products and all, at each sweep."""
+    found = yield from Find[DueDelivery](
         COLLECTION,
-        {
-            "status": {"$in": FINAL_STATUS_VALUES},
-            "webhook.state": WebhookState.PENDING.value,
-            "webhook.next_attempt_at": {"$lt": due_before},
-            "webhook.lease_expires_at": no_live_lease(now),
-        },
-        {"_id": 1},
+        {"webhook.state": WebhookState.PENDING.value, "webhook.next_attempt_at": {"$lt": due_before}},
+        {"status": 1, "webhook.lease_expires_at": 1},
     )
-    return [document["_id"] for document in found]
+    return [
+        document["_id"]
+        for document in found
+        if RequestStatus(document["status"]).is_final and not is_live(document["webhook"]["lease_expires_at"], now)
+    ]
 
 
 @dataclass(frozen=True)

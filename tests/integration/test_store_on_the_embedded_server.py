@@ -311,7 +311,7 @@ def test_remembering_inserts_new_sources_and_replaces_known_ones_whole(store):
     assert by_id[new["_id"]]["output"]["request_id"] == "r2"
 
 
-def test_the_sweepers_look_for_results_not_merged_in_time_is_answered_from_an_index(stack, store):
+def test_the_sweeper_finds_results_not_merged_in_time(store):
     store.run(product_claims.ensure_indexes())
     request_id, works = started_request(store)
     finish(store, works[0], [ImageOutcome(key="a")] * 2)
@@ -320,8 +320,28 @@ def test_the_sweepers_look_for_results_not_merged_in_time_is_answered_from_an_in
     merge_all(store, request_id)
     store.run(product_claims.mark_merged(store.run(product_claims.unmerged(request_id))))
     assert request_id not in store.run(product_claims.requests_with_stale_results(later))
-    # A query the server answers by reading every claim would cost each sweep more as claims pile up.
-    find = next(iter(product_claims.requests_with_stale_results(later)))
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        lambda now: requests.due_webhooks(now, now),
+        lambda now: requests.stalled_pending(now),
+        lambda now: requests.processing(),
+        lambda now: requests.cancelling(now),
+        lambda now: requests.being_deleted(now, 10),
+        lambda now: requests.past_retention(now, now, 10),
+        lambda now: sources.expired(now),
+        lambda now: product_claims.release_expired(now),
+        lambda now: product_claims.requests_with_stale_results(now),
+    ],
+)
+def test_what_the_sweeper_reads_every_sweep_is_answered_from_indexes(stack, store, query):
+    """What the sweeper reads every sweep is found by an index, never by reading every request
+    (each with its products) or every claim: that would cost each sweep more as requests are kept."""
+    for collection in (requests, product_claims, sources):
+        store.run(collection.ensure_indexes())
+    find = next(iter(query(utcnow())))
     with stack.mongo() as client:
         plan = client[DATABASE][find.collection].find(find.filter).explain()["queryPlanner"]["winningPlan"]
-    assert plan["stage"] != "COLLSCAN"
+    assert plan["stage"] != "COLLSCAN", dict(find.filter)
