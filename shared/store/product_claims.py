@@ -197,16 +197,7 @@ def record(
     recorded = yield from UpdateOne(
         COLLECTION,
         {"_id": claim_id(work.request_id, work.index), "attempts": attempt, "done": False},
-        {
-            "$set": {
-                "done": True,
-                "result": result,
-                "image_log": image_log_of(image_log),
-                "sources": sources,
-                "lease_expires_at": None,
-                "done_at": now,
-            }
-        },
+        {"$set": recorded_fields(result, image_log, sources, now)},
     )
     return recorded.modified == 1
 
@@ -225,13 +216,8 @@ def recorded_at_once(
         "request_id": work.request_id,
         "index": work.index,
         "attempts": 1,
-        "lease_expires_at": None,
-        "done": True,
         "merged": False,
-        "result": result,
-        "image_log": image_log_of(image_log),
-        "sources": sources,
-        "done_at": now,
+        **recorded_fields(result, image_log, sources, now),
     }
 
 
@@ -240,6 +226,29 @@ def record_unclaimed(claims: list[LoggedClaim]) -> Program[set[int]]:
     by a copy of its task, is that task's to record)."""
     inserted = yield from InsertAbsent(COLLECTION, claims)
     return {claim["index"] for claim in claims if claim["_id"] in inserted}
+
+
+class RecordedFields(TypedDict):
+    done: bool
+    lease_expires_at: None
+    result: ProductResult
+    image_log: list[dict[str, object]]
+    sources: list[SourceDocument]
+    done_at: datetime
+
+
+def recorded_fields(
+    result: ProductResult, image_log: list[ImageDetails], sources: list[SourceDocument], now: datetime
+) -> RecordedFields:
+    """What a recorded result sets in its claim, by a task's attempt or a batch alike."""
+    return {
+        "done": True,
+        "lease_expires_at": None,
+        "result": result,
+        "image_log": image_log_of(image_log),
+        "sources": sources,
+        "done_at": now,
+    }
 
 
 def image_log_of(details: list[ImageDetails]) -> list[dict[str, object]]:
