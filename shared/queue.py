@@ -19,6 +19,7 @@ WEBHOOKS_QUEUE = "webhooks"
 
 PROCESS_REQUEST = "control.process_request"
 MERGE_RESULTS = "control.merge_results"
+MERGE_IF_LAST = "control.merge_if_last"
 SWEEP = "control.sweep"
 CANCEL_REQUEST = "control.cancel_request"
 FINISH_CANCEL = "control.finish_cancel"

@@ -48,6 +48,14 @@ def fold_in(context: WorkerContext, request_id: str) -> Folded:
     return Folded(claims, len(merged))
 
 
+def may_finish(context: WorkerContext, request_id: str) -> bool:
+    """Whether every product of the request may have a result, in its document or a claim not yet
+    merged. The claims are counted first: one is marked merged only after the document holds its
+    result, so none is missed in between (one counted twice only brings a merge too many)."""
+    unmerged = context.store.run(product_claims.count_unmerged(request_id))
+    return unmerged >= context.store.run(requests.products_left(request_id))
+
+
 def settle(context: WorkerContext, folded: Folded) -> None:
     """What a merge leaves to do, which no client waits for: remember what the claims teach of their
     sources, then mark them merged (0.6 ms of the embedded server's time each). Lost in between, the

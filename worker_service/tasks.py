@@ -17,6 +17,7 @@ from shared.queue import (
     DELETE_REQUEST,
     DELIVER_WEBHOOK,
     FINISH_CANCEL,
+    MERGE_IF_LAST,
     MERGE_RESULTS,
     PROCESS_PRODUCT,
     PROCESS_REQUEST,
@@ -63,9 +64,11 @@ def batch_task(works: list[ProductWork]) -> Signature[None]:
     return revalidate_products.si([asdict(work) for work in works]).set(queue=waiting_queue(works[0].request_id))
 
 
-def fan_out(context: WorkerContext, request_id: str, header: list[Signature[None]], works: list[ProductWork]) -> None:
-    """Send the tasks of these products, whose last to end merges the request's results and finishes it."""
-    chord(header)(merge_results.si(request_id))
+def fan_out(
+    context: WorkerContext, header: list[Signature[None]], works: list[ProductWork], then: Signature[None]
+) -> None:
+    """Send the tasks of these products; the last to end sends `then`, which merges their results."""
+    chord(header)(then)
     take_turns(context, works)
 
 
@@ -96,9 +99,8 @@ def process_request(request_id: str) -> None:
     # Started, so not cancelled: a retry of a cancelled request starts its products again.
     request_life.allow_starting(context, request_id)
     batches, rest = revalidation.batches_and_rest(context, works)
-    fan_out(
-        context, request_id, [batch_task(batch) for batch in batches] + [product_task(work) for work in rest], works
-    )
+    header = [batch_task(batch) for batch in batches] + [product_task(work) for work in rest]
+    fan_out(context, header, works, merge_results.si(request_id))
     log.info("request %s: %d products waiting for their turn (%d in %d batches of remembered images)", request_id,
              len(works), len(works) - len(rest), len(batches))  # fmt: skip
 
@@ -129,7 +131,8 @@ def revalidate_products(works: list[dict[str, Any]]) -> None:
         if revalidated.recorded:
             merge_soon(context, batch[0].request_id)
         if revalidated.rest:
-            fan_out(context, batch[0].request_id, [product_task(work) for work in revalidated.rest], revalidated.rest)
+            rest = revalidated.rest
+            fan_out(context, [product_task(work) for work in rest], rest, merge_if_last.si(batch[0].request_id))
     finally:
         release_in_turn(context)
 
@@ -193,6 +196,18 @@ def merge_results(request_id: str) -> None:
         log.info("request %s: %d products merged", request_id, folded.merged)
         interval = context.settings.work.merge_interval_seconds
         merge_schedule.hold_next_merge(context.redis, request_id, interval, time.monotonic() - started)
+
+
+@app.task(name=MERGE_IF_LAST, ignore_result=True)
+def merge_if_last(request_id: str) -> None:
+    """What ends the products a batch handed on: at once if they may be the request's last, so it
+    finishes; otherwise in the merges' turn, as results a product records, since every batch with a
+    product handed on has a chord of its own (a merge each would rewrite the document as often)."""
+    context = worker_context()
+    if request_life.may_finish(context, request_id):
+        merge_results(request_id)
+    else:
+        merge_soon(context, request_id)
 
 
 def deliver_in_turn(request_id: str) -> None:

@@ -261,6 +261,16 @@ def unmerged(request_id: str) -> Find[FinishedClaim]:
     return Find[FinishedClaim](COLLECTION, {"request_id": request_id, "merged": False, "done": True}, {"image_log": 0})
 
 
+class ClaimRef(TypedDict):
+    _id: str
+
+
+def count_unmerged(request_id: str) -> Program[int]:
+    """How many of the request's products have a result not yet in its document."""
+    found = yield from Find[ClaimRef](COLLECTION, {"request_id": request_id, "merged": False, "done": True}, {"_id": 1})
+    return len(found)
+
+
 def sources_of(claims: list[FinishedClaim]) -> list[SourceDocument]:
     """What the merged products teach of their sources, for the next re-import."""
     return [source for claim in claims for source in claim.get("sources", [])]

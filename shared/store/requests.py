@@ -435,6 +435,19 @@ class Counters(TypedDict):
     webhook: NotRequired[WebhookDocument]  # its state only; absent (projected from null) without one
 
 
+class ProductCounts(TypedDict):
+    products_total: int
+    products_done: int
+
+
+def products_left(request_id: str) -> Program[int]:
+    """How many of the request's products have no result in its document yet (0 if it is gone)."""
+    counts = yield from FindOne[ProductCounts](
+        COLLECTION, {"_id": request_id}, {"products_total": 1, "products_done": 1}
+    )
+    return 0 if counts is None else counts["products_total"] - counts["products_done"]
+
+
 def finalize(request_id: str, now: datetime) -> Program[Finished | None]:
     """Finish a request whose products are all done; what it ended as, if this call finished it.
 

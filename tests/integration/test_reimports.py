@@ -105,6 +105,34 @@ def test_a_catalogue_all_remembered_is_checked_in_a_batch(reuse_stack, image_ser
     assert "(0 in 0 batches" in batch_log(reuse_stack, first["status"]["request_id"])
 
 
+def test_a_catalogue_partly_new_batches_only_its_products_remembered_whole(reuse_stack, image_server):
+    urls = catalogue(image_server, "validated")
+    import_catalogue(reuse_stack, urls)
+    # The second product's first image is new: the sample (the products' first images) is half known.
+    changed = [*urls[:2], *catalogue(image_server, "validated", NAMES[2:3]), urls[3]]
+
+    second = import_catalogue(reuse_stack, changed)
+
+    assert [entry["reuse"] for entry in second["log"]] == ["not_modified", "not_modified", None, "not_modified"]
+    assert "2 products waiting for their turn (1 in 1 batches" in batch_log(reuse_stack, second["status"]["request_id"])
+
+
+def test_a_product_not_remembered_whole_leaves_a_batch_of_a_catalogue_sampled_as_known(reuse_stack, image_server):
+    urls = catalogue(image_server, "validated")
+    import_catalogue(reuse_stack, urls)
+    # Only the second product's second image is new: every image sampled (each product's first) is known.
+    changed = [*urls[:3], *catalogue(image_server, "validated", NAMES[3:])]
+
+    second = import_catalogue(reuse_stack, changed)
+
+    assert second["status"]["status"] == "completed"
+    assert [entry["reuse"] for entry in second["log"]] == ["not_modified", "not_modified", "not_modified", None]
+    assert second["status"]["progress"]["images_reused"] == 3
+    request_id = second["status"]["request_id"]
+    assert "2 products waiting for their turn (2 in 1 batches" in batch_log(reuse_stack, request_id)
+    assert "1 of a batch of 2 products reused, 1 to process" in batch_log(reuse_stack, request_id)
+
+
 def test_a_product_whose_host_is_slow_to_confirm_leaves_its_batch_and_is_processed_as_usual(reuse_stack, image_server):
     # Its first check waits longer than the batch's DOWNLOAD_TOTAL_TIMEOUT_SECONDS (5 s in tests).
     slow = f"{image_server.url}/stalls_once/8/photo.jpg?t={uuid.uuid4().hex}"

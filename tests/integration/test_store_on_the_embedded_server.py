@@ -311,6 +311,29 @@ def test_remembering_inserts_new_sources_and_replaces_known_ones_whole(store):
     assert by_id[new["_id"]]["output"]["request_id"] == "r2"
 
 
+def test_a_request_may_finish_once_every_product_has_a_result_merged_or_not(store, context):
+    request_id, works = started_request(store)
+    finish(store, works[0], [ImageOutcome(key="a")] * 2)
+    assert not request_life.may_finish(context, request_id)
+    finish(store, works[1], [ImageOutcome(key="b")] * 2)
+    merge_all(store, request_id)  # in the document, its claims not yet marked merged: counted twice
+    finish(store, works[2], [ImageOutcome(error="HTTP 404")] * 2)
+    assert request_life.may_finish(context, request_id)
+    claims = store.run(product_claims.unmerged(request_id))
+    store.run(requests.merge(request_id, claims, utcnow()))
+    store.run(product_claims.mark_merged(claims))
+    assert request_life.may_finish(context, request_id)
+
+
+def test_a_request_not_finished_cannot_be_taken_for_one_by_a_merge_in_between(store, context):
+    request_id, works = started_request(store)
+    finish(store, works[0], [ImageOutcome(key="a")] * 2)
+    finish(store, works[1], [ImageOutcome(key="b")] * 2)
+    merge_all(store, request_id)
+    store.run(product_claims.mark_merged(store.run(product_claims.unmerged(request_id))))
+    assert not request_life.may_finish(context, request_id)
+
+
 def test_the_sweeper_finds_results_not_merged_in_time(store):
     store.run(product_claims.ensure_indexes())
     request_id, works = started_request(store)
