@@ -21,6 +21,8 @@ What holds against a hostile host:
 - No proxy from the environment, no cookies, only http and https, no redirect followed.
 
 Handles are per thread (a libcurl handle is not to be shared), each with its own connections.
+`get_many` drives many exchanges from one thread through a libcurl multi handle (a re-import
+batch's conditional requests), each exchange held to the same rules as `get`.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import certifi
 import pycurl
@@ -44,12 +47,15 @@ PIN_SECONDS = 60
 # Python in fewer pieces, and no larger than a socket read gives, since the worker has many threads.
 BUFFER_BYTES = 64 * 1024
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
     headers: dict[str, str]  # names in lower case; a repeated header keeps its last value
     body: bytes
+    seconds: float = 0.0  # the exchange's, from its start to its last byte
 
 
 class TransferFailed(Exception):
@@ -113,10 +119,37 @@ class _Transfer:
         return socket.socket(family, socktype, protocol)
 
 
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """The checked addresses of a (host, port), as libcurl's RESOLVE entries, and when they were resolved."""
+
+    entries: list[str]
+    at: float  # monotonic
+
+
 @dataclass
 class _Handle:
     curl: pycurl.Curl
-    pins: dict[tuple[str, int], float] = field(default_factory=dict)  # (host, port): pinned at (monotonic)
+    pins: dict[tuple[str, int], Pin] = field(default_factory=dict)
+
+
+@dataclass
+class _Multi:
+    """A thread's libcurl multi handle: its easy handles share its connections and its pinned names."""
+
+    multi: pycurl.CurlMulti
+    idle: list[pycurl.Curl] = field(default_factory=list)
+    pins: dict[tuple[str, int], Pin] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One GET of `url`, whose host and port are given."""
+
+    url: str
+    host: str
+    port: int
+    headers: dict[str, str]
 
 
 class CurlClient:
@@ -128,7 +161,8 @@ class CurlClient:
         self._read_timeout = read_timeout
         self._max_bytes = max_bytes
         self._local = threading.local()
-        self._handles: list[_Handle] = []
+        self._handles: list[pycurl.Curl] = []
+        self._multis: list[pycurl.CurlMulti] = []
         self._lock = threading.Lock()
 
     def get(self, url: str, host: str, port: int, headers: dict[str, str], seconds: float) -> Response:
@@ -139,15 +173,8 @@ class CurlClient:
         """
         handle = self._handle()
         curl = handle.curl
-        self._pin(handle, host, port)
-        transfer = _Transfer(self._max_bytes, self._allow_private)
-        curl.setopt(pycurl.URL, url)
-        curl.setopt(pycurl.HTTPHEADER, [f"{name}: {value}" for name, value in headers.items()])
-        curl.setopt(pycurl.TIMEOUT_MS, max(1, math.ceil(seconds * 1000)))
-        curl.setopt(pycurl.HEADERFUNCTION, transfer.header)
-        curl.setopt(pycurl.WRITEFUNCTION, transfer.body)
-        curl.setopt(pycurl.OPENSOCKETFUNCTION, transfer.open_socket)
-        curl.setopt(pycurl.PREREQFUNCTION, transfer.ready_to_send)
+        self._pin(curl, handle.pins, host, port)
+        transfer = self._prepare(curl, Exchange(url, host, port, headers), seconds)
         try:
             curl.perform()
         except pycurl.error as error:
@@ -155,25 +182,111 @@ class CurlClient:
             raise _failure(curl, transfer, error) from None
         finally:
             curl.unsetopt(pycurl.RESOLVE)
-        return Response(curl.getinfo(pycurl.RESPONSE_CODE), transfer.headers, b"".join(transfer.chunks))
+        return _response(curl, transfer)
+
+    def get_many(
+        self, exchanges: list[Exchange], at_once: int, seconds: float, keep: Callable[[Exchange, Response], T]
+    ) -> list[T | Exception]:
+        """Each exchange's answer as `keep` makes it (at once, so that no body is held longer), or
+        the error `get` would raise; at most `at_once` under way, all driven by this thread through
+        one libcurl multi handle, and every one ended within `seconds` of wall-clock time.
+
+        Many exchanges in one thread cost far less than a thread each: no thread waits for the
+        interpreter's lock as each answer arrives (measured in `docs/performance.md`)."""
+        state = self._multi()
+        ends_at = time.monotonic() + seconds
+        results: list[T | Exception | None] = [None] * len(exchanges)
+        waiting = iter(enumerate(exchanges))
+        running: dict[pycurl.Curl, tuple[int, Exchange, _Transfer]] = {}
+
+        def start(curl: pycurl.Curl) -> bool:
+            """Start the next exchange on `curl`; False when none is left (the handle stays idle)."""
+            for place, exchange in waiting:
+                try:
+                    self._pin(curl, state.pins, exchange.host, exchange.port)
+                except (address_guard.BlockedAddressError, address_guard.UnresolvableHostError) as refused:
+                    results[place] = refused
+                    continue
+                transfer = self._prepare(curl, exchange, ends_at - time.monotonic())
+                running[curl] = (place, exchange, transfer)
+                state.multi.add_handle(curl)
+                return True
+            state.idle.append(curl)
+            return False
+
+        def end(curl: pycurl.Curl, error: pycurl.error | None) -> None:
+            place, exchange, transfer = running.pop(curl)
+            state.multi.remove_handle(curl)
+            curl.unsetopt(pycurl.RESOLVE)
+            if error is None:
+                try:
+                    results[place] = keep(exchange, _response(curl, transfer))
+                except Exception as refused:  # noqa: BLE001 - the caller's verdict on the answer, kept as its result
+                    results[place] = refused
+            else:
+                state.pins.pop((exchange.host, exchange.port), None)
+                results[place] = _failure(curl, transfer, error)
+            start(curl)
+
+        for _ in range(max(1, at_once)):
+            if not start(state.idle.pop() if state.idle else self._new_curl()):
+                break
+        while running:
+            while state.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+                pass
+            while True:
+                queued, ended, failed = state.multi.info_read()
+                for curl in ended:
+                    end(curl, None)
+                for curl, code, message in failed:
+                    end(curl, pycurl.error(code, message))
+                if not queued:
+                    break
+            if running:
+                state.multi.select(_wait_seconds(state.multi, ends_at))
+        return cast("list[T | Exception]", results)  # each place set as its exchange ended
 
     def close(self) -> None:
         with self._lock:
             handles, self._handles = self._handles, []
-        for handle in handles:
-            handle.curl.close()
+            multis, self._multis = self._multis, []
+        for multi in multis:
+            multi.close()
+        for curl in handles:
+            curl.close()
 
     def _handle(self) -> _Handle:
         handle: _Handle | None = getattr(self._local, "handle", None)
         if handle is None:
             handle = _Handle(self._new_curl())
             self._local.handle = handle
-            with self._lock:
-                self._handles.append(handle)
         return handle
+
+    def _multi(self) -> _Multi:
+        state: _Multi | None = getattr(self._local, "multi", None)
+        if state is None:
+            state = _Multi(pycurl.CurlMulti())
+            self._local.multi = state
+            with self._lock:
+                self._multis.append(state.multi)
+        return state
+
+    def _prepare(self, curl: pycurl.Curl, exchange: Exchange, seconds: float) -> _Transfer:
+        """Set `curl` up for the exchange, to end within `seconds`; what it receives goes to the _Transfer."""
+        transfer = _Transfer(self._max_bytes, self._allow_private)
+        curl.setopt(pycurl.URL, exchange.url)
+        curl.setopt(pycurl.HTTPHEADER, [f"{name}: {value}" for name, value in exchange.headers.items()])
+        curl.setopt(pycurl.TIMEOUT_MS, max(1, math.ceil(seconds * 1000)))
+        curl.setopt(pycurl.HEADERFUNCTION, transfer.header)
+        curl.setopt(pycurl.WRITEFUNCTION, transfer.body)
+        curl.setopt(pycurl.OPENSOCKETFUNCTION, transfer.open_socket)
+        curl.setopt(pycurl.PREREQFUNCTION, transfer.ready_to_send)
+        return transfer
 
     def _new_curl(self) -> pycurl.Curl:
         curl = pycurl.Curl()
+        with self._lock:
+            self._handles.append(curl)
         curl.setopt(pycurl.NOSIGNAL, 1)
         curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         curl.setopt(pycurl.FOLLOWLOCATION, 0)
@@ -188,15 +301,28 @@ class CurlClient:
         curl.setopt(pycurl.BUFFERSIZE, BUFFER_BYTES)
         return curl
 
-    def _pin(self, handle: _Handle, host: str, port: int) -> None:
-        """Hand libcurl the checked addresses of `host`, resolved again once `PIN_SECONDS` have passed."""
-        pinned_at = handle.pins.get((host, port))
-        if pinned_at is not None and time.monotonic() - pinned_at < PIN_SECONDS:
-            return
-        addresses = address_guard.checked_addresses(host, port, self._allow_private)
-        listed = ",".join(f"[{address}]" if ":" in address else address for address in addresses)
-        handle.curl.setopt(pycurl.RESOLVE, [f"-{host}:{port}", f"{host}:{port}:{listed}"])
-        handle.pins[(host, port)] = time.monotonic()
+    def _pin(self, curl: pycurl.Curl, pins: dict[tuple[str, int], Pin], host: str, port: int) -> None:
+        """Hand libcurl the checked addresses of `host` (so it never resolves a name itself), resolved
+        again once `PIN_SECONDS` have passed."""
+        pin = pins.get((host, port))
+        if pin is None or time.monotonic() - pin.at >= PIN_SECONDS:
+            addresses = address_guard.checked_addresses(host, port, self._allow_private)
+            listed = ",".join(f"[{address}]" if ":" in address else address for address in addresses)
+            pin = pins[(host, port)] = Pin([f"-{host}:{port}", f"{host}:{port}:{listed}"], time.monotonic())
+        curl.setopt(pycurl.RESOLVE, pin.entries)
+
+
+def _wait_seconds(multi: pycurl.CurlMulti, ends_at: float) -> float:
+    """How long to wait for the multi handle's sockets: what libcurl asks (0 once a transfer was just
+    added, which it must start first), at most a second, and never past the end."""
+    asked = multi.timeout()  # milliseconds; -1 when libcurl has no timer set
+    wait = 1.0 if asked < 0 else asked / 1000
+    return max(0.0, min(wait, 1.0, ends_at - time.monotonic()))
+
+
+def _response(curl: pycurl.Curl, transfer: _Transfer) -> Response:
+    body = b"".join(transfer.chunks)
+    return Response(curl.getinfo(pycurl.RESPONSE_CODE), transfer.headers, body, curl.getinfo(pycurl.TOTAL_TIME))
 
 
 def _failure(curl: pycurl.Curl, transfer: _Transfer, error: pycurl.error) -> Exception:

@@ -14,6 +14,7 @@ our network, `detail`, for the log, and whether it is `retryable`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -27,7 +28,14 @@ from shared.address_guard import BlockedAddressError, UnresolvableHostError
 from shared.errors import ServiceError
 from shared.settings import DownloadSettings, NetworkSettings
 from shared.url_rules import redact_credentials
-from worker_service.curl_client import BodyTooLarge, CurlClient, Response, TransferFailed, TransferTimedOut
+from worker_service.curl_client import (
+    BodyTooLarge,
+    CurlClient,
+    Exchange,
+    Response,
+    TransferFailed,
+    TransferTimedOut,
+)
 from worker_service.deadline import Deadline
 
 logger = logging.getLogger(__name__)
@@ -133,6 +141,27 @@ class Download:
 
 
 @dataclass(frozen=True)
+class Check:
+    """What a host answered of a remembered source: `304` (`not_modified`), or a body, of which only
+    its SHA-256 and size are kept; the validators it sent, and how long it took."""
+
+    not_modified: bool
+    validators: Validators
+    sha256: str | None  # of the body; None after a 304
+    bytes_in: int
+    attempts: int
+    download_ms: float
+
+    @staticmethod
+    def of(download: Download, download_ms: float, digest: str | None = None) -> Check:
+        """The check a download makes; its body's `digest`, if the caller has it already."""
+        if not download.not_modified and digest is None:
+            digest = hashlib.sha256(download.data).hexdigest()  # other threads run meanwhile
+        return Check(download.not_modified, download.validators, None if download.not_modified else digest,
+                     len(download.data), download.attempts, download_ms)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class _Answer:
     data: bytes
     validators: Validators
@@ -175,6 +204,32 @@ class Downloader:
                 logger.info("retrying %s in %.2f s after: %s", redact_credentials(url), delay, error.detail)
                 time.sleep(delay)
                 attempt += 1
+
+    def check_many(
+        self, checks: list[tuple[str, Validators | None]], at_once: int, not_after: float
+    ) -> list[Check | None]:
+        """Each URL asked once, conditionally with its validators, `at_once` under way, all driven
+        by this thread (not a thread each) and all ended by `not_after` (monotonic): a `Check` where
+        the host answered with the image (`2xx`, or `304` to its conditions), None where anything
+        else happened (an invalid URL, a redirect, an error, a limit), for the caller to `fetch`
+        that image as usual, with its retries, redirects and errors. A body is hashed as it ends
+        and not kept, so a batch holds no more than one exchange's bodies at a time."""
+        exchanges: list[Exchange] = []
+        places: list[int] = []
+        for place, (url, validators) in enumerate(checks):
+            try:
+                parsed = parse_http_url(url)
+            except InvalidUrl:
+                continue
+            headers = {**REQUEST_HEADERS, **(validators.conditions() if validators else {})}
+            exchanges.append(Exchange(str(parsed), parsed.host, _port(parsed), headers))
+            places.append(place)
+        seconds = min(self._limits.total_timeout_seconds, _time_until(not_after))
+        answers = self._client.get_many(exchanges, at_once, seconds, _checked) if seconds > 0 else []
+        found: list[Check | None] = [None] * len(checks)
+        for place, answer in zip(places, answers, strict=False):
+            found[place] = answer if isinstance(answer, Check) else None
+        return found
 
     def close(self) -> None:
         self._client.close()
@@ -252,6 +307,13 @@ def _read_image(response: Response, *, conditional: bool) -> _Answer:
     _refuse_error_status(response)
     _refuse_compressed(response)
     return _Answer(response.body, validators)
+
+
+def _checked(exchange: Exchange, response: Response) -> Check:
+    """A check's answer, its body hashed; a status `fetch` would not take as the image raises."""
+    conditional = "If-None-Match" in exchange.headers or "If-Modified-Since" in exchange.headers
+    answer = _read_image(response, conditional=conditional)
+    return Check.of(Download(answer.data, 1, answer.validators, answer.not_modified), round(response.seconds * 1000, 1))
 
 
 def _port(url: httpx.URL) -> int:

@@ -23,7 +23,7 @@ from shared.store.product_claims import ImageDetails
 from shared.store.sources import RememberedOutput, SourceDocument, source_id
 from shared.url_rules import redact_credentials
 from worker_service.context import WorkerContext
-from worker_service.downloader import Download, DownloadError, Validators
+from worker_service.downloader import Check, Download, DownloadError, Validators
 from worker_service.image_codec import CompressedImage
 from worker_service.step_cpu import CLOCK
 from worker_service.storage_waits import waiting_for_storage
@@ -42,6 +42,8 @@ class ImageJob:
     remembered: SourceDocument | None
     # Whether to keep what this image teaches for the next time (REUSE_OUTPUTS).
     remember: bool
+    # What its host answered a batch's check of it (worker_service/revalidation.py); None: ask.
+    checked: Check | None = None
 
     def key(self, extension: str) -> str:
         return image_key(self.request_id, self.serial_number, self.position, extension)
@@ -88,9 +90,10 @@ def fetch_and_store(
     remembered = job.remembered
     download = fetch(context, job.url, not_after, details, validators_of(remembered))
     digest = sha256_of(download) if job.remember or remembered else None
-    if remembered is not None and unchanged(download, digest, remembered):
+    check = confirmed(download, digest, remembered, details)
+    if remembered is not None and check is not None:
         try:
-            return reuse(context, job, remembered, download, details)
+            return reuse(context, job, remembered, check, details)
         except MissingObject:
             log.info("%s: its remembered output is gone; processing it again", job.where())
             if download.not_modified:
@@ -117,17 +120,15 @@ def fetch_and_store(
 
 
 def reused_or_none(context: WorkerContext, job: ImageJob, not_after: float) -> ImageOutcome | None:
-    """The image's outcome when its host shows it unchanged and its remembered output is copied;
-    None when it is to be processed as usual instead (changed, not fetched in time, its output gone)."""
-    remembered = job.remembered
-    if remembered is None:
+    """The image's outcome when a batch's check of its host (`job.checked`) showed it unchanged and its
+    remembered output is copied; None when it is to be processed as usual instead (not confirmed,
+    changed, its output gone). `not_after` is the lanes' (image_lanes): the copy waits on storage."""
+    remembered, check = job.remembered, job.checked
+    if remembered is None or check is None or not unchanged(check, remembered):
         return None
-    details = ImageDetails()
+    details = ImageDetails(download_ms=check.download_ms, attempts=check.attempts)
     try:
-        download = fetch(context, job.url, not_after, details, validators_of(remembered))
-        if not unchanged(download, None if download.not_modified else sha256_of(download), remembered):
-            return None
-        key, source = reuse(context, job, remembered, download, details)
+        key, source = reuse(context, job, remembered, check, details)
     except MissingObject:
         log.info("%s: its remembered output is gone; processed as usual", job.where())
         return None
@@ -142,9 +143,19 @@ def reused_or_none(context: WorkerContext, job: ImageJob, not_after: float) -> I
     return ImageOutcome(key=key, details=details, source=source)
 
 
-def unchanged(download: Download, digest: str | None, remembered: SourceDocument) -> bool:
+def confirmed(
+    download: Download, digest: str | None, remembered: SourceDocument | None, details: ImageDetails
+) -> Check | None:
+    """The download's check of the remembered source, if it shows the source unchanged."""
+    if remembered is None:
+        return None
+    check = Check.of(download, details.download_ms or 0.0, digest)
+    return check if unchanged(check, remembered) else None
+
+
+def unchanged(check: Check, remembered: SourceDocument) -> bool:
     """Whether the source is the one remembered: the host said so (304), or its body hashes the same."""
-    return download.not_modified or digest == remembered["sha256"]
+    return check.not_modified or check.sha256 == remembered["sha256"]
 
 
 def stored(context: WorkerContext, write: Callable[[], None]) -> None:
@@ -180,7 +191,7 @@ def compress(context: WorkerContext, download: Download, not_after: float, detai
 
 
 def reuse(
-    context: WorkerContext, job: ImageJob, remembered: SourceDocument, download: Download, details: ImageDetails
+    context: WorkerContext, job: ImageJob, remembered: SourceDocument, check: Check, details: ImageDetails
 ) -> tuple[str, SourceDocument | None]:
     """Copy the remembered output under this image's key; what to remember of it now."""
     output = remembered["output"]
@@ -188,11 +199,11 @@ def reuse(
     started = time.perf_counter()
     stored(context, lambda: context.storage.copy(output["key"], key))
     details.store_ms = elapsed_ms(started)
-    details.reuse = ReuseKind.NOT_MODIFIED if download.not_modified else ReuseKind.UNCHANGED
+    details.reuse = ReuseKind.NOT_MODIFIED if check.not_modified else ReuseKind.UNCHANGED
     details.format, details.width, details.height = output["format"], output["width"], output["height"]
     details.bytes_in, details.bytes_out = remembered["bytes_in"], output["bytes_out"]
     # A 304 may carry no validators: the remembered ones still hold.
-    validators = download.validators if not download.not_modified else newest(download.validators, remembered)
+    validators = check.validators if not check.not_modified else newest(check.validators, remembered)
     if not job.remember or not worth_writing(context, remembered, validators):
         return key, None
     # The output stays where it is: this request's copy is its own to delete.

@@ -6,14 +6,15 @@ product, that costs more in Celery's messages, the fair queue's turns and the da
 trips (claim, lookup, result) than in the images: about 20 ms of the machine's CPU a product
 against 3 ms of image work. So a request of at least REUSE_BATCH_IMAGES images that a sample of
 its products' first images shows remembered (shared/store/sources.py) is checked in batches of up
-to that many images, and a batch costs one memory lookup, its conditional requests
-DOWNLOAD_CONCURRENCY at a time, its copies, and one write of every product it found unchanged.
+to that many images, and a batch costs one memory lookup, its conditional requests (asked by its
+one thread through libcurl's multi interface, DOWNLOAD_CONCURRENCY at a time), its copies, and one
+write of every product it found unchanged.
 With the whole sample remembered, every product goes in a batch; with part of it, only those whose
 every image the memory holds.
 
 A batch only ever records products whose every image it reused. Any other (an image not
-remembered, changed, failed, not answered within DOWNLOAD_TOTAL_TIMEOUT_SECONDS, or its output
-gone) is handed on as a product task of its own and processed as any product, with its failures
+remembered, changed, redirected, failed, not answered within DOWNLOAD_TOTAL_TIMEOUT_SECONDS, or
+its output gone) is handed on as a product task of its own and processed as any product, with its failures
 and retries; the last of those a batch hands on merges the request's results at once only if the
 request may then be finished (`tasks.merge_if_last`). A batch claims nothing: one that is lost
 leaves its products pending, which the sweeper enqueues as product tasks; one run twice records
@@ -23,7 +24,7 @@ each product once (`product_claims.record_unclaimed`).
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared.models import utcnow
 from shared.store import product_claims, requests, sources
@@ -31,7 +32,7 @@ from shared.store.product_claims import ProductWork
 from worker_service import image_work, product_processing, request_life
 from worker_service.context import WorkerContext
 from worker_service.image_lanes import run_in_lanes
-from worker_service.image_work import ImageOutcome
+from worker_service.image_work import ImageJob, ImageOutcome
 from worker_service.step_cpu import CLOCK
 
 log = logging.getLogger("worker.revalidation")
@@ -115,9 +116,11 @@ def revalidate(context: WorkerContext, works: list[ProductWork]) -> Revalidated:
     urls = [url for work in works for url in work.input_image_urls]
     remembered = context.store.run(sources.remembered(owner, urls, context.codec_fingerprint))
     per_product = [product_processing.jobs_of(context, work, remembered) for work in works]
-    not_after = time.monotonic() + context.settings.download.total_timeout_seconds
-    jobs = [job for product_jobs in per_product for job in product_jobs]
-    ended = iter(run_in_lanes(context, image_work.reused_or_none, jobs, not_after, not_after))
+    limit = context.settings.download.total_timeout_seconds
+    jobs = checked(context, [job for product_jobs in per_product for job in product_jobs], time.monotonic() + limit)
+    # The copies have a limit of their own: one slow host must not leave them no time at all.
+    copies_end = time.monotonic() + limit
+    ended = iter(run_in_lanes(context, image_work.reused_or_none, jobs, copies_end, copies_end))
     outcomes = [every_image([next(ended) for _ in product_jobs]) for product_jobs in per_product]
     unchanged = [(work, images) for work, images in zip(works, outcomes, strict=True) if images is not None]
     # Cancelled meanwhile: nothing is recorded, and nothing more started.
@@ -130,6 +133,21 @@ def revalidate(context: WorkerContext, works: list[ProductWork]) -> Revalidated:
     log.info("request %s: %d of a batch of %d products reused, %d to process", request_id, len(recorded), len(works),
              len(rest))  # fmt: skip
     return Revalidated(len(recorded), rest)
+
+
+def checked(context: WorkerContext, jobs: list[ImageJob], not_after: float) -> list[ImageJob]:
+    """The jobs, each with its host's answer to one conditional request, all asked together by the
+    batch's thread (`Downloader.check_many`), DOWNLOAD_CONCURRENCY at a time, by `not_after`: a lane
+    thread each waiting for its answers cost the worker more CPU than the checks did. An image
+    whose check did not end cleanly (a redirect, an error, a limit) has none, and its product is
+    handed on, to be asked again and processed as any product."""
+    asked = [(job.url, image_work.validators_of(job.remembered)) for job in jobs]
+    with CLOCK.timing("download"):
+        checks = context.downloader.check_many(asked, context.settings.download.concurrency, not_after)
+    unconfirmed = checks.count(None)
+    if unconfirmed:
+        log.info("%d of a batch's %d images not confirmed by their hosts", unconfirmed, len(jobs))
+    return [replace(job, checked=check) for job, check in zip(jobs, checks, strict=True)]
 
 
 def every_image(outcomes: list[ImageOutcome | None]) -> list[ImageOutcome] | None:

@@ -1,0 +1,143 @@
+"""A re-import batch's checks (`Downloader.check_many`): many conditional requests driven by one
+thread, each answered at its place, none past the caller's time, no body kept, every address checked."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+
+from shared import address_guard
+from shared.settings import DownloadSettings, NetworkSettings
+from tests.support.scripted_server import (
+    ScriptedServer,
+    Step,
+    endless_chunked_body,
+    headers_a_byte_at_a_time,
+    redirect,
+    reply,
+    reply_without_length,
+    stall_after,
+    trickle,
+)
+from tests.support.settings import changed
+from tests.unit.test_downloader import LIMITS, PRIVATE_ALLOWED, PRIVATE_REFUSED, downloader_for
+from worker_service.downloader import Check, Validators
+
+ASKED = Validators('"v1"', "Sun, 06 Dec 2026 10:00:00 GMT")
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    scripted = ScriptedServer()
+    yield scripted
+    scripted.close()
+
+
+def check_many(
+    urls: list[str],
+    at_once: int = 4,
+    seconds: float = 5.0,
+    limits: DownloadSettings = LIMITS,
+    network: NetworkSettings = PRIVATE_ALLOWED,
+) -> list[Check | None]:
+    with downloader_for(limits, network) as batch:
+        return batch.check_many([(url, ASKED) for url in urls], at_once, time.monotonic() + seconds)
+
+
+def test_each_url_is_asked_once_with_its_conditions_and_answered_at_its_place(server: ScriptedServer) -> None:
+    urls = [
+        server.route("/same.jpg", reply(304, b"", headers={"ETag": '"v1"'})),
+        server.route("/changed.jpg", reply(body=b"new bytes", headers={"ETag": '"v2"'})),
+        server.route("/gone.jpg", reply(404, b"not found")),
+        server.route("/moved.jpg", redirect(server.route("/target.jpg", reply(304, b"")))),
+        "ftp://images.test/a.jpg",
+    ]
+
+    same, changed, gone, moved, invalid = check_many(urls)
+
+    assert same is not None and same.not_modified
+    assert (same.validators, same.sha256, same.bytes_in, same.attempts) == (Validators('"v1"'), None, 0, 1)
+    assert changed is not None and not changed.not_modified
+    assert (changed.sha256, changed.bytes_in) == (hashlib.sha256(b"new bytes").hexdigest(), len(b"new bytes"))
+    assert changed.validators == Validators('"v2"')
+    # An error, a redirect, an invalid URL: no check, for the image's own task to fetch as usual.
+    assert (gone, moved, invalid) == (None, None, None)
+    assert server.hits("/target.jpg") == 0
+    assert [server.hits(path) for path in ("/same.jpg", "/changed.jpg", "/gone.jpg", "/moved.jpg")] == [1, 1, 1, 1]
+    assert {headers["If-None-Match"] for headers in server.request_headers} == {'"v1"'}
+    assert {headers["If-Modified-Since"] for headers in server.request_headers} == {ASKED.last_modified}
+
+
+@pytest.mark.parametrize(
+    "misbehaviour",
+    [
+        pytest.param(trickle(interval=0.05, count=200), id="a body a byte at a time"),
+        pytest.param(stall_after(b"some bytes", seconds=5), id="a body that stops"),
+        pytest.param(headers_a_byte_at_a_time(interval=0.02), id="headers a byte at a time"),
+        pytest.param(endless_chunked_body(interval=0.01), id="a chunked body that never ends"),
+    ],
+)
+def test_slow_hosts_are_cut_at_the_callers_time_and_the_others_answered(
+    server: ScriptedServer, misbehaviour: Step
+) -> None:
+    slow = [server.route(f"/slow{i}.jpg", misbehaviour) for i in range(3)]
+    fine = [server.route(f"/fine{i}.jpg", reply(304, b"")) for i in range(3)]
+    started = time.monotonic()
+
+    checks = check_many([*slow, *fine], at_once=6, seconds=1.0, limits=changed(LIMITS, max_bytes=10**6))
+
+    assert 0.95 <= time.monotonic() - started < 1.4
+    assert checks[:3] == [None] * 3
+    assert all(check is not None and check.not_modified for check in checks[3:])
+
+
+def test_a_body_over_the_limit_is_abandoned_and_has_no_check(server: ScriptedServer) -> None:
+    urls = [server.route("/huge.jpg", reply_without_length(b"x" * 5000)), server.route("/ok.jpg", reply(304, b""))]
+    huge, ok = check_many(urls)
+    assert huge is None
+    assert ok is not None and ok.not_modified
+
+
+def test_no_more_than_at_once_are_under_way(server: ScriptedServer) -> None:
+    under_way, most = 0, 0
+    counting = threading.Lock()
+
+    def answer_slowly(handler: BaseHTTPRequestHandler) -> None:
+        nonlocal under_way, most
+        with counting:
+            under_way += 1
+            most = max(most, under_way)
+        time.sleep(0.1)
+        with counting:
+            under_way -= 1
+        reply(304, b"")(handler)
+
+    urls = [server.route(f"/{i}.jpg", answer_slowly) for i in range(12)]
+    checks = check_many(urls, at_once=3)
+    assert all(check is not None and check.not_modified for check in checks)
+    assert most == 3
+
+
+def test_a_blocked_address_is_never_connected_to(server: ScriptedServer) -> None:
+    url = server.route("/cat.jpg", reply(304, b""))
+    assert check_many([url], network=PRIVATE_REFUSED) == [None]
+    assert server.hits("/cat.jpg") == 0
+
+
+def test_a_host_is_resolved_once_for_all_its_checks(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    hosts: list[str] = []
+    real_resolve = address_guard.resolve
+
+    def counting_resolve(host: str, port: int) -> list[str]:
+        hosts.append(host)
+        return real_resolve(host, port)
+
+    monkeypatch.setattr(address_guard, "resolve", counting_resolve)
+    urls = [server.route(f"/{i}.jpg", reply(304, b"")) for i in range(10)]
+    assert all(check is not None for check in check_many(urls))
+    assert hosts == ["127.0.0.1"]
