@@ -228,22 +228,29 @@ class CurlClient:
                 results[place] = _failure(curl, transfer, error)
             start(curl)
 
-        for _ in range(max(1, at_once)):
-            if not start(state.idle.pop() if state.idle else self._new_curl()):
-                break
-        while running:
-            while state.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
-                pass
-            while True:
-                queued, ended, failed = state.multi.info_read()
-                for curl in ended:
-                    end(curl, None)
-                for curl, code, message in failed:
-                    end(curl, pycurl.error(code, message))
-                if not queued:
+        try:
+            for _ in range(max(1, at_once)):
+                if not start(state.idle.pop() if state.idle else self._new_curl()):
                     break
-            if running:
-                state.multi.select(_wait_seconds(state.multi, ends_at))
+            while running:
+                while state.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+                    pass
+                while True:
+                    queued, ended, failed = state.multi.info_read()
+                    for curl in ended:
+                        end(curl, None)
+                    for curl, code, message in failed:
+                        end(curl, pycurl.error(code, message))
+                    if not queued:
+                        break
+                if running:
+                    state.multi.select(_wait_seconds(state.multi, ends_at))
+        finally:
+            # Whatever broke off the loop, the thread's next call finds its multi handle empty.
+            for curl in running:
+                state.multi.remove_handle(curl)
+                curl.unsetopt(pycurl.RESOLVE)
+                state.idle.append(curl)
         return cast("list[T | Exception]", results)  # each place set as its exchange ended
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ from tests.support.scripted_server import (
 )
 from tests.support.settings import changed
 from tests.unit.test_downloader import LIMITS, PRIVATE_ALLOWED, PRIVATE_REFUSED, downloader_for
+from worker_service.curl_client import CurlClient, Exchange, Response
 from worker_service.downloader import Check, Validators
 
 ASKED = Validators('"v1"', "Sun, 06 Dec 2026 10:00:00 GMT")
@@ -141,3 +142,21 @@ def test_a_host_is_resolved_once_for_all_its_checks(server: ScriptedServer, monk
     urls = [server.route(f"/{i}.jpg", reply(304, b"")) for i in range(10)]
     assert all(check is not None for check in check_many(urls))
     assert hosts == ["127.0.0.1"]
+
+
+class Interrupted(BaseException):
+    """As a worker's shutdown breaks off whatever its thread runs."""
+
+
+def test_checks_broken_off_leave_the_threads_handles_ready_for_the_next(server: ScriptedServer) -> None:
+    urls = [server.route(f"/{i}.jpg", reply(304, b"")) for i in range(6)]
+    exchanges = [Exchange(url, "127.0.0.1", int(url.split(":")[2].split("/")[0]), {}) for url in urls]
+    client = CurlClient(allow_private=True, connect_timeout=1.0, read_timeout=1.0, max_bytes=1000)
+
+    def break_off(exchange: Exchange, response: Response) -> int:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        client.get_many(exchanges, 3, 5.0, break_off)
+    assert client.get_many(exchanges, 3, 5.0, lambda exchange, response: response.status) == [304] * 6
+    client.close()
