@@ -109,6 +109,16 @@ def stall_after(body: bytes, seconds: float) -> Step:
     return step
 
 
+def slow_hosts() -> dict[str, Step]:
+    """Hosts that never finish within a deadline, each its own way, by what a test names them."""
+    return {
+        "a body a byte at a time": trickle(interval=0.05, count=200),
+        "a body that stops": stall_after(b"some bytes", seconds=5),
+        "headers a byte at a time": headers_a_byte_at_a_time(interval=0.02),
+        "a chunked body that never ends": endless_chunked_body(interval=0.01),
+    }
+
+
 class ScriptedServer:
     """A local HTTP server that answers each path with its steps in turn (the last one repeats) and counts requests."""
 

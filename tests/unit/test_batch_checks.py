@@ -6,23 +6,18 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from shared import address_guard
 from shared.settings import DownloadSettings, NetworkSettings
 from tests.support.scripted_server import (
     ScriptedServer,
     Step,
-    endless_chunked_body,
-    headers_a_byte_at_a_time,
     redirect,
     reply,
     reply_without_length,
-    stall_after,
-    trickle,
+    slow_hosts,
 )
 from tests.support.settings import changed
 from tests.unit.test_downloader import LIMITS, PRIVATE_ALLOWED, PRIVATE_REFUSED, downloader_for
@@ -30,13 +25,6 @@ from worker_service.curl_client import CurlClient, Exchange, Response
 from worker_service.downloader import Check, Validators
 
 ASKED = Validators('"v1"', "Sun, 06 Dec 2026 10:00:00 GMT")
-
-
-@pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    scripted = ScriptedServer()
-    yield scripted
-    scripted.close()
 
 
 def check_many(
@@ -74,15 +62,7 @@ def test_each_url_is_asked_once_with_its_conditions_and_answered_at_its_place(se
     assert {headers["If-Modified-Since"] for headers in server.request_headers} == {ASKED.last_modified}
 
 
-@pytest.mark.parametrize(
-    "misbehaviour",
-    [
-        pytest.param(trickle(interval=0.05, count=200), id="a body a byte at a time"),
-        pytest.param(stall_after(b"some bytes", seconds=5), id="a body that stops"),
-        pytest.param(headers_a_byte_at_a_time(interval=0.02), id="headers a byte at a time"),
-        pytest.param(endless_chunked_body(interval=0.01), id="a chunked body that never ends"),
-    ],
-)
+@pytest.mark.parametrize("misbehaviour", slow_hosts().values(), ids=slow_hosts().keys())
 def test_slow_hosts_are_cut_at_the_callers_time_and_the_others_answered(
     server: ScriptedServer, misbehaviour: Step
 ) -> None:
@@ -130,18 +110,10 @@ def test_a_blocked_address_is_never_connected_to(server: ScriptedServer) -> None
     assert server.hits("/cat.jpg") == 0
 
 
-def test_a_host_is_resolved_once_for_all_its_checks(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    hosts: list[str] = []
-    real_resolve = address_guard.resolve
-
-    def counting_resolve(host: str, port: int) -> list[str]:
-        hosts.append(host)
-        return real_resolve(host, port)
-
-    monkeypatch.setattr(address_guard, "resolve", counting_resolve)
+def test_a_host_is_resolved_once_for_all_its_checks(server: ScriptedServer, resolutions: list[str]) -> None:
     urls = [server.route(f"/{i}.jpg", reply(304, b"")) for i in range(10)]
     assert all(check is not None for check in check_many(urls))
-    assert hosts == ["127.0.0.1"]
+    assert resolutions == ["127.0.0.1"]
 
 
 class Interrupted(BaseException):

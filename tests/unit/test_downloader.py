@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,12 +18,10 @@ from tests.support.scripted_server import (
     ScriptedServer,
     Step,
     declare_length_then_wait,
-    endless_chunked_body,
-    headers_a_byte_at_a_time,
     redirect,
     reply,
     reply_without_length,
-    stall_after,
+    slow_hosts,
     trickle,
 )
 from tests.support.settings import changed
@@ -58,13 +55,6 @@ PRIVATE_ALLOWED = NetworkSettings(_env_file=None, allow_private_networks=True)
 PRIVATE_REFUSED = NetworkSettings(_env_file=None, allow_private_networks=False)
 
 
-@pytest.fixture
-def server() -> Iterator[ScriptedServer]:
-    scripted = ScriptedServer()
-    yield scripted
-    scripted.close()
-
-
 def downloader_for(limits: DownloadSettings = LIMITS, network: NetworkSettings = PRIVATE_ALLOWED) -> Downloader:
     return Downloader(limits, network)
 
@@ -72,20 +62,6 @@ def downloader_for(limits: DownloadSettings = LIMITS, network: NetworkSettings =
 def download(url: str, limits: DownloadSettings = LIMITS, network: NetworkSettings = PRIVATE_ALLOWED) -> bytes:
     with downloader_for(limits, network) as downloader:
         return downloader.fetch(url).data
-
-
-@pytest.fixture
-def resolutions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The hosts the address guard resolves, one per new connection."""
-    hosts: list[str] = []
-    real_resolve = address_guard.resolve
-
-    def counting_resolve(host: str, port: int) -> list[str]:
-        hosts.append(host)
-        return real_resolve(host, port)
-
-    monkeypatch.setattr(address_guard, "resolve", counting_resolve)
-    return hosts
 
 
 def closed_port() -> int:
@@ -162,15 +138,7 @@ def test_body_of_exactly_the_limit_is_accepted(server: ScriptedServer) -> None:
     assert download(server.route("/just-fits", reply_without_length(b"x" * 1000))) == b"x" * 1000
 
 
-@pytest.mark.parametrize(
-    "misbehaviour",
-    [
-        pytest.param(trickle(interval=0.05, count=200), id="a body a byte at a time"),
-        pytest.param(stall_after(b"some bytes", seconds=5), id="a body that stops"),
-        pytest.param(headers_a_byte_at_a_time(interval=0.02), id="headers a byte at a time"),
-        pytest.param(endless_chunked_body(interval=0.01), id="a chunked body that never ends"),
-    ],
-)
+@pytest.mark.parametrize("misbehaviour", slow_hosts().values(), ids=slow_hosts().keys())
 def test_a_slow_host_is_cut_at_the_deadline(server: ScriptedServer, misbehaviour: Step) -> None:
     url = server.route("/slow", misbehaviour)
     started = time.monotonic()
