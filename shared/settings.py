@@ -186,7 +186,7 @@ class DownloadSettings(Group):
         8,
         "DOWNLOAD_CONCURRENCY",
         "images of one product fetched at once, each held until it is compressed and stored (an image worker "
-        "holds at most `WORKER_CONCURRENCY` × this many bodies)",
+        "holds at most `WORKER_CONCURRENCY` × this many bodies); also a re-import batch's checks in flight",
         ge=1,
         le=64,
     )
