@@ -177,14 +177,16 @@ def test_the_prefix_is_a_folder(s3_credentials, seaweedfs, tmp_path):
 
 
 def test_a_signed_url_lives_as_long_as_configured(s3_credentials, tmp_path):
-    storage = storage_from_settings(s3_settings(s3_credentials, tmp_path, s3_presigned_url_seconds=1))
+    # The signature's time is in whole seconds, so a URL lives between its lifetime less a second
+    # and its lifetime: with 1 s, a read right after signing could already find it expired.
+    storage = storage_from_settings(s3_settings(s3_credentials, tmp_path, s3_presigned_url_seconds=3))
     key = image_key("req", 1, 0, "jpg")
     storage.put(key, JPEG, "image/jpeg")
     location = storage.locate(key)
     assert isinstance(location, Elsewhere)
-    assert parse_qs(urlsplit(location.url).query)["X-Amz-Expires"] == ["1"]
+    assert parse_qs(urlsplit(location.url).query)["X-Amz-Expires"] == ["3"]
     assert httpx.get(location.url).status_code == 200
-    time.sleep(2.1)
+    time.sleep(3.2)
     expired = httpx.get(location.url)
     assert expired.status_code == 403
     assert "expired" in expired.text
