@@ -119,6 +119,11 @@ def fetch_and_store(
     return key, source_document(context, job, download.validators, digest, len(download.data), output)
 
 
+def confirmed_unchanged(job: ImageJob) -> bool:
+    """Whether a batch's check of the image's host showed it unchanged."""
+    return job.remembered is not None and job.checked is not None and unchanged(job.checked, job.remembered)
+
+
 def reused_or_none(context: WorkerContext, job: ImageJob, not_after: float) -> ImageOutcome | None:
     """The image's outcome when a batch's check of its host (`job.checked`) showed it unchanged and its
     remembered output is copied; None when it is to be processed as usual instead (not confirmed,

@@ -117,11 +117,18 @@ def revalidate(context: WorkerContext, works: list[ProductWork]) -> Revalidated:
     remembered = context.store.run(sources.remembered(owner, urls, context.codec_fingerprint))
     per_product = [product_processing.jobs_of(context, work, remembered) for work in works]
     limit = context.settings.download.total_timeout_seconds
-    jobs = checked(context, [job for product_jobs in per_product for job in product_jobs], time.monotonic() + limit)
+    answered = iter(checked(context, [job for jobs in per_product for job in jobs], time.monotonic() + limit))
+    per_product = [[next(answered) for _ in jobs] for jobs in per_product]
+    # Only a product whose every image its host confirmed is copied: any other is handed on whole.
+    whole = [all(image_work.confirmed_unchanged(job) for job in jobs) for jobs in per_product]
+    copied = [job for jobs, reusable in zip(per_product, whole, strict=True) if reusable for job in jobs]
     # The copies have a limit of their own: one slow host must not leave them no time at all.
     copies_end = time.monotonic() + limit
-    ended = iter(run_in_lanes(context, image_work.reused_or_none, jobs, copies_end, copies_end))
-    outcomes = [every_image([next(ended) for _ in product_jobs]) for product_jobs in per_product]
+    ended = iter(run_in_lanes(context, image_work.reused_or_none, copied, copies_end, copies_end))
+    outcomes = [
+        every_image([next(ended) for _ in jobs]) if reusable else None
+        for jobs, reusable in zip(per_product, whole, strict=True)
+    ]
     unchanged = [(work, images) for work, images in zip(works, outcomes, strict=True) if images is not None]
     # Cancelled meanwhile: nothing is recorded, and nothing more started.
     if request_life.is_cancelled(context, request_id):

@@ -26,6 +26,7 @@ from shared.store.operations import (
     FindOneAndUpdate,
     InsertAbsent,
     Program,
+    Query,
     UpdateMany,
     UpdateOne,
 )
@@ -256,9 +257,14 @@ def image_log_of(details: list[ImageDetails]) -> list[dict[str, object]]:
     return [image.model_dump() for image in details]
 
 
+def unmerged_results(request_id: str) -> Query:
+    """The request's claims with a result not yet in its document."""
+    return {"request_id": request_id, "merged": False, "done": True}
+
+
 def unmerged(request_id: str) -> Find[FinishedClaim]:
     # The merge needs results, not the per-image details of the processing log.
-    return Find[FinishedClaim](COLLECTION, {"request_id": request_id, "merged": False, "done": True}, {"image_log": 0})
+    return Find[FinishedClaim](COLLECTION, unmerged_results(request_id), {"image_log": 0})
 
 
 class ClaimRef(TypedDict):
@@ -267,7 +273,7 @@ class ClaimRef(TypedDict):
 
 def count_unmerged(request_id: str) -> Program[int]:
     """How many of the request's products have a result not yet in its document."""
-    found = yield from Find[ClaimRef](COLLECTION, {"request_id": request_id, "merged": False, "done": True}, {"_id": 1})
+    found = yield from Find[ClaimRef](COLLECTION, unmerged_results(request_id), {"_id": 1})
     return len(found)
 
 
