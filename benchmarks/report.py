@@ -194,7 +194,9 @@ def worker_host_section(host: dict) -> list[str]:
         f"## A worker host alone on core(s) {cores} ({host['corpus']} corpus)",
         "",
         "`make worker` on its core(s), with one codec process per core; the API host, MongoDB, Redis, SeaweedFS "
-        "(the bucket) and the image host on the others. Against Pillow alone on the same core(s).",
+        "(the bucket) and the image host on the others. Against Pillow alone on the same core(s), "
+        "the mean of its rates just before and just after the run "
+        "({:.1f} and {:.1f} images/s).".format(*host["pillow_images_per_second_before_after"]),
         "",
         "| images | seconds | images/s | Pillow alone | ratio to Pillow | ratio to the service's codec "
         "| Pillow, ms an image | codec processes, ms an image (Pillow's part) | main process, ms an image |",

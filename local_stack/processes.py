@@ -30,7 +30,8 @@ class Program:
 
 # Decoded images are large, short-lived buffers. With glibc's defaults, freed ones stay in
 # the process (its mmap threshold grows to their size, and each thread gets an arena), so a
-# worker's memory only ever grows; fixed thresholds hand them back to the system at once.
+# worker's memory only ever grows; fixed thresholds hand them back to the system at once. Its
+# codec processes, which hold one image at a time, set their own (worker_service/codec_pool.py).
 IMAGE_WORKER_MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 

@@ -20,6 +20,7 @@ memory (`SHARED_BYTES`) crosses the pipe instead.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import mmap
@@ -48,6 +49,10 @@ READY = "ready"
 # Room for the body of a 1-3 MP photo, the usual catalogue image, and its image. Memory is taken only
 # as it is written, and stays taken: larger ones, whose decoding dwarfs the pipe's cost, take the pipe.
 SHARED_BYTES = 2 * 1024 * 1024
+# The memory a codec process's allocator keeps for the next image rather than hand back: a 5 MP
+# picture decoded, the usual catalogue photo's body and image.
+KEPT_BYTES = 16 * 1024 * 1024
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
 class CodecTimeout(ImageRejected):
@@ -117,6 +122,7 @@ def _serve(connection: Connection, options: CodecSettings, bodies: SharedBuffer,
     # the image in hand while the worker finishes its products. It ends on the worker's hang-up.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _keep_memory_for_the_next_image()
     connection.send(READY)  # its imports are done: from now on only images count against the limit
     while True:
         try:
@@ -130,6 +136,23 @@ def _serve(connection: Connection, options: CodecSettings, bodies: SharedBuffer,
             image_length, value = len(value.data), dataclasses.replace(value, data=b"")
         # Its own CPU for the image goes back with it, for the `codec` step (worker_service.step_cpu).
         connection.send((kind, value, time.process_time() - started, image_length))
+
+
+def _keep_memory_for_the_next_image() -> None:
+    """Blocks up to KEPT_BYTES from the process's own heap, which keeps up to that much free.
+
+    The image worker runs with fixed, small allocator thresholds (local_stack/processes.py), which
+    its codec processes inherit: there, every body, picture and image was memory fresh from the
+    system, faulted in page by page, about 820 page faults an image of 1.2 MP, which took a fifth
+    of the codec's CPU (docs/performance.md). A codec process works on one image at a time, so
+    what it keeps is bounded by the largest image below this size.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except AttributeError:  # not glibc: that allocator's own defaults
+        return
+    mallopt(_M_MMAP_THRESHOLD, KEPT_BYTES)
+    mallopt(_M_TRIM_THRESHOLD, KEPT_BYTES)
 
 
 def _outcome(data: bytes, options: CodecSettings) -> tuple[str, CompressedImage | str]:

@@ -292,12 +292,14 @@ def test_the_worker_host_section_splits_its_cpu_by_step() -> None:
     steps = {"download": 2.0, "codec_handoff": 0.3, "store": 3.4, "database": 0.35, "logging": 0.05,
              "metrics": 0.05, "celery_and_rest": 1.6, "codec": 12.3, "codec_processes": 13.1}  # fmt: skip
     host = {"images": 1000, "seconds": 22.0, "images_per_second": 45.4, "pillow_images_per_second": 92.3,
+            "pillow_images_per_second_before_after": [90.1, 94.5],
             "codec_images_per_second": 103.0, "ratio_to_pillow": 0.49, "ratio_to_codec": 0.44,
             "pillow_ms_per_image": 10.83, "cpu_ms_per_image": steps, "main_process_ms_per_image": 7.86,
             "worker_cores": [1], "corpus": "photos", "other_cores_busy": 0.62,
             "pillow_beside_busy_images_per_second": 76.5, "ratio_to_pillow_beside_busy": 0.59}  # fmt: skip
     text = markdown({"cores": 2, "per_product": 5, "corpora": {}, "worker_host": host})
     assert "## A worker host alone on core(s) 1 (photos corpus)" in text
+    assert "the mean of its rates just before and just after the run (90.1 and 94.5 images/s)" in text
     assert "| 1000 | 22.0 | 45.4 | 92.3 | 0.49 | 0.44 | 10.83 | 13.10 (12.30) | 7.86 |" in text
     assert "| 2.00 | 0.30 | 3.40 | 0.35 | 0.05 | 0.05 | 1.60 |" in text
     assert "The other cores were 62% busy during the run. Pillow alone beside them spinning" in text
