@@ -142,10 +142,10 @@ def _keep_memory_for_the_next_image() -> None:
     """Blocks up to KEPT_BYTES from the process's own heap, which keeps up to that much free.
 
     The image worker runs with fixed, small allocator thresholds (local_stack/processes.py), which
-    its codec processes inherit: there, every body, picture and image was memory fresh from the
-    system, faulted in page by page, about 820 page faults an image of 1.2 MP, which took a fifth
-    of the codec's CPU (docs/performance.md). A codec process works on one image at a time, so
-    what it keeps is bounded by the largest image below this size.
+    its codec processes inherit: there, every decoded picture was memory fresh from the system,
+    faulted in page by page (at 128 KiB, about 820 page faults an image of 1.2 MP, which took a
+    fifth of the codec's CPU: docs/performance.md). A codec process works on one image at a time,
+    so what it keeps stays near this size.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -188,8 +188,8 @@ def page_faults(pid: int) -> int:
 
 
 def test_a_codec_process_keeps_an_images_memory_for_the_next(monkeypatch):
-    # The image worker's own allocator thresholds (local_stack), which its codec processes inherit:
-    # under them every 1.2 MP picture's 3.6 MB faulted in afresh, about 900 pages an image.
+    # Small fixed allocator thresholds, as the image worker's (local_stack), which its codec processes
+    # inherit: under them every 1.2 MP picture's 3.6 MB faulted in afresh, about 900 pages an image.
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     photo = encoded(Image.effect_noise((1280, 960), 64).convert("RGB"), "JPEG")
