@@ -7,6 +7,7 @@ httpx downloads); the worker registers the tasks under these same names.
 from celery import Celery
 
 from shared.broker_transport import TRANSPORT
+from shared.result_backend import BACKEND_CLASS
 from shared.settings import VISIBILITY_TIMEOUT_SECONDS, Settings
 
 # Image work runs in a worker of its own (its codec in processes of its own); the short
@@ -50,7 +51,8 @@ def redis_url(settings: Settings) -> str:
 
 def make_celery(settings: Settings, name: str) -> Celery:
     url = redis_url(settings)
-    app = Celery(name, broker=url, backend=url)
+    # Results in Redis, through a backend that never subscribes to them (result_backend.py).
+    app = Celery(name, broker=url, backend=f"{BACKEND_CLASS}+{url}")
     transport_options = {
         # A product task ends well within this (shared.settings.Deadlines); a message unacknowledged
         # for longer is given back to the queue by Redis. Lost work is found sooner by the sweeper.
