@@ -272,7 +272,7 @@ def verifying_ssl_context() -> ssl.SSLContext:
     """The CA bundle, loaded once a process and shared by every guarded client.
 
     Building a context reads the whole bundle, 20 ms of CPU, which every webhook attempt paid
-    for its client (2 % of the machine in `make bench`'s burst). A context is safe to share
+    for its client (about 3 % of the machine in `make bench`'s burst). A context is safe to share
     between connections and threads; SSL_CERT_FILE and SSL_CERT_DIR are read when it is built.
     """
     return httpx.create_ssl_context()
