@@ -34,7 +34,9 @@ class AppState:
         return self.settings.download_url(request_id)
 
 
-def services(request: Request) -> AppState:
+async def services(request: Request) -> AppState:
+    # Async though it awaits nothing: FastAPI runs a plain function dependency in its thread pool,
+    # a hand-off to a thread on every request (7-10 % of the API's CPU under 50 pollers).
     # Starlette types app.state as Any; lifespan (api_service.main) stores an AppState there.
     state: AppState = request.app.state.services
     return state

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.dependencies import utils as dependency_utils
 from fastapi.testclient import TestClient
 from kombu.exceptions import OperationalError
 from pymongo.errors import NetworkTimeout, OperationFailure, ServerSelectionTimeoutError
@@ -141,3 +142,17 @@ def test_the_webhook_answer_never_shows_a_password(client):
     response = client.post("/api/v1/webhook", json={"request_id": "r1", "webhook_url": SECRET_HOOK})
     assert response.status_code == 200
     assert response.json() == {"request_id": "r1", "webhook_url": "https://hooks:***@shop.example.com/hooks"}
+
+
+def test_a_request_hands_no_dependency_to_a_thread(client, monkeypatch):
+    # FastAPI runs a plain function dependency in its thread pool: a thread hand-off per request.
+    handed: list[str] = []
+    hand_off = dependency_utils.run_in_threadpool
+
+    async def recorded(call, *args, **kwargs):
+        handed.append(call.__qualname__)
+        return await hand_off(call, *args, **kwargs)
+
+    monkeypatch.setattr(dependency_utils, "run_in_threadpool", recorded)
+    client.post("/api/v1/upload")  # refused for want of a file, once its dependencies are solved
+    assert handed == []
