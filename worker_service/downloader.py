@@ -139,6 +139,11 @@ class Download:
     validators: Validators = Validators()
     not_modified: bool = False  # the host answered 304 to the validators it was given
 
+    def sha256(self) -> str:
+        """The body's SHA-256, what the re-import memory knows a source by (hashlib lets other
+        threads run meanwhile)."""
+        return hashlib.sha256(self.data).hexdigest()
+
 
 @dataclass(frozen=True)
 class Check:
@@ -156,7 +161,7 @@ class Check:
     def of(download: Download, download_ms: float, digest: str | None = None) -> Check:
         """The check a download makes; its body's `digest`, if the caller has it already."""
         if not download.not_modified and digest is None:
-            digest = hashlib.sha256(download.data).hexdigest()  # other threads run meanwhile
+            digest = download.sha256()
         return Check(download.not_modified, download.validators, None if download.not_modified else digest,
                      len(download.data), download.attempts, download_ms)  # fmt: skip
 

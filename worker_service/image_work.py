@@ -9,7 +9,6 @@ way the outcome carries what to remember for the next time.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -89,7 +88,7 @@ def fetch_and_store(
     """The image's storage key, and what to remember of its source (None when nothing is remembered)."""
     remembered = job.remembered
     download = fetch(context, job.url, not_after, details, validators_of(remembered))
-    digest = sha256_of(download) if job.remember or remembered else None
+    digest = download.sha256() if job.remember or remembered else None
     check = confirmed(download, digest, remembered, details)
     if remembered is not None and check is not None:
         try:
@@ -98,7 +97,7 @@ def fetch_and_store(
             log.info("%s: its remembered output is gone; processing it again", job.where())
             if download.not_modified:
                 download = fetch(context, job.url, not_after, details, None)
-                digest = sha256_of(download)
+                digest = download.sha256()
     image = compress(context, download, not_after, details)
     key = job.key(image.extension)
     started = time.perf_counter()
@@ -256,8 +255,3 @@ def validators_of(remembered: SourceDocument | None) -> Validators | None:
 
 def newest(answered: Validators, remembered: SourceDocument) -> Validators:
     return Validators(answered.etag or remembered["etag"], answered.last_modified or remembered["last_modified"])
-
-
-def sha256_of(download: Download) -> str:
-    # hashlib lets other threads run while it hashes a body.
-    return hashlib.sha256(download.data).hexdigest()
