@@ -22,6 +22,7 @@ from shared.store.operations import RawDocument, Runnable, SyncStore
 from worker_service.codec_pool import CodecPool
 from worker_service.downloader import Downloader
 from worker_service.image_codec import fingerprint
+from worker_service.lease_keeper import LeaseKeeper
 from worker_service.step_cpu import CLOCK
 
 T = TypeVar("T")
@@ -68,6 +69,10 @@ class WorkerContext:
         return CodecPool(self.settings.codec)
 
     @cached_property
+    def lease_keeper(self) -> LeaseKeeper:
+        return LeaseKeeper(lambda: self.store, self.settings.work.product_lease_seconds)
+
+    @cached_property
     def codec_fingerprint(self) -> str:
         """What an output remembered for a re-import must have been made with to be reused."""
         return fingerprint(self.settings.codec)
@@ -103,7 +108,7 @@ def prepare(sender: Any, **_: Any) -> None:
     for made_on_first_use in ("store", "redis", "fair_queue", "storage"):
         getattr(context, made_on_first_use)
     if consumes_images(sender):
-        for made_on_first_use in ("downloader", "image_threads", "codec_pool", "codec_fingerprint"):
+        for made_on_first_use in ("downloader", "image_threads", "codec_pool", "codec_fingerprint", "lease_keeper"):
             getattr(context, made_on_first_use)
 
 

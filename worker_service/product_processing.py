@@ -1,16 +1,13 @@
-"""One product: its images in the worker's threads, within its deadline, with its lease kept alive;
-then what came of it."""
+"""One product: its images in the worker's threads, within its deadline, with its lease kept alive
+(worker_service/lease_keeper.py); then what came of it."""
 
 import logging
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from shared import metrics
 from shared.errors import OutOfTime
 from shared.models import ProductStatus, ReuseKind, utcnow
-from shared.store import product_claims, requests, sources
+from shared.store import requests, sources
 from shared.store.product_claims import Claimed, ImageDetails, ProductResult, ProductWork
 from shared.store.sources import SourceDocument
 from worker_service import image_work
@@ -47,28 +44,6 @@ def failed(message: str) -> ImageOutcome:
 def outcome_or_timeout(outcome: ImageOutcome | None) -> ImageOutcome:
     """The image's outcome, or "not finished" when it was not started or has not ended in time."""
     return outcome if outcome is not None else failed(OutOfTime().message)
-
-
-@contextmanager
-def lease_renewal(context: WorkerContext, work: ProductWork, attempt: int) -> Iterator[None]:
-    """Keep the product's lease alive while it is worked on, so only a lost worker loses it."""
-    lease = context.settings.work.product_lease_seconds
-    stopped = threading.Event()
-
-    def renew() -> None:
-        while not stopped.wait(lease / 3):
-            try:
-                context.store.run(product_claims.renew_lease(work, attempt, utcnow(), lease))
-            except Exception:
-                log.warning("could not renew the lease of %s/%s", work.request_id, work.serial_number, exc_info=True)
-
-    renewer = threading.Thread(target=renew, name="lease-renewal", daemon=True)
-    renewer.start()
-    try:
-        yield
-    finally:
-        stopped.set()
-        renewer.join()
 
 
 def image_jobs(context: WorkerContext, work: ProductWork) -> list[ImageJob]:
@@ -109,7 +84,7 @@ def process_product(context: WorkerContext, work: ProductWork, claimed: Claimed)
     deadlines = context.settings.deadlines
     not_after = time.monotonic() + deadlines.product_seconds
     give_up_at = not_after + deadlines.product_grace_seconds
-    with lease_renewal(context, work, claimed.attempt):
+    with context.lease_keeper.keeping(work, claimed.attempt):
         jobs = image_jobs(context, work)
         ended = run_in_lanes(context, image_work.run, jobs, not_after, give_up_at)
     outcomes = {job.position: outcome_or_timeout(outcome) for job, outcome in zip(jobs, ended, strict=True)}

@@ -1,5 +1,6 @@
 """The store's programs against the real embedded server: safe to run twice, each race won once."""
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +29,7 @@ from shared.store.sources import SourceDocument
 from worker_service import request_life
 from worker_service.context import WorkerContext
 from worker_service.image_work import ImageOutcome
+from worker_service.lease_keeper import LeaseKeeper
 from worker_service.product_processing import product_result
 from worker_service.sweeper import forget_unused_sources, stalled_products
 
@@ -112,6 +114,23 @@ def test_an_expired_lease_is_taken_over_and_the_old_attempt_cannot_record(store)
     assert not record(store, works[0], first, [ImageOutcome(key="k")] * 2)
     assert record(store, works[0], second, [ImageOutcome(key="k")] * 2)
     assert claim(store, works[0]) is None
+
+
+def test_the_lease_keeper_holds_each_product_while_it_is_worked_on_and_no_longer(store):
+    _, works = started_request(store)
+    lease = 1.0
+    keeper = LeaseKeeper(lambda: store, lease)
+    long, short = claim(store, works[0], lease), claim(store, works[1], lease)
+    try:
+        with keeper.keeping(works[0], long):
+            with keeper.keeping(works[1], short):
+                time.sleep(2 * lease)
+                assert claim(store, works[1], lease) is None, "renewed while it was worked on"
+            time.sleep(2 * lease)
+            assert claim(store, works[0], lease) is None, "renewed while it was worked on"
+            assert claim(store, works[1], lease) == 2, "no longer renewed once its work ended"
+    finally:
+        keeper.close()
 
 
 def test_merging_the_same_results_twice_counts_them_once(store):
