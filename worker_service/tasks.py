@@ -87,7 +87,8 @@ def release_in_turn(context: WorkerContext) -> None:
         log.warning("could not release waiting products now; the sweeper will", exc_info=True)
 
 
-# Results nobody reads are not stored; the product tasks' are, since the chord counts them.
+# No task's result is stored: nobody reads them, and a chord counts its header's tasks with the Redis
+# backend's own counter, which each task adds to as it ends whether or not its result is stored.
 @app.task(name=PROCESS_REQUEST, ignore_result=True)
 def process_request(request_id: str) -> None:
     """Mark the request processing and fan out one task per product, each waiting for its turn
@@ -108,7 +109,7 @@ def process_request(request_id: str) -> None:
 # No Celery time limits: every worker runs threads, which Celery cannot interrupt. Each wait of
 # a product has a deadline of its own, and its codec work a process that is killed at its limit
 # (worker_service/product_processing.py, codec_pool.py).
-@app.task(name=PROCESS_PRODUCT)
+@app.task(name=PROCESS_PRODUCT, ignore_result=True)
 def process_product(work: dict[str, Any]) -> None:
     context = worker_context()
     # This task left the workers' queue: the next in turn takes its place, and another as it ends.
@@ -119,7 +120,7 @@ def process_product(work: dict[str, Any]) -> None:
         release_in_turn(context)
 
 
-@app.task(name=REVALIDATE_PRODUCTS)
+@app.task(name=REVALIDATE_PRODUCTS, ignore_result=True)
 def revalidate_products(works: list[dict[str, Any]]) -> None:
     """Re-imported products checked with their hosts together (worker_service/revalidation.py);
     those not found unchanged are sent on as product tasks."""
