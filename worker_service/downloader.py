@@ -14,7 +14,6 @@ our network, `detail`, for the log, and whether it is `retryable`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -27,6 +26,7 @@ from shared import errors
 from shared.address_guard import BlockedAddressError, UnresolvableHostError
 from shared.errors import ServiceError
 from shared.settings import DownloadSettings, NetworkSettings
+from shared.store.sources import body_digest
 from shared.url_rules import redact_credentials
 from worker_service.curl_client import (
     BodyTooLarge,
@@ -139,20 +139,19 @@ class Download:
     validators: Validators = Validators()
     not_modified: bool = False  # the host answered 304 to the validators it was given
 
-    def sha256(self) -> str:
-        """The body's SHA-256, what the re-import memory knows a source by (hashlib lets other
-        threads run meanwhile)."""
-        return hashlib.sha256(self.data).hexdigest()
+    def digest(self) -> str:
+        """What the re-import memory knows the body by (shared/store/sources.py)."""
+        return body_digest(self.data)
 
 
 @dataclass(frozen=True)
 class Check:
     """What a host answered of a remembered source: `304` (`not_modified`), or a body, of which only
-    its SHA-256 and size are kept; the validators it sent, and how long it took."""
+    its digest and size are kept; the validators it sent, and how long it took."""
 
     not_modified: bool
     validators: Validators
-    sha256: str | None  # of the body; None after a 304
+    digest: str | None  # of the body; None after a 304
     bytes_in: int
     attempts: int
     download_ms: float
@@ -161,7 +160,7 @@ class Check:
     def of(download: Download, download_ms: float, digest: str | None = None) -> Check:
         """The check a download makes; its body's `digest`, if the caller has it already."""
         if not download.not_modified and digest is None:
-            digest = download.sha256()
+            digest = download.digest()
         return Check(download.not_modified, download.validators, None if download.not_modified else digest,
                      len(download.data), download.attempts, download_ms)  # fmt: skip
 

@@ -88,7 +88,7 @@ def fetch_and_store(
     """The image's storage key, and what to remember of its source (None when nothing is remembered)."""
     remembered = job.remembered
     download = fetch(context, job.url, not_after, details, validators_of(remembered))
-    digest = download.sha256() if job.remember or remembered else None
+    digest = download.digest() if job.remember or remembered else None
     check = confirmed(download, digest, remembered, details)
     if remembered is not None and check is not None:
         try:
@@ -97,7 +97,7 @@ def fetch_and_store(
             log.info("%s: its remembered output is gone; processing it again", job.where())
             if download.not_modified:
                 download = fetch(context, job.url, not_after, details, None)
-                digest = download.sha256()
+                digest = download.digest()
     image = compress(context, download, not_after, details)
     key = job.key(image.extension)
     started = time.perf_counter()
@@ -158,8 +158,8 @@ def confirmed(
 
 
 def unchanged(check: Check, remembered: SourceDocument) -> bool:
-    """Whether the source is the one remembered: the host said so (304), or its body hashes the same."""
-    return check.not_modified or check.sha256 == remembered["sha256"]
+    """Whether the source is the one remembered: the host said so (304), or its body has the same digest."""
+    return check.not_modified or check.digest == remembered["digest"]
 
 
 def stored(context: WorkerContext, write: Callable[[], None]) -> None:
@@ -211,7 +211,7 @@ def reuse(
     if not job.remember or not worth_writing(context, remembered, validators):
         return key, None
     # The output stays where it is: this request's copy is its own to delete.
-    return key, source_document(context, job, validators, remembered["sha256"], remembered["bytes_in"], output)
+    return key, source_document(context, job, validators, remembered["digest"], remembered["bytes_in"], output)
 
 
 def worth_writing(context: WorkerContext, remembered: SourceDocument, validators: Validators) -> bool:
@@ -236,7 +236,7 @@ def source_document(
         "_id": source_id(job.owner, job.url),
         "etag": validators.etag,
         "last_modified": validators.last_modified,
-        "sha256": digest,
+        "digest": digest,
         "bytes_in": bytes_in,
         "output": output,
         "expires_at": expiry(context, utcnow()),

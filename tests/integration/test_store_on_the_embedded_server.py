@@ -268,7 +268,7 @@ def source_document(url: str, *, expires_at, request_id: str | None) -> SourceDo
     key = f"sources/{identity}.jpg" if request_id is None else f"{request_id}/1-0.jpg"
     output = {"key": key, "request_id": request_id, "fingerprint": "fp", "format": "JPEG", "extension": "jpg",
               "width": 1, "height": 1, "bytes_out": 4}  # fmt: skip
-    return {"_id": identity, "etag": None, "last_modified": None, "sha256": "0", "bytes_in": 4, "output": output,
+    return {"_id": identity, "etag": None, "last_modified": None, "digest": "blake3:0", "bytes_in": 4, "output": output,
             "expires_at": expires_at}  # fmt: skip
 
 

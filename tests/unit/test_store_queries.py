@@ -1,9 +1,12 @@
 """Each store module's queries as data: what they ask of MongoDB, read without a database."""
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
+import blake3
+
 from shared.models import ProductStatus, RequestStatus
-from shared.store import product_claims, requests
+from shared.store import product_claims, requests, sources
 from shared.store.leases import is_live, no_live_lease
 from shared.store.operations import FindOne, FindOneAndUpdate, Updated
 from shared.store.product_claims import ClaimDocument, ProductWork
@@ -128,3 +131,37 @@ def test_an_unfinished_products_state_follows_its_lease() -> None:
 def test_the_processing_log_reads_claims_by_id() -> None:
     read = first(product_claims.of_products("r1", [0, 3]))
     assert read.filter == {"_id": {"$in": ["r1:0", "r1:3"]}}
+
+
+# -- sources -------------------------------------------------------------------------------------
+
+
+def remembered_from(document: dict) -> dict:
+    program = sources.remembered(None, ["https://img.example.com/a.jpg"], "f1")
+    next(program)
+    try:
+        program.send([document])
+    except StopIteration as found:
+        return found.value
+    raise AssertionError("remembered asked for more than one read")
+
+
+def source_document(**digest: str) -> dict:
+    output = {"key": "r0/1/0.jpg", "request_id": "r0", "fingerprint": "f1", "format": "JPEG", "extension": "jpg",
+              "width": 1, "height": 1, "bytes_out": 1}  # fmt: skip
+    identity = sources.source_id(None, "https://img.example.com/a.jpg")
+    return {"_id": identity, "etag": None, "last_modified": None, "bytes_in": 4, "output": output,
+            "expires_at": NOW, **digest}  # fmt: skip
+
+
+def test_a_body_is_known_by_its_named_blake3_digest() -> None:
+    assert sources.body_digest(b"body") == "blake3:" + blake3.blake3(b"body").hexdigest()
+    remembered = remembered_from(source_document(digest=sources.body_digest(b"body")))
+    assert remembered["https://img.example.com/a.jpg"]["digest"] == sources.body_digest(b"body")
+
+
+def test_a_source_remembered_by_its_bare_sha256_matches_no_body() -> None:
+    # Written before digests were named: its image is processed once more, and remembered anew.
+    old = source_document(sha256=hashlib.sha256(b"body").hexdigest())
+    digest = remembered_from(old)["https://img.example.com/a.jpg"]["digest"]
+    assert digest == "sha256:" + hashlib.sha256(b"body").hexdigest() != sources.body_digest(b"body")
