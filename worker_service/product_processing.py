@@ -48,9 +48,9 @@ def outcome_or_timeout(outcome: ImageOutcome | None) -> ImageOutcome:
 
 def image_jobs(context: WorkerContext, work: ProductWork) -> list[ImageJob]:
     """The product's images, each with what the owner's earlier requests left of its source: one
-    read for the whole product, none with REUSE_OUTPUTS off or a refresh asked for."""
+    read for the whole product, none with REUSE_OUTPUTS off, a refresh asked for, or in a new catalogue."""
     remembered: dict[str, SourceDocument] = {}
-    if context.settings.reuse.outputs and not work.refresh:
+    if context.settings.reuse.outputs and not work.refresh and not work.new_catalogue:
         remembered = context.store.run(sources.remembered(work.owner, work.input_image_urls, context.codec_fingerprint))
     return jobs_of(context, work, remembered)
 

@@ -10,7 +10,8 @@ to that many images, and a batch costs one memory lookup, its conditional reques
 one thread through libcurl's multi interface, DOWNLOAD_CONCURRENCY at a time), its copies, and one
 write of every product it found unchanged.
 With the whole sample remembered, every product goes in a batch; with part of it, only those whose
-every image the memory holds.
+every image the memory holds; with none of it, and none of the sampled products' other images
+either, the request is a new catalogue, whose product tasks look nothing up (`as_new_catalogue`).
 
 A batch only ever records products whose every image it reused. Any other (an image not
 remembered, changed, redirected, failed, not answered within DOWNLOAD_TOTAL_TIMEOUT_SECONDS, or
@@ -57,7 +58,7 @@ def batches_and_rest(
         return [], works
     share = sampled_share(context, candidates)
     if share == 0:
-        return [], works
+        return [], as_new_catalogue(context, works, candidates)
     if share < 1:
         candidates = wholly_remembered(context, candidates)
     batched = {work.index for work in candidates}
@@ -67,15 +68,36 @@ def batches_and_rest(
 
 def sampled_share(context: WorkerContext, works: list[ProductWork]) -> float:
     """The share of a sample of the products' first images, spread over the request, that the
-    memory holds. None: a new catalogue, whose products reuse on their own what they can; it is not
-    looked up whole (the embedded server takes about 0.1 ms an image; 5 s for 50,000). All: a
+    memory holds. None: most likely a new catalogue (`as_new_catalogue` looks at the rest of the
+    sampled products' images); it is not looked up whole (the embedded server takes about 0.1 ms an
+    image; 5 s for 50,000). All: a
     catalogue uploaded again, sent in batches whole, since each batch reads what the memory holds
     of its own images anyway, and hands on any product it does not find whole; looking every image
     up first took a quarter of a 1,000-image re-import (0.24 of 0.9-1.2 s)."""
-    step = max(1, len(works) // SAMPLED_PRODUCTS)
-    sample = [work.input_image_urls[0] for work in works[::step][:SAMPLED_PRODUCTS]]
+    sample = [work.input_image_urls[0] for work in sampled_products(works)]
     known = context.store.run(sources.known(works[0].owner, sample, context.codec_fingerprint))
     return len(known) / len(set(sample))
+
+
+def sampled_products(works: list[ProductWork]) -> list[ProductWork]:
+    """Up to SAMPLED_PRODUCTS of the products, spread evenly over the request."""
+    step = max(1, len(works) // SAMPLED_PRODUCTS)
+    return works[::step][:SAMPLED_PRODUCTS]
+
+
+def as_new_catalogue(
+    context: WorkerContext, works: list[ProductWork], candidates: list[ProductWork]
+) -> list[ProductWork]:
+    """The products, marked a new catalogue (none then looks its images up) when the memory holds no
+    image at all of the sampled products, their first images being new. Each product's lookup costs
+    the embedded database about 2 ms of CPU and the worker 0.4 ms (`make bench`, docs/performance.md);
+    what it could find in such a catalogue is the odd product outside the sample, which is then
+    processed again. A catalogue with new main photos and its other photos kept is not new."""
+    urls = [url for work in sampled_products(candidates) for url in work.input_image_urls]
+    if context.store.run(sources.known(works[0].owner, urls, context.codec_fingerprint)):
+        return works
+    new = {work.index for work in candidates}
+    return [replace(work, new_catalogue=True) if work.index in new else work for work in works]
 
 
 def wholly_remembered(context: WorkerContext, works: list[ProductWork]) -> list[ProductWork]:

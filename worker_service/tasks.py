@@ -102,8 +102,9 @@ def process_request(request_id: str) -> None:
     batches, rest = revalidation.batches_and_rest(context, works)
     header = [batch_task(batch) for batch in batches] + [product_task(work) for work in rest]
     fan_out(context, header, works, merge_results.si(request_id))
-    log.info("request %s: %d products waiting for their turn (%d in %d batches of remembered images)", request_id,
-             len(works), len(works) - len(rest), len(batches))  # fmt: skip
+    new = " (a new catalogue: none looked up)" if any(work.new_catalogue for work in rest) else ""
+    log.info("request %s: %d products waiting for their turn (%d in %d batches of remembered images)%s", request_id,
+             len(works), len(works) - len(rest), len(batches), new)  # fmt: skip
 
 
 # No Celery time limits: every worker runs threads, which Celery cannot interrupt. Each wait of

@@ -56,6 +56,9 @@ class ProductWork:
     refresh: bool = False
     # The positions to process; None: every image. A retry processes only those that failed.
     positions: list[int] | None = None
+    # Its request was found a new catalogue (worker_service/revalidation.py): it looks up nothing of
+    # what the owner's earlier requests left, though it still leaves what it learns for later ones.
+    new_catalogue: bool = False
 
     def to_process(self) -> list[int]:
         return list(range(len(self.input_image_urls))) if self.positions is None else self.positions

@@ -2,7 +2,7 @@
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -26,11 +26,12 @@ from shared.store.operations import (
 from shared.store.product_claims import ImageDetails, ProductWork
 from shared.store.requests import new_request, new_request_id
 from shared.store.sources import SourceDocument
-from worker_service import request_life
+from worker_service import product_processing, request_life
 from worker_service.context import WorkerContext
 from worker_service.image_work import ImageOutcome
 from worker_service.lease_keeper import LeaseKeeper
 from worker_service.product_processing import product_result
+from worker_service.revalidation import batches_and_rest
 from worker_service.sweeper import forget_unused_sources, stalled_products
 
 T = TypeVar("T")
@@ -270,6 +271,37 @@ def source_document(url: str, *, expires_at, request_id: str | None) -> SourceDo
               "width": 1, "height": 1, "bytes_out": 4}  # fmt: skip
     return {"_id": identity, "etag": None, "last_modified": None, "digest": "blake3:0", "bytes_in": 4, "output": output,
             "expires_at": expires_at}  # fmt: skip
+
+
+def catalogue_of(context: WorkerContext, products: int, remembered: set[int]) -> list[ProductWork]:
+    """Products of two images each, enough for a batch; the images at the `remembered` places (counted
+    over the catalogue) are in the memory, made with the worker's codec settings."""
+    token = new_request_id()
+    urls = [[f"https://img.test/{token}/{p}-{i}.jpg" for i in range(2)] for p in range(products)]
+    known = [source_document(url, expires_at=utcnow() + timedelta(days=1), request_id="r0")
+             for place, url in enumerate(u for pair in urls for u in pair) if place in remembered]  # fmt: skip
+    for document in known:
+        document["output"]["fingerprint"] = context.codec_fingerprint
+    if known:
+        context.store.run(sources.remember(known))
+    return [ProductWork("r1", p, p + 1, pair) for p, pair in enumerate(urls)]
+
+
+def test_a_new_catalogue_s_products_look_nothing_up_and_one_with_old_photos_beside_new_ones_does(context):
+    products = context.settings.reuse.batch_images // 2
+    _, new = batches_and_rest(context, catalogue_of(context, products, remembered=set()))
+    assert all(work.new_catalogue for work in new)
+    # Every product's first photo is new, its second one remembered: not a new catalogue.
+    _, kept = batches_and_rest(context, catalogue_of(context, products, remembered={1, 3, 5}))
+    assert not any(work.new_catalogue for work in kept)
+    assert product_processing.image_jobs(context, kept[0])[1].remembered is not None
+
+
+def test_a_product_of_a_new_catalogue_looks_up_none_of_its_images(context):
+    [remembered] = catalogue_of(context, 1, remembered={0, 1})
+    assert all(job.remembered is not None for job in product_processing.image_jobs(context, remembered))
+    as_new = replace(remembered, new_catalogue=True)
+    assert all(job.remembered is None for job in product_processing.image_jobs(context, as_new))
 
 
 def test_products_recorded_at_once_are_kept_unless_a_task_claimed_them_meanwhile(store):
