@@ -69,11 +69,11 @@ def batches_and_rest(
 def sampled_share(context: WorkerContext, works: list[ProductWork]) -> float:
     """The share of a sample of the products' first images, spread over the request, that the
     memory holds. None: most likely a new catalogue (`as_new_catalogue` looks at the rest of the
-    sampled products' images); it is not looked up whole (the embedded server takes about 0.1 ms an
-    image; 5 s for 50,000). All: a
-    catalogue uploaded again, sent in batches whole, since each batch reads what the memory holds
-    of its own images anyway, and hands on any product it does not find whole; looking every image
-    up first took a quarter of a 1,000-image re-import (0.24 of 0.9-1.2 s)."""
+    sampled products' images); it is not looked up whole (the embedded server takes about 0.1 ms
+    an image; 5 s for 50,000). All: a catalogue uploaded again, sent in batches whole, since each
+    batch reads what the memory holds of its own images anyway, and hands on any product it does
+    not find whole; looking every image up first took a quarter of a 1,000-image re-import (0.24
+    of 0.9-1.2 s)."""
     sample = [work.input_image_urls[0] for work in sampled_products(works)]
     known = context.store.run(sources.known(works[0].owner, sample, context.codec_fingerprint))
     return len(known) / len(set(sample))
@@ -89,9 +89,9 @@ def as_new_catalogue(
     context: WorkerContext, works: list[ProductWork], candidates: list[ProductWork]
 ) -> list[ProductWork]:
     """The products, marked a new catalogue (none then looks its images up) when the memory holds no
-    image at all of the sampled products, their first images being new. Each product's lookup costs
-    the embedded database about 2 ms of CPU and the worker 0.4 ms (`make bench`, docs/performance.md);
-    what it could find in such a catalogue is the odd product outside the sample, which is then
+    image at all of the sampled products, their first images being new. Each product's lookup cost
+    the embedded database 0.35-0.40 ms of CPU and the worker 0.25-0.32 ms (docs/performance.md),
+    to find in such a catalogue at most the odd product outside the sample, which is then
     processed again. A catalogue with new main photos and its other photos kept is not new."""
     urls = [url for work in sampled_products(candidates) for url in work.input_image_urls]
     if context.store.run(sources.known(works[0].owner, urls, context.codec_fingerprint)):

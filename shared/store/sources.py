@@ -2,10 +2,11 @@
 that a catalogue uploaded again reuses what did not change (CONTRACT §10).
 
 One document per owner (API key) and image URL: the validators the host sent (`ETag`,
-`Last-Modified`), the digest of the body (BLAKE3), and the output stored from it, under the fingerprint of
-the codec settings that made it. A re-import asks the host with those validators; a `304`, or a body
-with the same digest, means the remembered output is copied under the new request's key instead of
-decoding and encoding the image again. Owners never share a document: the owner is part of its id.
+`Last-Modified`), the digest of the body (BLAKE3), and the output stored from it, under the
+fingerprint of the codec settings that made it. A re-import asks the host with those validators;
+a `304`, or a body with the same digest, means the remembered output is copied under the new
+request's key instead of decoding and encoding the image again. Owners never share a document:
+the owner is part of its id.
 
 The documents are written in batches by the merge of finished products (never once per product),
 and only when they change: a new or changed source, or a use that pushes back an expiry already
