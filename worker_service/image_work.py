@@ -1,7 +1,7 @@
 """One image of a product: fetched, then reused or compressed, then stored; each failure kept to itself.
 
 A source the owner's earlier requests fetched (shared/store/sources.py) is asked for again with the
-host's validators. A `304 Not Modified`, or a body whose SHA-256 is the remembered one, means the
+host's validators. A `304 Not Modified`, or a body whose digest is the remembered one, means the
 remembered output is copied under this request's key: the codec never sees the image. Anything else
 (new, changed, refreshed, or a remembered output that is gone) is decoded and encoded as usual. Either
 way the outcome carries what to remember for the next time.
