@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import http.server
 import os
 import socket
 import threading
 import time
+import tracemalloc
+from collections.abc import Callable
 
 import pytest
 
@@ -75,6 +78,38 @@ def test_downloads_the_body(server: ScriptedServer) -> None:
     headers = server.request_headers[0]
     assert headers["Accept-Encoding"] == "identity"
     assert headers["User-Agent"].startswith("image-processing-service/")
+
+
+def held_after(fetch_all: Callable[[], object]) -> int:
+    """The bytes Python still holds once `fetch_all` has returned and its answers are dropped."""
+    tracemalloc.start()
+    try:
+        fetch_all()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+
+
+BIG = os.urandom(4 * 2**20)
+BIG_LIMITS = changed(LIMITS, max_bytes=8 * 2**20)
+
+
+def test_no_body_is_kept_once_it_is_handed_over(server: ScriptedServer) -> None:
+    # Every image thread keeps a libcurl handle, which keeps its last exchange's callbacks.
+    url = server.route("/big.jpg", reply(body=BIG))
+    with downloader_for(BIG_LIMITS) as downloader:
+        downloader.fetch(url)  # the thread's handle and connection made
+        assert held_after(lambda: downloader.fetch(url)) < 2**20
+
+
+def test_no_body_is_kept_once_a_batch_s_checks_have_hashed_it(server: ScriptedServer) -> None:
+    urls = [server.route(f"/big{i}.jpg", reply(body=BIG)) for i in range(3)]
+    with downloader_for(BIG_LIMITS) as downloader:
+        downloader.check_many([(urls[0], None)], 3, time.monotonic() + 10)
+        assert (
+            held_after(lambda: downloader.check_many([(url, None) for url in urls], 3, time.monotonic() + 10)) < 2**20
+        )
 
 
 def test_client_error_is_not_retried(server: ScriptedServer) -> None:
