@@ -46,7 +46,7 @@ from worker_service.image_metadata import EXIF_HEADER, gif_canvas_size, jpeg_wit
 
 # Changed whenever this module changes what it writes for the same input and settings, so that an
 # output remembered for a re-import (shared/store/sources.py) is reused only if it would be made again.
-CODEC_VERSION = 2
+CODEC_VERSION = 3
 # The codec settings that decide the output or a refusal (not how many processes, nor their time limit).
 OUTPUT_SETTINGS = {"quality", "jpeg_optimize", "png_optimize", "max_pixels", "max_frames", "max_animation_pixels"}
 
@@ -321,9 +321,14 @@ def _turbo_jpeg(data: bytes, im: Image.Image, options: CodecSettings) -> bytes:
     CPU on 1-2 MP photos: Pillow keeps pixels in 4 bytes and copies them row by row into and out
     of libjpeg, where simplejpeg hands libjpeg-turbo one 3-byte buffer (`docs/performance.md`).
     Strict: a truncated or corrupt body is refused, where Pillow fills in grey after a warning.
+
+    Chroma is upsampled by repeating each sample, not by libjpeg's smoothing filter: the encoder
+    averages every 2x2 block of chroma back into one sample, which gives a subsampled source's own
+    samples back rather than a blurred copy of them (3 dB closer on sharp colour edges, as close
+    on photos) for 3 % less of the codec's CPU (`docs/performance.md`).
     """
     try:
-        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB")
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", fastupsample=True)
     except ValueError as exc:
         raise TruncatedImage() from exc
     encoded = simplejpeg.encode_jpeg(pixels, quality=options.quality, colorsubsampling="420", fastdct=False)
