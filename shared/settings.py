@@ -233,13 +233,6 @@ class CodecSettings(Group):
         ge=1,
         le=64,
     )
-    worker_batch_scheduling: bool = setting(
-        True,
-        "WORKER_BATCH_SCHEDULING",
-        "an image worker's own threads run under Linux's SCHED_BATCH, so that waking they do not interrupt a "
-        "codec process mid-image (about 2 % more images a second on a worker's core); `false` runs them as "
-        "any other",
-    )
     timeout_seconds: float = setting(
         120.0,
         "CODEC_TIMEOUT_SECONDS",

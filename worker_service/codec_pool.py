@@ -38,7 +38,6 @@ from typing import Any
 
 from shared.errors import InternalError, OutOfTime
 from shared.settings import CODEC_START_SECONDS, CodecSettings
-from worker_service import cpu_scheduling
 from worker_service.image_codec import CompressedImage, ImageRejected, compress
 from worker_service.step_cpu import CLOCK
 
@@ -123,7 +122,6 @@ def _serve(connection: Connection, options: CodecSettings, bodies: SharedBuffer,
     # the image in hand while the worker finishes its products. It ends on the worker's hang-up.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    cpu_scheduling.codec_process_takes_its_turn()
     _keep_memory_for_the_next_image()
     connection.send(READY)  # its imports are done: from now on only images count against the limit
     while True:

@@ -19,7 +19,6 @@ from shared.settings import Settings, get_settings
 from shared.storage import Storage, storage_from_settings
 from shared.store.clients import sync_client
 from shared.store.operations import RawDocument, Runnable, SyncStore
-from worker_service import cpu_scheduling
 from worker_service.codec_pool import CodecPool
 from worker_service.downloader import Downloader
 from worker_service.image_codec import fingerprint
@@ -106,8 +105,6 @@ def prepare(sender: Any, **_: Any) -> None:
     two threads making the same client at once would make two (`cached_property` does not lock
     on every Python this runs on), two sets of codec processes among them."""
     context = worker_context()
-    if consumes_images(sender) and context.settings.codec.worker_batch_scheduling:
-        cpu_scheduling.worker_threads_wait_their_turn()
     for made_on_first_use in ("store", "redis", "fair_queue", "storage"):
         getattr(context, made_on_first_use)
     if consumes_images(sender):
