@@ -235,6 +235,9 @@ def markdown(report: dict) -> str:
             f"processing: p50 {pollers['p50_ms']:.1f} ms, p99 {pollers['p99_ms']:.1f} ms "
             f"({pollers['requests']} requests)."
         )
+    first_images = report.get("accept_first_image_seconds", {})
     for products, seconds in report.get("accept_seconds", {}).items():
-        lines.append(f"Accepting a {int(products):,}-product CSV: {seconds:.2f} s.")
+        first = first_images.get(products)
+        stored = f"; its first image stored {first:.2f} s after the upload began" if first is not None else ""
+        lines.append(f"Accepting a {int(products):,}-product CSV: {seconds:.2f} s{stored}.")
     return "\n".join(lines) + "\n"

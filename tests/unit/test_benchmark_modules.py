@@ -257,6 +257,7 @@ def test_the_report_has_a_table_per_corpus_and_the_burst() -> None:
         },
         "status_under_50_pollers": {"pollers": 50, "interval_s": 0.5, "requests": 3000, "p50_ms": 4, "p99_ms": 38},
         "accept_seconds": {"10000": 0.23},
+        "accept_first_image_seconds": {"10000": 2.61},
     }
     text = markdown(report)
     assert "## Corpus “mixed”: the original corpus" in text
@@ -269,7 +270,7 @@ def test_the_report_has_a_table_per_corpus_and_the_burst() -> None:
     assert "redis 1.0 %. Image host CPU: 0.6 % of the machine." in text
     assert text.count("Image host CPU, as a share of the whole machine: 20 images at 0 ms 1.0 %, 40 images") == 2
     assert "| 4.0 / 40.0 ms |" in text
-    assert "Accepting a 10,000-product CSV: 0.23 s." in text
+    assert "Accepting a 10,000-product CSV: 0.23 s; its first image stored 2.61 s after the upload began." in text
     tables = tables_of(text)
     assert len(tables) == 3
     for table in tables:
