@@ -93,9 +93,12 @@ def as_new_catalogue(
     the embedded database 0.35-0.40 ms of CPU and the worker 0.25-0.32 ms (docs/performance.md),
     to find in such a catalogue at most the odd product outside the sample, which is then
     processed again. A catalogue with new main photos and its other photos kept is not new."""
-    urls = [url for work in sampled_products(candidates) for url in work.input_image_urls]
-    if context.store.run(sources.known(works[0].owner, urls, context.codec_fingerprint)):
-        return works
+    # Their first images were just found new (`sampled_share`): only the others are left to look up.
+    others = [url for work in sampled_products(candidates) for url in work.input_image_urls[1:]]
+    if others:
+        known = context.store.run(sources.known(works[0].owner, others, context.codec_fingerprint))
+        if known:
+            return works
     new = {work.index for work in candidates}
     return [replace(work, new_catalogue=True) if work.index in new else work for work in works]
 
