@@ -1,11 +1,12 @@
 """The image codec: turns one downloaded body into a smaller image of the same kind.
 
 JPEG and WebP are re-encoded at the configured quality (a colour JPEG by libjpeg-turbo through
-simplejpeg, see `_turbo_jpeg`), PNG is re-compressed losslessly, GIF keeps
-its frames, and the other formats Pillow may open (BMP, TIFF) become JPEG. Dimensions never change;
-the EXIF orientation and the ICC profile are kept and every other piece of metadata is dropped.
-When the result is not smaller than the source, the source is kept: its pixel data as it was, its
-metadata dropped by the same rules (`image_metadata`).
+simplejpeg, see `_turbo_jpeg`), PNG is re-compressed losslessly unless it is already deflated as
+Pillow would deflate it again (`png_deflate`), GIF keeps its frames, and the other formats Pillow
+may open (BMP, TIFF) become JPEG. Dimensions never change; the EXIF orientation and the ICC profile
+are kept and every other piece of metadata is dropped. When the result is not smaller than the
+source, the source is kept: its pixel data as it was, its metadata dropped by the same rules
+(`image_metadata`).
 
 The body is untrusted, so: its format comes from its magic bytes and only that Pillow plugin may
 open it; its pixel count, frame count and an animation's canvas x frames are checked from the
@@ -43,12 +44,16 @@ from PIL import ExifTags, GifImagePlugin, Image, ImageFile, ImageSequence, PngIm
 from shared.errors import ServiceError
 from shared.settings import CodecSettings
 from worker_service.image_metadata import EXIF_HEADER, gif_canvas_size, jpeg_with_metadata, without_metadata
+from worker_service.png_deflate import already_well_deflated
 
 # Changed whenever this module changes what it writes for the same input and settings, so that an
 # output remembered for a re-import (shared/store/sources.py) is reused only if it would be made again.
-CODEC_VERSION = 3
+CODEC_VERSION = 4
 # The codec settings that decide the output or a refusal (not how many processes, nor their time limit).
-OUTPUT_SETTINGS = {"quality", "jpeg_optimize", "png_optimize", "max_pixels", "max_frames", "max_animation_pixels"}
+OUTPUT_SETTINGS = {
+    "quality", "jpeg_optimize", "png_optimize", "png_recompress_deflated",
+    "max_pixels", "max_frames", "max_animation_pixels",
+}  # fmt: skip
 
 
 def fingerprint(options: CodecSettings) -> str:
@@ -183,6 +188,9 @@ def compress(data: bytes, options: CodecSettings) -> CompressedImage:
         size = im.size
         if source is _PNG and _pillow_would_lose_png_data(data, im):
             encoded = None
+        elif source is _PNG and not _worth_deflating_again(data, im, options):
+            im.load()  # decoded all the same, so that a broken stream is refused rather than stored
+            encoded = None
         elif source is _JPEG and im.mode == "RGB" and not options.jpeg_optimize:
             encoded = _turbo_jpeg(data, im, options)
         else:
@@ -262,6 +270,12 @@ def _pillow_would_lose_png_data(data: bytes, im: Image.Image) -> bool:
     bit_depth, colour_type = data[24], data[25]  # IHDR is always the first chunk
     sixteen_bit_colour = bit_depth == 16 and colour_type != _PNG_GREYSCALE
     return sixteen_bit_colour or bool(im.info.get("default_image"))
+
+
+def _worth_deflating_again(data: bytes, im: Image.Image, options: CodecSettings) -> bool:
+    if options.png_optimize or options.png_recompress_deflated or getattr(im, "is_animated", False):
+        return True
+    return not already_well_deflated(data)
 
 
 def _kept_source(data: bytes, im: Image.Image, source: _Format) -> bytes:

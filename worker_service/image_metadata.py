@@ -140,7 +140,7 @@ _PNG_METADATA_CHUNKS = {b"tEXt", b"zTXt", b"iTXt", b"tIME", b"eXIf"}
 
 
 def _png_without_metadata(data: bytes, orientation_exif: bytes) -> bytes:
-    chunks = [chunk for chunk in _png_chunks(data) if chunk[4:8] not in _PNG_METADATA_CHUNKS]
+    chunks = [chunk for chunk in png_chunks(data) if chunk[4:8] not in _PNG_METADATA_CHUNKS]
     if not chunks or chunks[0][4:8] != b"IHDR":
         raise MalformedContainer("PNG without IHDR first")
     if orientation_exif:  # eXIf must come before IDAT; right after IHDR is always before
@@ -148,7 +148,7 @@ def _png_without_metadata(data: bytes, orientation_exif: bytes) -> bytes:
     return _PNG_SIGNATURE + b"".join(chunks)
 
 
-def _png_chunks(data: bytes) -> Iterator[bytes]:
+def png_chunks(data: bytes) -> Iterator[bytes]:
     """Every chunk up to IEND, each with its length and CRC."""
     if not data.startswith(_PNG_SIGNATURE):
         raise MalformedContainer("PNG without its signature")
