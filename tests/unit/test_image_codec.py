@@ -15,6 +15,7 @@ from shared.settings import CodecSettings, Settings
 from tests.support.images import animation_bomb_gif, decode, encode, frames, srgb_profile
 from tests.support.settings import changed
 from worker_service.image_codec import (
+    OUTPUT_SETTINGS,
     AnimationTooLarge,
     CompressedImage,
     ImageTooLarge,
@@ -22,6 +23,7 @@ from worker_service.image_codec import (
     TooManyFrames,
     TruncatedImage,
     compress,
+    fingerprint,
 )
 
 LIMITS = CodecSettings(_env_file=None)
@@ -685,6 +687,18 @@ def test_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert CodecSettings(_env_file=None).max_animation_pixels == 1234
     monkeypatch.delenv("MAX_ANIMATION_PIXELS")
     assert Settings.load(env_file=None).codec.max_animation_pixels == LIMITS.max_animation_pixels == 200_000_000
+
+
+def test_every_setting_that_decides_the_output_changes_the_fingerprint_and_no_other_does():
+    """The re-import memory reuses an output only under the same fingerprint (shared/store/sources.py)."""
+    others = {"concurrency": 7, "timeout_seconds": 3.5}  # how many processes, and how long each may take
+    output_settings = set(CodecSettings.model_fields) - set(others)
+    assert output_settings == OUTPUT_SETTINGS
+    for name in output_settings:
+        default = getattr(LIMITS, name)
+        other = (not default) if isinstance(default, bool) else default - 1
+        assert fingerprint(changed(LIMITS, **{name: other})) != fingerprint(LIMITS), name
+    assert fingerprint(changed(LIMITS, **others)) == fingerprint(LIMITS)
 
 
 def test_optimize_settings_are_lossless_and_never_larger():
