@@ -39,14 +39,13 @@ class Folded:
 
     claims: list[FinishedClaim]
     merged: int
-    finished: Finished | None  # the request, when the merge's write finished it
 
 
 def fold_in(context: WorkerContext, request_id: str) -> Folded:
     """Merge the request's finished products into its document; `settle` the claims next."""
     claims = context.store.run(product_claims.unmerged(request_id))
     merged = context.store.run(requests.merge(request_id, claims, utcnow()))
-    return Folded(claims, len(merged.claims), merged.finished)
+    return Folded(claims, len(merged))
 
 
 def may_finish(context: WorkerContext, request_id: str) -> bool:

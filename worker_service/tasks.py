@@ -220,9 +220,7 @@ def merge_results(request_id: str) -> None:
     context = worker_context()
     started = time.monotonic()
     folded = request_life.fold_in(context, request_id)
-    # A merge's write finishes the request when it folds in the last products. One that folds in
-    # none looks at the request instead, as a stalled request's merge sent by the sweeper needs.
-    finished = folded.finished if folded.merged else context.store.run(requests.finalize(request_id, utcnow()))
+    finished = context.store.run(requests.finalize(request_id, utcnow()))
     if finished is not None:
         request_life.announce(context, request_id, finished, deliver_in_turn)
     # After the request is final: its last results' settling is no client's wait.

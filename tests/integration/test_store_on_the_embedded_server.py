@@ -3,12 +3,12 @@
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
 
-from shared.models import RequestStatus, utcnow
+from shared.models import utcnow
 from shared.settings import Settings
 from shared.store import product_claims, requests, sources
 from shared.store.operations import (
@@ -96,8 +96,8 @@ def finish(store: SyncStore, work: ProductWork, outcomes: list[ImageOutcome]) ->
     assert record(store, work, claim(store, work), outcomes)
 
 
-def merge_all(store: SyncStore, request_id: str, now: datetime | None = None) -> requests.Merged:
-    return store.run(requests.merge(request_id, store.run(product_claims.unmerged(request_id)), now or utcnow()))
+def merge_all(store: SyncStore, request_id: str) -> list:
+    return store.run(requests.merge(request_id, store.run(product_claims.unmerged(request_id)), utcnow()))
 
 
 def test_a_product_is_claimed_by_one_worker_at_a_time(store):
@@ -138,10 +138,10 @@ def test_merging_the_same_results_twice_counts_them_once(store):
     request_id, works = started_request(store)
     finish(store, works[0], [ImageOutcome(key="a"), ImageOutcome(error="HTTP 404")])
     finish(store, works[1], [ImageOutcome(key="b"), ImageOutcome(key="c")])
-    assert len(merge_all(store, request_id).claims) == 2
+    assert len(merge_all(store, request_id)) == 2
     # A merge that crashed before marking its claims merged is run again, with one more result.
     finish(store, works[2], [ImageOutcome(error="HTTP 500")] * 2)
-    assert [c["index"] for c in merge_all(store, request_id).claims] == [2]
+    assert [c["index"] for c in merge_all(store, request_id)] == [2]
 
     document = store.run(requests.find_page(request_id, None, 0, 10))
     assert (document["products_done"], document["images_done"], document["images_failed"]) == (3, 6, 3)
@@ -150,42 +150,14 @@ def test_merging_the_same_results_twice_counts_them_once(store):
     assert document["products"][0]["errors"] == [{"index": 1, "message": "HTTP 404"}]
 
 
-def test_the_merge_of_a_requests_last_products_finishes_it_in_the_same_write_once(store):
-    request_id, works = started_request(store, products=2)
+def test_a_request_is_finalised_once(store):
+    request_id, works = started_request(store, products=1)
     finish(store, works[0], [ImageOutcome(key="a"), ImageOutcome(error="HTTP 404")])
-    assert merge_all(store, request_id).finished is None  # one product of two
-    finish(store, works[1], [ImageOutcome(key="b"), ImageOutcome(key="c")])
     assert store.run(requests.finalize(request_id, utcnow())) is None  # not merged yet
-
-    merged = merge_all(store, request_id)
-
-    assert [claim["index"] for claim in merged.claims] == [1]
-    assert merged.finished == requests.Finished(RequestStatus.COMPLETED_WITH_ERRORS, has_webhook=False)
-    document = store.run(requests.find_page(request_id, None, 0, 10))
-    assert (document["status"], document["products_done"], document["images_failed"]) == ("completed_with_errors", 2, 1)
-    assert "completed_at" in document
+    merge_all(store, request_id)
+    finished = store.run(requests.finalize(request_id, utcnow()))
+    assert finished.status == "completed_with_errors"
     assert store.run(requests.finalize(request_id, utcnow())) is None
-    assert merge_all(store, request_id).finished is None  # its claims merged again: counted once, not finished twice
-
-
-def test_a_request_whose_cancel_was_asked_is_not_finished_by_a_merge_even_one_in_flight(store):
-    request_id, [work] = started_request(store, products=1)
-    finish(store, work, [ImageOutcome(key="a")] * 2)
-    claims = store.run(product_claims.unmerged(request_id))
-    slow = iter(requests.merge(request_id, claims, utcnow()))
-    read_answer = store.run(next(slow))
-    # The cancel comes between the merge's read, which saw the request processing, and its write.
-    assert store.run(requests.ask_to_cancel(request_id, None, utcnow())) is not None
-    reread = slow.send(store.run(slow.send(read_answer)))
-    assert isinstance(reread, FindOne)  # its write, finishing the request, did not apply
-    write = slow.send(store.run(reread))
-    with pytest.raises(StopIteration) as ended:
-        slow.send(store.run(write))
-
-    assert [claim["index"] for claim in ended.value.value.claims] == [0]
-    assert ended.value.value.finished is None
-    document = store.run(requests.find_page(request_id, None, 0, 10))
-    assert (document["status"], document["products_done"]) == ("processing", 1)
 
 
 def test_the_processing_log_and_busy_products_are_read_back_by_id(store):
@@ -205,9 +177,8 @@ def test_a_retry_lost_between_its_two_writes_is_taken_up_by_the_sweeper(context)
     request_id, works = started_request(context.store, products=2)
     finish(context.store, works[0], [ImageOutcome(key="a"), ImageOutcome(error="HTTP 503")])
     finish(context.store, works[1], [ImageOutcome(key="b"), ImageOutcome(key="c")])
-    merged = merge_all(context.store, request_id)
-    context.store.run(product_claims.mark_merged(merged.claims))
-    assert merged.finished.status == "completed_with_errors"
+    context.store.run(product_claims.mark_merged(merge_all(context.store, request_id)))
+    assert context.store.run(requests.finalize(request_id, utcnow())).status == "completed_with_errors"
 
     # The retry marks the failed product pending, and its process is lost before it reopens the claim.
     retry = requests.retry(request_id, None, utcnow())
@@ -227,9 +198,8 @@ def finished_request(context: WorkerContext, completed_at=None) -> str:
     request_id, [work] = started_request(context.store, products=1)
     context.storage.put(f"{request_id}/1-0.jpg", b"jpeg", "image/jpeg")
     finish(context.store, work, [ImageOutcome(key=f"{request_id}/1-0.jpg"), ImageOutcome(error="HTTP 404")])
-    merged = merge_all(context.store, request_id, completed_at)
-    context.store.run(product_claims.mark_merged(merged.claims))
-    assert merged.finished is not None
+    context.store.run(product_claims.mark_merged(merge_all(context.store, request_id)))
+    assert context.store.run(requests.finalize(request_id, completed_at or utcnow())) is not None
     return request_id
 
 
@@ -345,7 +315,7 @@ def test_products_recorded_at_once_are_kept_unless_a_task_claimed_them_meanwhile
     assert store.run(product_claims.record_unclaimed(at_once)) == {0, 2}
     assert store.run(product_claims.record_unclaimed(at_once)) == set()  # run twice: kept once
     assert claim(store, works[0]) is None  # done: no task takes it up again
-    assert sorted(c["index"] for c in merge_all(store, request_id).claims) == [0, 2]
+    assert sorted(c["index"] for c in merge_all(store, request_id)) == [0, 2]
 
 
 def test_a_merge_that_lost_a_race_reads_again_and_counts_each_result_once(store):
@@ -357,13 +327,13 @@ def test_a_merge_that_lost_a_race_reads_again_and_counts_each_result_once(store)
     read = next(slow)
     read_answer = store.run(read)
     # Another merge of the same results gets in between this one's read and its write.
-    assert len(store.run(requests.merge(request_id, claims, utcnow())).claims) == 2
+    assert len(store.run(requests.merge(request_id, claims, utcnow()))) == 2
     write = slow.send(read_answer)
     reread = slow.send(store.run(write))
     assert isinstance(reread, FindOne)  # its write found the products changed: read again
     with pytest.raises(StopIteration) as ended:
         slow.send(store.run(reread))
-    assert ended.value.value == requests.Merged([])
+    assert ended.value.value == []
     document = store.run(requests.find_page(request_id, None, 0, 10))
     assert (document["products_done"], document["images_done"]) == (2, 4)
 
