@@ -27,13 +27,16 @@ _DEFLATE = 8  # CM, the low four bits of its first byte
 _PALETTE = 3
 _SAMPLES_A_PIXEL = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
 # The rows' filters are read from the inflated stream a piece at a time, so a large picture is never
-# held inflated; most writers that choose per row have used two filters within the first rows.
+# held inflated; most writers that choose per row have used two filters within the first rows. Never
+# past the picture's last row: a stream may go on inflating long after it (a bomb), which the
+# decoder ignores.
 _INFLATE_STEP = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
 class _Header:
     width: int
+    height: int
     bit_depth: int
     colour_type: int
     interlaced: bool
@@ -53,7 +56,7 @@ def already_well_deflated(data: bytes) -> bool:
         stream = b"".join(chunk[8:-4] for chunk in png_chunks(data) if chunk[4:8] == b"IDAT")
         if len(stream) < 2 or stream[0] & 0x0F != _DEFLATE or stream[1] >> 6 < _DEFAULT_LEVEL:
             return False
-        return _rows_use_several_filters(stream, header.row_length)
+        return _rows_use_several_filters(stream, header.row_length, header.height)
     except (MalformedContainer, zlib.error):
         return False  # decoding it will say what is wrong
 
@@ -61,21 +64,22 @@ def already_well_deflated(data: bytes) -> bool:
 def _header(data: bytes) -> _Header:
     # IHDR is always the first chunk: width, height, bit depth, colour type, compression, filter, interlace.
     try:
-        width, _, bit_depth, colour_type, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+        width, height, bit_depth, colour_type, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
     except struct.error as exc:
         raise MalformedContainer("PNG shorter than its header") from exc
-    return _Header(width, bit_depth, colour_type, interlaced=interlace != 0)
+    return _Header(width, height, bit_depth, colour_type, interlaced=interlace != 0)
 
 
-def _rows_use_several_filters(stream: bytes, row_length: int) -> bool:
+def _rows_use_several_filters(stream: bytes, row_length: int, rows: int) -> bool:
     inflater = zlib.decompressobj()
     pending = stream
+    picture_end = rows * row_length
     inflated = 0  # bytes of the stream inflated before `piece`
     next_row = 0  # where the next row starts in the inflated stream
     first_filter: int | None = None
-    while piece := inflater.decompress(pending, _INFLATE_STEP):
+    while next_row < picture_end and (piece := inflater.decompress(pending, _INFLATE_STEP)):
         pending = inflater.unconsumed_tail
-        filters = piece[next_row - inflated :: row_length]
+        filters = piece[next_row - inflated : picture_end - inflated : row_length]
         if filters:
             first_filter = filters[0] if first_filter is None else first_filter
             if filters.count(first_filter) != len(filters):

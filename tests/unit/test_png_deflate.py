@@ -9,6 +9,7 @@ from PIL import Image, PngImagePlugin
 from shared.settings import CodecSettings
 from tests.support.images import decode, encode, photo
 from tests.support.settings import changed
+from worker_service import png_deflate
 from worker_service.image_codec import TruncatedImage, compress
 from worker_service.png_deflate import already_well_deflated
 
@@ -21,8 +22,9 @@ def chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def rgb_png(picture: Image.Image, filters: list[int], level: int, interlace: int = 0) -> bytes:
-    """An RGB PNG whose row `y` uses filter `filters[y % len(filters)]`: none or up."""
+def rgb_png(picture: Image.Image, filters: list[int], level: int, interlace: int = 0, after: bytes = b"") -> bytes:
+    """An RGB PNG whose row `y` uses filter `filters[y % len(filters)]`: none or up; its stream goes
+    on with `after` past the last row."""
     width, height = picture.size
     pixels = picture.convert("RGB").tobytes()
     row_length = width * 3
@@ -34,7 +36,7 @@ def rgb_png(picture: Image.Image, filters: list[int], level: int, interlace: int
         rows.append(bytes([kind]) + filtered)
         previous = row
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, interlace)
-    stream = zlib.compress(b"".join(rows), level)
+    stream = zlib.compress(b"".join(rows) + after, level)
     return SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
 
 
@@ -109,3 +111,29 @@ def test_a_well_deflated_png_whose_stream_breaks_after_its_first_rows_is_refused
 
     with pytest.raises(TruncatedImage):
         compress(broken, LIMITS)
+
+
+def test_a_stream_that_goes_on_past_the_picture_is_inflated_no_further_than_its_last_row(monkeypatch):
+    # One filter for every row, so that the rule reads every row: then 8 MB more that no row holds.
+    source = rgb_png(photo(64, 48, seed=7), [NONE], level=9, after=bytes(8 << 20))
+    picture_bytes = 48 * (1 + 64 * 3)
+    inflated: list[int] = []
+    real = zlib.decompressobj
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inflater = real()
+
+        def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+            piece = self.inflater.decompress(data, max_length)
+            inflated.append(len(piece))
+            return piece
+
+        @property
+        def unconsumed_tail(self) -> bytes:
+            return self.inflater.unconsumed_tail
+
+    monkeypatch.setattr(png_deflate.zlib, "decompressobj", Counting)
+
+    assert not already_well_deflated(source)
+    assert picture_bytes <= sum(inflated) <= picture_bytes + png_deflate._INFLATE_STEP
