@@ -44,7 +44,7 @@ from PIL import ExifTags, GifImagePlugin, Image, ImageFile, ImageSequence, PngIm
 from shared.errors import ServiceError
 from shared.settings import CodecSettings
 from worker_service.image_metadata import EXIF_HEADER, gif_canvas_size, jpeg_with_metadata, without_metadata
-from worker_service.png_deflate import already_well_deflated
+from worker_service.png_deflate import GREYSCALE, already_well_deflated, png_header
 
 # Changed whenever this module changes what it writes for the same input and settings, so that an
 # output remembered for a re-import (shared/store/sources.py) is reused only if it would be made again.
@@ -160,7 +160,6 @@ _UNSUPPORTED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 _HEIF_BRANDS = {b"avif": "AVIF", b"avis": "AVIF", b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF"}
 
-_PNG_GREYSCALE = 0  # IHDR colour type
 _GIF_RESTORE_BACKGROUND = 2  # disposal method
 _GREY_MODES = {"1", "L", "LA", "La"}
 _SIXTEEN_BIT_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
@@ -267,8 +266,8 @@ def _check_frames(im: Image.Image, canvas: tuple[int, int], options: CodecSettin
 
 def _pillow_would_lose_png_data(data: bytes, im: Image.Image) -> bool:
     """Pillow reads 16-bit colour as 8-bit and can't rewrite an APNG's separate default image."""
-    bit_depth, colour_type = data[24], data[25]  # IHDR is always the first chunk
-    sixteen_bit_colour = bit_depth == 16 and colour_type != _PNG_GREYSCALE
+    header = png_header(data)
+    sixteen_bit_colour = header.bit_depth == 16 and header.colour_type != GREYSCALE
     return sixteen_bit_colour or bool(im.info.get("default_image"))
 
 

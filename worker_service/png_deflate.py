@@ -24,7 +24,7 @@ from worker_service.image_metadata import MalformedContainer, png_chunks
 # FLEVEL, the top two bits of a zlib stream's second byte: 0 fastest, 1 fast, 2 default (6), 3 maximum.
 _DEFAULT_LEVEL = 2
 _DEFLATE = 8  # CM, the low four bits of its first byte
-_PALETTE = 3
+GREYSCALE, PALETTE = 0, 3  # IHDR colour types
 _SAMPLES_A_PIXEL = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
 # The rows' filters are read from the inflated stream a piece at a time, so a large picture is never
 # held inflated; most writers that choose per row have used two filters within the first rows. Never
@@ -34,7 +34,7 @@ _INFLATE_STEP = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
-class _Header:
+class PngHeader:
     width: int
     height: int
     bit_depth: int
@@ -50,8 +50,8 @@ class _Header:
 def already_well_deflated(data: bytes) -> bool:
     """True when the source is deflated at zlib's default level or above with filters chosen per row."""
     try:
-        header = _header(data)
-        if header.interlaced or header.bit_depth < 8 or header.colour_type == _PALETTE:
+        header = png_header(data)
+        if header.interlaced or header.bit_depth < 8 or header.colour_type == PALETTE:
             return False
         stream = b"".join(chunk[8:-4] for chunk in png_chunks(data) if chunk[4:8] == b"IDAT")
         if len(stream) < 2 or stream[0] & 0x0F != _DEFLATE or stream[1] >> 6 < _DEFAULT_LEVEL:
@@ -61,13 +61,13 @@ def already_well_deflated(data: bytes) -> bool:
         return False  # decoding it will say what is wrong
 
 
-def _header(data: bytes) -> _Header:
-    # IHDR is always the first chunk: width, height, bit depth, colour type, compression, filter, interlace.
+def png_header(data: bytes) -> PngHeader:
+    """The PNG's IHDR, which is always its first chunk (the codec's checks read it too)."""
     try:
         width, height, bit_depth, colour_type, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
     except struct.error as exc:
         raise MalformedContainer("PNG shorter than its header") from exc
-    return _Header(width, height, bit_depth, colour_type, interlaced=interlace != 0)
+    return PngHeader(width, height, bit_depth, colour_type, interlaced=interlace != 0)
 
 
 def _rows_use_several_filters(stream: bytes, row_length: int, rows: int) -> bool:
