@@ -138,10 +138,18 @@ def api_program(settings: Settings) -> Program:
                    environment=metrics_directory(settings, "api"))  # fmt: skip
 
 
+# Celery's worker-to-worker steps, which this service never uses (a cancel is recorded in MongoDB,
+# never sent as a revoke): mingle holds every worker's start for a second asking the others for
+# their revoked tasks, and gossip has each worker read every other worker's events, a load that
+# grows with the square of the fleet (every task's events, with Flower on).
+WITHOUT_NEIGHBOURS = ("--without-mingle", "--without-gossip")
+
+
 def worker_command(settings: Settings, queue: str, threads: int) -> list[str]:
     """A Celery worker of threads for one queue (every worker: its waits have deadlines of their own)."""
     return celery("worker", "--queues", queue, "--pool", "threads", "--concurrency", str(threads),
-                  "--hostname", f"{queue}@%h", "--loglevel", "INFO", *task_events(settings))  # fmt: skip
+                  "--hostname", f"{queue}@%h", "--loglevel", "INFO", *WITHOUT_NEIGHBOURS,
+                  *task_events(settings))  # fmt: skip
 
 
 def image_worker_program(settings: Settings) -> Program:

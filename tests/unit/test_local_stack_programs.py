@@ -1,6 +1,7 @@
 """What `make run` and `make worker` start, by the settings."""
 
 import os
+from pathlib import Path
 
 from local_stack.processes import stack_programs, worker_host_problems, worker_host_programs
 from local_stack.supervisor_config import SOCKET_PATH_LIMIT, render
@@ -63,6 +64,17 @@ def test_flower_runs_only_with_a_port_and_then_the_workers_send_task_events() ->
     programs = {p.name: p for p in stack_programs(Settings.load(env_file=None, flower_port=5555))[0]}
     assert programs["flower"].command[-3:] == ["flower", "--port=5555", "--address=127.0.0.1"]
     assert all("--task-events" in programs[name].command for name in ("worker", "control", "webhooks"))
+
+
+def test_every_worker_starts_without_asking_its_neighbours_and_ignores_their_events() -> None:
+    # A cancel is recorded in MongoDB, never sent as a revoke, so mingle's second at each start
+    # would buy nothing; docker-compose.yml runs its workers the same way.
+    workers = [p for p in stack_programs(Settings.load(env_file=None))[0] if "worker" in p.command]
+    assert {p.name for p in workers} == {"worker", "control", "webhooks"}
+    for program in workers:
+        assert {"--without-mingle", "--without-gossip"} <= set(program.command)
+    compose = (Path(__file__).parents[2] / "docker-compose.yml").read_text()
+    assert compose.count('"--without-mingle", "--without-gossip"') == len(workers)
 
 
 def test_the_control_socket_stays_within_a_socket_path_however_deep_the_data_dir(tmp_path) -> None:
