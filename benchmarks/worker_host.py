@@ -4,7 +4,8 @@ Pillow on the same cores, and what its CPU goes to (issue 20).
 The API host (`make run` with WORKER_CONCURRENCY=0: the API, MongoDB, Redis, the control and
 webhook workers, beat), SeaweedFS and the benchmark's image host run on the other cores; the
 worker host (`make worker`, one codec process per core of its own, images stored in the bucket)
-on its cores only. Its rate is compared with Pillow alone on those same cores. Its CPU per image
+on its cores only. After a small request to warm it up (as Pillow's processes are warmed up before
+they are timed), its rate is compared with Pillow alone on those same cores. Its CPU per image
 is split by step: the main process's steps from its metrics
 (`image_service_cpu_seconds_by_step_total`, worker_service/step_cpu.py), Celery and the rest as
 that process's CPU less its steps', and the codec processes' own CPU.
@@ -33,6 +34,7 @@ from local_stack.running import RunningHost, running_stack, running_worker_host
 from local_stack.seaweedfs import seaweedfs_process
 
 MAIN_STEPS = ("download", "codec_handoff", "store", "database", "logging", "metrics")
+WARM_UP_PRODUCTS = 20
 STEP_LINE = re.compile(r'^image_service_cpu_seconds_by_step_total\{step="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE)
 
 
@@ -161,6 +163,7 @@ def measure_worker_host(corpus: list[CorpusImage], environment: dict[str, str], 
     with busy(other_cores):
         pillow_beside_busy = ceiling.images_per_second(cycle, ceiling.plain_pillow, len(worker_cores), worker_cores)
     with fleet(corpus, environment, worker_cores, other_cores) as running:
+        warm_up(running, per_product)
         print(f"worker host: {images} images on cores {sorted(worker_cores)}…", flush=True)
         result = run_on_host(running, images, per_product, other_cores)
     after = alone_on(worker_cores, cycle)
@@ -186,6 +189,14 @@ def alone_on(cores: set[int], cycle: list[bytes]) -> tuple[float, float]:
     """Images a second of Pillow alone, and of the service's codec alone, on `cores`."""
     pillow = ceiling.images_per_second(cycle, ceiling.plain_pillow, len(cores), cores)
     return pillow, ceiling.images_per_second(cycle, ceiling.service_codec, len(cores), cores)
+
+
+def warm_up(running: Fleet, per_product: int) -> None:
+    """A small request first, as Pillow's processes are warmed up before they are timed: a host of a
+    fleet has long made its connections and loaded what it loads on its first task."""
+    catalogue = product_csv(running.image_host, f"worker-host-warm-up-{time.time()}", WARM_UP_PRODUCTS, per_product)
+    request_id, _ = upload(running.api, catalogue)
+    wait_final(running.api, request_id, Path("/nonexistent"), WARM_UP_PRODUCTS * per_product)
 
 
 def run_on_host(running: Fleet, images: int, per_product: int, other_cores: set[int]) -> dict:
