@@ -36,6 +36,7 @@ COLUMNS = (
     ("store", "store", 2),
     ("database", "database", 2),
     ("Celery and the rest", "celery_and_rest", 2),
+    ("first request after start, s", "first_request_seconds", 2),
 )
 
 
@@ -54,7 +55,8 @@ def bench(checkout_root: Path, arguments: list[str], out: Path) -> dict:
     subprocess.run([str(python), "-m", "benchmarks", *arguments, "--out", str(out)], cwd=checkout_root, check=True)
     report = json.loads((out / "latest.json").read_text())
     host = report.get("worker_host") or {}
-    return {**host, **host.get("cpu_ms_per_image", {})}
+    first = host.get("first_request") or {}
+    return {**host, **host.get("cpu_ms_per_image", {}), "first_request_seconds": first.get("seconds")}
 
 
 def cell(run: dict, key: str, digits: int) -> str:

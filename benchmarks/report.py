@@ -185,6 +185,16 @@ WORKER_HOST_STEPS = (
 )
 
 
+def first_request_line(first: dict | None) -> list[str]:
+    if not first:  # a report from before the worker host was warmed up
+        return []
+    return [
+        f"Before it was timed, its first request ({first['images']} images), uploaded as soon as the host was up, "
+        f"took {first['seconds']:.2f} s to be final.",
+        "",
+    ]
+
+
 def worker_host_section(host: dict) -> list[str]:
     cores = ", ".join(map(str, host["worker_cores"]))
     cpu = host["cpu_ms_per_image"]
@@ -209,6 +219,7 @@ def worker_host_section(host: dict) -> list[str]:
         f"spinning (a busy loop on each): {host['pillow_beside_busy_images_per_second']:.1f} images/s; "
         f"the worker host's ratio to that: {host['ratio_to_pillow_beside_busy']:.2f}.",
         "",
+        *first_request_line(host.get("first_request")),
         "The main process's CPU by step, ms an image:",
         "",
         "| " + " | ".join(label for _, label in WORKER_HOST_STEPS) + " |",

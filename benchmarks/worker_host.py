@@ -163,7 +163,7 @@ def measure_worker_host(corpus: list[CorpusImage], environment: dict[str, str], 
     with busy(other_cores):
         pillow_beside_busy = ceiling.images_per_second(cycle, ceiling.plain_pillow, len(worker_cores), worker_cores)
     with fleet(corpus, environment, worker_cores, other_cores) as running:
-        warm_up(running, per_product)
+        first_request_seconds = warm_up(running, per_product)
         print(f"worker host: {images} images on cores {sorted(worker_cores)}…", flush=True)
         result = run_on_host(running, images, per_product, other_cores)
     after = alone_on(worker_cores, cycle)
@@ -182,6 +182,7 @@ def measure_worker_host(corpus: list[CorpusImage], environment: dict[str, str], 
         "ratio_to_codec": rate / codec,
         "ratio_to_pillow_beside_busy": rate / pillow_beside_busy,
         "pillow_ms_per_image": 1000 * len(worker_cores) / pillow,
+        "first_request": {"images": WARM_UP_PRODUCTS * per_product, "seconds": first_request_seconds},
     }
 
 
@@ -191,12 +192,15 @@ def alone_on(cores: set[int], cycle: list[bytes]) -> tuple[float, float]:
     return pillow, ceiling.images_per_second(cycle, ceiling.service_codec, len(cores), cores)
 
 
-def warm_up(running: Fleet, per_product: int) -> None:
+def warm_up(running: Fleet, per_product: int) -> float:
     """A small request first, as Pillow's processes are warmed up before they are timed: a host of a
-    fleet has long made its connections and loaded what it loads on its first task."""
+    fleet has long made its connections and loaded what it loads on its first task. Its seconds,
+    from the upload, as soon as the host is up, to its final status: what a start costs."""
+    started = time.perf_counter()
     catalogue = product_csv(running.image_host, f"worker-host-warm-up-{time.time()}", WARM_UP_PRODUCTS, per_product)
     request_id, _ = upload(running.api, catalogue)
     wait_final(running.api, request_id, Path("/nonexistent"), WARM_UP_PRODUCTS * per_product)
+    return time.perf_counter() - started
 
 
 def run_on_host(running: Fleet, images: int, per_product: int, other_cores: set[int]) -> dict:

@@ -305,8 +305,12 @@ def test_the_worker_host_section_splits_its_cpu_by_step() -> None:
     assert "| 2.00 | 0.30 | 3.40 | 0.35 | 0.05 | 0.05 | 1.60 |" in text
     assert "The other cores were 62% busy during the run. Pillow alone beside them spinning" in text
     assert "76.5 images/s; the worker host's ratio to that: 0.59." in text
+    assert "first request" not in text  # a report from before the warm-up
     for table in tables_of(text):
         assert len({line.count("|") for line in table}) == 1
+    warmed = {**host, "first_request": {"images": 100, "seconds": 1.234}}
+    text = markdown({"cores": 2, "per_product": 5, "corpora": {}, "worker_host": warmed})
+    assert "its first request (100 images), uploaded as soon as the host was up, took 1.23 s to be final" in text
 
 
 def test_the_other_cores_share_of_busy_time_leaves_out_idle_and_iowait() -> None:
@@ -327,7 +331,7 @@ def test_the_comparison_table_gives_every_run_then_each_sides_range() -> None:
     assert "| HEAD~1 #1 | 60.7 | 0.52 | – |" in text
     assert "| **HEAD~1** | 60.7–61.6 | 0.52 | – |" in text
     assert "| **this checkout** | 69.8–71.6 | 0.64–0.66 | – |" in text
-    assert text.rstrip().endswith("| – | – | – | – | – | 1.40 |")
+    assert text.rstrip().endswith("| – | – | – | – | – | 1.40 | – |")
     for line_table in tables_of(text):
         assert len({line.count("|") for line in line_table}) == 1
 
