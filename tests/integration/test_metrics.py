@@ -89,7 +89,9 @@ def test_metrics_count_every_image_across_a_killed_codec_process(metered_stack, 
         )
 
 
-def test_flower_runs_beside_the_stack_and_serves_its_metrics(metered_stack):
+def test_flower_runs_beside_the_stack_and_sees_the_workers_and_their_tasks(metered_stack, image_server):
+    # The workers run without gossip and mingle (local_stack/processes.py): what Flower learns
+    # comes from their own events, which still reach it.
     def flower_metrics() -> str:
         try:
             response = httpx.get(f"http://127.0.0.1:{FLOWER_PORT}/metrics", timeout=5)
@@ -98,3 +100,12 @@ def test_flower_runs_beside_the_stack_and_serves_its_metrics(metered_stack):
         return response.text if response.status_code == 200 else ""
 
     assert "flower_" in wait_until(flower_metrics, 60, interval=1, message="Flower's /metrics")
+    catalogue = product_csv([(1, "F", [image_server.image("photo.jpg")])])
+    wait_final(metered_stack.api, accepted_id(metered_stack.api, catalogue))
+    product_succeeded = 'task="images.process_product",type="task-succeeded",worker="images@'
+
+    def seen_by_flower() -> bool:
+        text = flower_metrics()
+        return 'flower_worker_online{worker="images@' in text and product_succeeded in text
+
+    wait_until(seen_by_flower, 60, interval=1, message="the image worker and its product task in Flower's metrics")
