@@ -157,7 +157,9 @@ def fleet(
 
 def measure_worker_host(corpus: list[CorpusImage], environment: dict[str, str], images: int, per_product: int) -> dict:
     worker_cores, other_cores = split_cores()
-    cycle = [image.data for image in corpus] * -(-max(images // 4, 200) // len(corpus))
+    # Pillow over as many images as the worker, half before its run and half after: this machine's
+    # speed moves by a tenth from one few seconds to the next, so the reference is averaged as long.
+    cycle = [image.data for image in corpus] * -(-max(images // 2, 200) // len(corpus))
     print(f"worker host: Pillow alone on cores {sorted(worker_cores)}…", flush=True)
     before = alone_on(worker_cores, cycle)
     with busy(other_cores):
@@ -167,8 +169,8 @@ def measure_worker_host(corpus: list[CorpusImage], environment: dict[str, str], 
         print(f"worker host: {images} images on cores {sorted(worker_cores)}…", flush=True)
         result = run_on_host(running, images, per_product, other_cores)
     after = alone_on(worker_cores, cycle)
-    # This machine's speed drifts by a tenth within minutes: the worker is held against Pillow's
-    # mean rate from just before and just after it, and both are kept.
+    # And it drifts within minutes: the worker is held against Pillow's mean rate from just before
+    # and just after it, and both are kept.
     pillow, codec = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     rate = result["images_per_second"]
     return {
