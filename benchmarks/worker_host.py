@@ -28,7 +28,7 @@ import psutil
 from benchmarks import ceiling
 from benchmarks.corpus import CorpusImage
 from benchmarks.image_host import ImageHost
-from benchmarks.service import product_csv, upload, wait_final
+from benchmarks.service import Final, product_csv, upload, wait_final
 from local_stack.processes import free_port
 from local_stack.running import RunningHost, running_stack, running_worker_host
 from local_stack.seaweedfs import seaweedfs_process
@@ -199,22 +199,25 @@ def warm_up(running: Fleet, per_product: int) -> float:
     fleet has long made its connections and loaded what it loads on its first task. Its seconds,
     from the upload, as soon as the host is up, to its final status: what a start costs."""
     started = time.perf_counter()
-    catalogue = product_csv(running.image_host, f"worker-host-warm-up-{time.time()}", WARM_UP_PRODUCTS, per_product)
-    request_id, _ = upload(running.api, catalogue)
-    wait_final(running.api, request_id, Path("/nonexistent"), WARM_UP_PRODUCTS * per_product)
+    one_request(running, "worker-host-warm-up", WARM_UP_PRODUCTS, per_product)
     return time.perf_counter() - started
 
 
+def one_request(running: Fleet, run: str, products: int, per_product: int) -> Final:
+    """A catalogue of new images uploaded to the fleet's API, and its first final status."""
+    catalogue = product_csv(running.image_host, f"{run}-{time.time()}", products, per_product)
+    request_id, _ = upload(running.api, catalogue)
+    return wait_final(running.api, request_id, Path("/nonexistent"), products * per_product)
+
+
 def run_on_host(running: Fleet, images: int, per_product: int, other_cores: set[int]) -> dict:
-    api, metrics_url = running.api, running.metrics_url
+    metrics_url = running.metrics_url
     main, codecs = worker_processes(running.worker_host)
     products = images // per_product
     steps_before, main_before, codecs_before = steps_seconds(metrics_url), cpu_seconds([main]), cpu_seconds(codecs)
     cores_before = psutil.cpu_times(percpu=True)
     started = time.perf_counter()
-    catalogue = product_csv(running.image_host, f"worker-host-{time.time()}", products, per_product)
-    request_id, _ = upload(api, catalogue)
-    final = wait_final(api, request_id, Path("/nonexistent"), products * per_product)
+    final = one_request(running, "worker-host", products, per_product)
     wall = time.perf_counter() - started
     other_cores_busy = busy_share(cores_before, psutil.cpu_times(percpu=True), other_cores)
     # What the last task's flush put there, after its acknowledgement: a moment for the last one.
