@@ -238,7 +238,7 @@ class CodecSettings(Group):
         "CODEC_CONCURRENCY",
         "codec processes of an image worker, each decoding and encoding one image at a time (bounds the "
         "decoded pictures held, hence memory)",
-        shown="one per core",
+        shown="one per core it may use",
         ge=1,
         le=64,
     )
@@ -252,7 +252,7 @@ class CodecSettings(Group):
     @property
     def processes(self) -> int:
         """CODEC_CONCURRENCY, or one per core."""
-        return self.concurrency or os.cpu_count() or 1
+        return self.concurrency or usable_cores()
 
 
 class WebhookSettings(Group):
@@ -380,7 +380,7 @@ class WorkSettings(Group):
         "WORKER_CONCURRENCY",
         "products an image worker started by `make run` or `make worker` works on at once (its threads); "
         "`0` on `make run` starts none (an API-only host)",
-        shown="eight per core",
+        shown="eight per core it may use",
         ge=0,
     )
     product_lease_seconds: float = setting(
@@ -427,7 +427,7 @@ class WorkSettings(Group):
     def products_at_once(self) -> int:
         """WORKER_CONCURRENCY, or eight per core: while most wait on image hosts 200 ms away, the
         codec processes (one per core) always have an image ready."""
-        return 8 * (os.cpu_count() or 1) if self.worker_concurrency is None else self.worker_concurrency
+        return 8 * usable_cores() if self.worker_concurrency is None else self.worker_concurrency
 
 
 class OperationsSettings(Group):
@@ -583,6 +583,12 @@ class Settings:
     def images_at_once(self) -> int:
         """Images an image worker has under way at once: DOWNLOAD_CONCURRENCY for every product it holds."""
         return self.work.products_at_once * self.download.concurrency
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: a worker host pinned with `taskset`, or a container given a
+    cpuset, counts its own, not the machine's (os.cpu_count). Not a CPU quota (`docker --cpus`)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def fields_of(group: type[Group]) -> list[Any]:

@@ -1,5 +1,8 @@
 """The settings: each group reads its own variables, bad ones are all named at once, derived limits fit."""
 
+import os
+from collections.abc import Iterator
+
 import pytest
 
 from shared.settings import CodecSettings, InvalidSettings, Settings
@@ -44,3 +47,26 @@ def test_a_product_must_end_well_within_its_messages_visibility() -> None:
 
 def test_a_webhook_attempt_holds_its_delivery_past_its_own_deadline() -> None:
     assert Settings.load(env_file=None, webhook_timeout_seconds=10).deadlines.webhook_claim_seconds == 40
+
+
+@pytest.fixture
+def one_core() -> Iterator[int]:
+    """This process pinned to one core, as `taskset -c N make worker` pins a worker host."""
+    everywhere = os.sched_getaffinity(0)
+    if len(everywhere) < 2:
+        pytest.skip("one core: a pinned process counts as many as an unpinned one")
+    core = min(everywhere)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield core
+    finally:
+        os.sched_setaffinity(0, everywhere)
+
+
+@pytest.mark.usefixtures("one_core")
+def test_a_worker_pinned_to_one_core_counts_that_core_not_the_machines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CODEC_CONCURRENCY", raising=False)
+    monkeypatch.delenv("WORKER_CONCURRENCY", raising=False)
+    settings = Settings.load(env_file=None)
+    assert settings.codec.processes == 1
+    assert settings.work.products_at_once == 8
