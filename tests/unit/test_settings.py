@@ -50,15 +50,14 @@ def test_a_webhook_attempt_holds_its_delivery_past_its_own_deadline() -> None:
 
 
 @pytest.fixture
-def one_core() -> Iterator[int]:
+def one_core() -> Iterator[None]:
     """This process pinned to one core, as `taskset -c N make worker` pins a worker host."""
     everywhere = os.sched_getaffinity(0)
     if len(everywhere) < 2:
         pytest.skip("one core: a pinned process counts as many as an unpinned one")
-    core = min(everywhere)
-    os.sched_setaffinity(0, {core})
+    os.sched_setaffinity(0, {min(everywhere)})
     try:
-        yield core
+        yield
     finally:
         os.sched_setaffinity(0, everywhere)
 
